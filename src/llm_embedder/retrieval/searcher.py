@@ -1,0 +1,127 @@
+"""A searchable corpus: an index (dense or BM25) plus the texts it returns, saved as one folder.
+
+Folder layout: ``searcher.json`` (method, task, model, factory), ``corpus.jsonl`` (id and text of
+every document), and the index files (``faiss.index`` or ``bm25/``).  The folder is written to a
+temporary name and renamed at the end, so an interrupted build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_embedder.errors import InputError
+from llm_embedder.fileio import atomic_path, read_jsonl, write_json, write_jsonl
+from llm_embedder.models.embedder import Embedder
+from llm_embedder.retrieval.bm25 import BM25Index
+from llm_embedder.retrieval.corpus import Corpus
+from llm_embedder.retrieval.dense import DenseIndex
+
+METHODS = ("dense", "bm25")
+META_FILE = "searcher.json"
+TEXTS_FILE = "corpus.jsonl"
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    text: str
+
+
+class Searcher:
+    def __init__(
+        self,
+        corpus: Corpus,
+        index: DenseIndex | BM25Index,
+        task: str,
+        embedder: Embedder | None = None,
+        model: str | None = None,
+    ):
+        if isinstance(index, DenseIndex) and embedder is None:
+            raise ValueError("a dense searcher needs the embedder that encodes its queries")
+        self.corpus = corpus
+        self.index = index
+        self.task = task
+        self.embedder = embedder
+        self.model = model
+        self._text = dict(zip(corpus.ids, corpus.texts, strict=True))
+
+    @property
+    def method(self) -> str:
+        return "dense" if isinstance(self.index, DenseIndex) else "bm25"
+
+    @classmethod
+    def build(
+        cls,
+        corpus: Corpus,
+        method: str = "dense",
+        *,
+        task: str = "qa",
+        embedder: Embedder | None = None,
+        model: str | None = None,
+        factory: str = "Flat",
+        show_progress: bool | None = None,
+    ) -> Searcher:
+        """Index ``corpus``; dense needs an ``embedder`` (keys get the task's key instruction)."""
+        if method == "dense":
+            if embedder is None:
+                raise ValueError("dense indexing needs an embedder")
+            vectors = embedder.encode_keys(corpus.texts, task=task, show_progress=show_progress)
+            index: DenseIndex | BM25Index = DenseIndex(embedder.dim, factory)
+            index.add(vectors, corpus.ids)
+        elif method == "bm25":
+            index = BM25Index()
+            index.add(corpus.texts, corpus.ids)
+        else:
+            raise ValueError(f"unknown retrieval method {method!r}; known: {', '.join(METHODS)}")
+        return cls(corpus, index, task, embedder=embedder, model=model)
+
+    def search(self, queries: list[str], k: int = 10, show_progress: bool | None = None) -> list[list[Hit]]:
+        if self.method == "dense":
+            assert self.embedder is not None
+            vectors = self.embedder.encode_queries(queries, task=self.task, show_progress=show_progress)
+            scores, ids = self.index.search(vectors, k)
+        else:
+            scores, ids = self.index.search(queries, k)
+        return [
+            [Hit(int(i), float(s), self._text[int(i)]) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
+            for row_s, row_i in zip(scores, ids, strict=True)
+        ]
+
+    def save(self, directory: str | Path) -> None:
+        meta: dict[str, Any] = {"method": self.method, "task": self.task, "count": len(self.corpus)}
+        if isinstance(self.index, DenseIndex):
+            meta.update(model=self.model, factory=self.index.factory, dim=self.index.dim)
+        with atomic_path(directory, is_dir=True) as tmp:
+            write_jsonl(tmp / TEXTS_FILE, ({"id": i, "text": t} for i, t in zip(self.corpus.ids, self.corpus.texts)))
+            self.index.save(tmp)
+            write_json(tmp / META_FILE, meta)
+
+    @staticmethod
+    def read_meta(directory: str | Path) -> dict[str, Any]:
+        file = Path(directory) / META_FILE
+        if not file.is_file():
+            raise InputError(
+                directory,
+                None,
+                None,
+                f"not a searcher folder (no {META_FILE}); build one with `llm-embedder index build`",
+            )
+        return json.loads(file.read_text(encoding="utf-8"))
+
+    @classmethod
+    def load(cls, directory: str | Path, embedder: Embedder | None = None, **embedder_kwargs: Any) -> Searcher:
+        """Load a saved searcher; a dense one loads its embedder unless one is given."""
+        meta = cls.read_meta(directory)
+        rows = read_jsonl(Path(directory) / TEXTS_FILE)
+        corpus = Corpus([r["text"] for r in rows], [r["id"] for r in rows])
+        if meta["method"] == "dense":
+            index: DenseIndex | BM25Index = DenseIndex.load(directory, meta.get("factory", "Flat"))
+            if embedder is None:
+                embedder = Embedder.from_pretrained(meta.get("model"), **embedder_kwargs)
+        else:
+            index = BM25Index.load(directory)
+        return cls(corpus, index, meta["task"], embedder=embedder, model=meta.get("model"))
