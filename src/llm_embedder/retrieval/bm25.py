@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import bm25s
 import numpy as np
 
 from llm_embedder.fileio import atomic_path
+
+# bm25s pins its own logger at DEBUG, which floods any configured root handler.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # The BM25 parameters of the original LLM-Embedder evaluation (tuned on MS MARCO).
 DEFAULT_K1 = 0.82

@@ -94,9 +94,19 @@ class Searcher:
     def save(self, directory: str | Path) -> None:
         meta: dict[str, Any] = {"method": self.method, "task": self.task, "count": len(self.corpus)}
         if isinstance(self.index, DenseIndex):
-            meta.update(model=self.model, factory=self.index.factory, dim=self.index.dim)
+            assert self.embedder is not None
+            # The query side must match the keys: remember the instruction and budget in use.
+            task = self.embedder.tasks.get_task(self.task)
+            meta.update(
+                model=self.model,
+                factory=self.index.factory,
+                dim=self.index.dim,
+                query_instruction=task.query_instruction,
+                query_max_length=task.query_max_length,
+            )
+        rows = ({"id": i, "text": t} for i, t in zip(self.corpus.ids, self.corpus.texts, strict=True))
         with atomic_path(directory, is_dir=True) as tmp:
-            write_jsonl(tmp / TEXTS_FILE, ({"id": i, "text": t} for i, t in zip(self.corpus.ids, self.corpus.texts)))
+            write_jsonl(tmp / TEXTS_FILE, rows)
             self.index.save(tmp)
             write_json(tmp / META_FILE, meta)
 
@@ -113,15 +123,22 @@ class Searcher:
         return json.loads(file.read_text(encoding="utf-8"))
 
     @classmethod
-    def load(cls, directory: str | Path, embedder: Embedder | None = None, **embedder_kwargs: Any) -> Searcher:
-        """Load a saved searcher; a dense one loads its embedder unless one is given."""
+    def load(
+        cls, directory: str | Path, embedder: Embedder | None = None, model: str | None = None, **embedder_kwargs: Any
+    ) -> Searcher:
+        """Load a saved searcher.  A dense one loads its embedder (``model`` overrides the saved
+        one) unless one is given; queries then get the instruction the index was built with,
+        unless ``instructions`` or ``tasks`` are passed explicitly."""
         meta = cls.read_meta(directory)
         rows = read_jsonl(Path(directory) / TEXTS_FILE)
         corpus = Corpus([r["text"] for r in rows], [r["id"] for r in rows])
         if meta["method"] == "dense":
             index: DenseIndex | BM25Index = DenseIndex.load(directory, meta.get("factory", "Flat"))
             if embedder is None:
-                embedder = Embedder.from_pretrained(meta.get("model"), **embedder_kwargs)
+                embedder = Embedder.from_pretrained(model or meta.get("model"), **embedder_kwargs)
+                if not {"instructions", "tasks"} & embedder_kwargs.keys() and "query_instruction" in meta:
+                    saved = {k: meta[k] for k in ("query_instruction", "query_max_length")}
+                    embedder.tasks = embedder.tasks.updated({meta["task"]: saved})
         else:
             index = BM25Index.load(directory)
         return cls(corpus, index, meta["task"], embedder=embedder, model=meta.get("model"))

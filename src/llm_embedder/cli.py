@@ -1,0 +1,231 @@
+"""The ``llm-embedder`` command.  Thin by design: it parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from textwrap import shorten
+
+from llm_embedder.errors import InputError
+
+log = logging.getLogger("llm_embedder")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="zoo name (minilm), local folder or hub id; default: minilm")
+    p.add_argument(
+        "--instructions", default=None, help="instruction set: llm-embedder, none, bge, e5 (default: the model's own)"
+    )
+    p.add_argument("--tasks-file", default=None, help="YAML file adding or overriding tasks")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def _load_embedder(args: argparse.Namespace):
+    from llm_embedder.models.embedder import Embedder
+
+    return Embedder.from_pretrained(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        tasks=args.tasks_file,
+        instructions=args.instructions,
+        batch_size=args.batch_size,
+    )
+
+
+def _model_reference(name: str | None) -> str:
+    """How an index remembers its model: a folder by its absolute path, a name as given."""
+    from llm_embedder.models.zoo import DEFAULT_ENCODER
+
+    if name and Path(name).is_dir():
+        return str(Path(name).resolve())
+    return name or DEFAULT_ENCODER
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if args.quiet else None
+
+
+# ---------------------------------------------------------------------------- encode
+def cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from llm_embedder.fileio import atomic_path, iter_jsonl
+
+    texts = []
+    for number, record in iter_jsonl(args.input):
+        if args.field not in record:
+            raise InputError(args.input, number, args.field, "missing")
+        value = record[args.field]
+        if not isinstance(value, str):
+            raise InputError(args.input, number, args.field, f"expected a string, got {type(value).__name__}")
+        texts.append(value)
+    embedder = _load_embedder(args)
+    encode = embedder.encode_queries if args.side == "query" else embedder.encode_keys
+    vectors = encode(texts, task=args.task, show_progress=_progress(args))
+    with atomic_path(args.out) as tmp, tmp.open("wb") as handle:
+        np.save(handle, vectors)
+    print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 embeddings to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- index build
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from llm_embedder.retrieval.corpus import Corpus
+    from llm_embedder.retrieval.searcher import Searcher
+
+    corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
+    embedder = _load_embedder(args) if args.method == "dense" else None
+    if embedder is not None:
+        embedder.tasks.get_task(args.task)
+    searcher = Searcher.build(
+        corpus,
+        args.method,
+        task=args.task,
+        embedder=embedder,
+        model=_model_reference(args.model),
+        factory=args.factory,
+        show_progress=_progress(args),
+    )
+    searcher.save(args.out)
+    print(f"indexed {len(corpus)} documents ({args.method}, task {args.task}) into {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- search
+def cmd_search(args: argparse.Namespace) -> int:
+    from llm_embedder.fileio import atomic_path, iter_jsonl
+    from llm_embedder.retrieval.searcher import Searcher
+
+    Searcher.read_meta(args.index)  # fail fast on a wrong folder, before reading queries
+    if (args.query is None) == (args.queries is None):
+        raise ValueError("give either --query TEXT or --queries FILE")
+    if args.query is not None:
+        records = [{args.field: args.query}]
+    else:
+        records = []
+        for number, record in iter_jsonl(args.queries):
+            if not isinstance(record.get(args.field), str):
+                raise InputError(args.queries, number, args.field, "missing or not a string")
+            records.append(record)
+    options = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
+    if args.instructions is not None:
+        options["instructions"] = args.instructions
+    if args.tasks_file is not None:
+        options["tasks"] = args.tasks_file
+    searcher = Searcher.load(args.index, model=args.model, **options)
+    if args.task:
+        if searcher.embedder is not None:
+            searcher.embedder.tasks.get_task(args.task)
+        searcher.task = args.task
+    hits = searcher.search([r[args.field] for r in records], k=args.k, show_progress=_progress(args))
+    if args.out:
+        with atomic_path(args.out) as tmp, tmp.open("w", encoding="utf-8") as out:
+            for record, row in zip(records, hits, strict=True):
+                result = {**record, "hits": [{"id": h.id, "score": h.score, "text": h.text} for h in row]}
+                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        print(f"wrote the top {args.k} hits of {len(records)} queries to {args.out}")
+    else:
+        for record, row in zip(records, hits, strict=True):
+            print(f"query: {shorten(record[args.field], 100, placeholder='…')}")
+            for rank, h in enumerate(row, start=1):
+                print(f"  {rank:>2}. [{h.id}] {h.score:.4f}  {shorten(h.text, 90, placeholder='…')}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from llm_embedder.demo import run_retrieval_demo
+
+    run_retrieval_demo(Path(args.data), model=args.model, k=args.k, out=Path(args.out) if args.out else None)
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from llm_embedder import __version__
+    from llm_embedder.tasks import DEFAULT_TASKS
+
+    tasks = ", ".join(DEFAULT_TASKS)
+    parser = argparse.ArgumentParser(
+        prog="llm-embedder",
+        description="Train, evaluate and serve one embedding model for every retrieval need of an LLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"llm-embedder {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("encode", help="embed the texts of a JSON-lines file into a .npy array")
+    p.add_argument("--input", required=True, help="JSON-lines file")
+    p.add_argument("--field", default="query", help="the text field of each line (default: query)")
+    p.add_argument("--task", required=True, help=f"task whose instruction and length apply ({tasks})")
+    p.add_argument("--side", choices=("query", "key"), default="query", help="encode as queries or as keys")
+    p.add_argument("--out", required=True, help="output .npy file")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_encode)
+
+    index = sub.add_parser("index", help="build search indexes").add_subparsers(dest="index_command", required=True)
+    p = index.add_parser("build", help="index a JSON-lines corpus (dense on faiss, or BM25)")
+    p.add_argument("--corpus", required=True, help="JSON-lines corpus; a document's id is its row number")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", choices=("dense", "bm25"), default="dense")
+    p.add_argument("--task", default="qa", help=f"task whose key instruction applies ({tasks}); default qa")
+    p.add_argument("--key-template", default="{text}", help="how a row becomes text, e.g. '{title} {text}'")
+    p.add_argument("--id-field", default=None, help="integer id field (default: row number)")
+    p.add_argument("--factory", default="Flat", help="faiss index_factory string (default: Flat)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_index_build)
+
+    p = sub.add_parser("search", help="search an index with a query string or a file of queries")
+    p.add_argument("--index", required=True, help="folder written by `index build`")
+    p.add_argument("--query", default=None, help="one query string")
+    p.add_argument("--queries", default=None, help="JSON-lines file of queries")
+    p.add_argument("--field", default="query", help="query field in --queries (default: query)")
+    p.add_argument("--task", default=None, help="task of the queries (default: the index's task)")
+    p.add_argument("-k", "--k", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument("--out", default=None, help="write hits as JSON lines instead of printing them")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
+    p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")
+    p.add_argument("--model", default=None, help="encoder to demonstrate (default: minilm)")
+    p.add_argument("-k", "--k", type=int, default=3, help="hits shown per query")
+    p.add_argument("--out", default=None, help="also write the per-task figures as JSON")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _default_demo_data() -> Path:
+    return Path(os.environ.get("LLM_EMBEDDER_DEMO_DATA", "data/flagembedding-toy"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (InputError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"llm-embedder: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llm-embedder: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training-side maths: the losses of LLM-Embedder and the cross-device gather they rely on."""
