@@ -82,6 +82,9 @@ def build_tiny_encoder(directory: Path, seed: int = 0) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=512,
+        # BERT's usual 0.02 makes a random encoder map every text to nearly the same CLS vector
+        # (cosine > 0.9999); wider weights give texts distinguishable embeddings.
+        initializer_range=0.5,
     )
     torch.manual_seed(seed)
     model = BertModel(config).eval()

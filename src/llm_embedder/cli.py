@@ -140,6 +140,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from llm_embedder.training.config import TrainConfig
+    from llm_embedder.training.trainer import train
+
+    overrides = list(args.set)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    config = TrainConfig.from_yaml(args.config, overrides)
+    train(config, show_progress=not args.quiet)
+    return 0
+
+
 # ---------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from llm_embedder.demo import run_retrieval_demo
@@ -194,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write hits as JSON lines instead of printing them")
     _add_model_args(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "train",
+        help="train an embedder from a recipe (one process, or many with torchrun)",
+        description="Train from a YAML recipe. Many processes: torchrun --nproc_per_node N -m llm_embedder.cli train ...",
+    )
+    p.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/toy-cpu.yaml")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. max_steps=100"
+    )
+    p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
     p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")

@@ -246,7 +246,9 @@ def test_kl_uses_only_own_keys():
     q, k, t = make_inputs(3, 2, seed=2)
     loss = kl_distill_loss(q, k, t)
     k_other = k.detach().clone()
-    k_other[2:] = F.normalize(torch.randn(4, k.shape[1], dtype=k.dtype), dim=-1)  # keys of queries 1, 2
+    k_other[2:] = F.normalize(
+        torch.randn(4, k.shape[1], generator=torch.Generator().manual_seed(0), dtype=k.dtype), -1
+    )  # keys of queries 1, 2
     per_query0 = kl_distill_loss(q[:1], k[:2], t[:1])
     assert not torch.allclose(loss, kl_distill_loss(q, k_other, t))
     torch.testing.assert_close(kl_distill_loss(q[:1], k_other[:2], t[:1]), per_query0)
@@ -378,3 +380,41 @@ def test_compute_task_loss_for_builtin_tasks(task_name):
     total, parts = compute_task_loss(q, k, t, settings)
     assert torch.isfinite(total) and parts
     assert all(torch.isfinite(g).all() for g in torch.autograd.grad(total, (q, k)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra negatives (other tasks' keys in a mixed batch)
+
+
+def ref_with_extra(q, k, extra, t, tau, stable):
+    """Contrastive (stable=False) or stable distillation where ``extra`` rows join every denominator."""
+    n, group_size = q.shape[0], k.shape[0] // q.shape[0]
+    keys = torch.cat([k, extra])
+    total = 0.0
+    positions = range(group_size) if stable else [0]
+    for i in range(n):
+        weights = _softmax([t[i, m] for m in range(group_size)]) if stable else [1.0]
+        for j in positions:
+            cols = [
+                c
+                for c in range(keys.shape[0])
+                if not (c < n * group_size and c // group_size == i and c % group_size < j)
+            ]
+            lse = _log_sum_exp([_score(q, keys, i, c, 0.05) for c in cols])
+            total = total + weights[j] * (lse - _score(q, keys, i, i * group_size + j, 0.05)) / n
+    return total
+
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_extra_keys_join_every_denominator(stable):
+    q, k, t = make_inputs(3, 2, seed=7)
+    extra = F.normalize(torch.randn(5, q.shape[1], dtype=q.dtype, generator=torch.Generator().manual_seed(1)), dim=-1)
+    extra.requires_grad_()
+    if stable:
+        fast = stable_distill_loss(q, k, t, 0.05, extra_keys=extra)
+    else:
+        fast = contrastive_loss(q, k, 2, 0.05, extra_keys=extra)
+    slow = ref_with_extra(q, k, extra, t, 0.05, stable)
+    torch.testing.assert_close(fast, slow, atol=1e-9, rtol=1e-9)
+    for a, b in zip(torch.autograd.grad(fast, (q, k, extra)), torch.autograd.grad(slow, (q, k, extra)), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-8)

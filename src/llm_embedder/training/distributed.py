@@ -10,8 +10,11 @@ Gradient convention (the DPR/BGE one, reference implementation §3):
   with ``1/W`` of the gradient of the global loss.
 
 Multiply the loss by :func:`loss_scale_for_ddp` (= world size) before ``backward`` to get exactly the
-gradient a single process would compute on the concatenated batch.  Log the unscaled value.  With
-one process (or no process group) every function here is the identity and the scale is 1.
+gradient a single process would compute on the concatenated batch.  Log the unscaled value.
+This holds for every loss computed on gathered tensors, including the KL loss that only looks at
+each query's own keys; do not scale a loss computed on local tensors alone (DDP's average of local
+means already is the global mean).  With one process (or no process group) every function here is
+the identity and the scale is 1.
 """
 
 from __future__ import annotations

@@ -54,9 +54,15 @@ def _check_teacher(q: torch.Tensor, k: torch.Tensor, teacher_scores: torch.Tenso
     return group_size
 
 
-def _all_scores(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
-    """S = q k^T / tau, [B, B*G], in at least float32."""
+def _all_scores(
+    q: torch.Tensor, k: torch.Tensor, temperature: float, extra_keys: torch.Tensor | None = None
+) -> torch.Tensor:
+    """S = q [k; extra]^T / tau, [B, B*G + E], in at least float32."""
     dtype = _score_dtype(q)
+    if extra_keys is not None:
+        if extra_keys.dim() != 2 or extra_keys.shape[1] != k.shape[1]:
+            raise ValueError(f"extra_keys must be [E, {k.shape[1]}], got {tuple(extra_keys.shape)}")
+        k = torch.cat([k, extra_keys.to(k.dtype)])
     return q.to(dtype) @ k.to(dtype).T / temperature
 
 
@@ -68,17 +74,22 @@ def _own_scores(q: torch.Tensor, k: torch.Tensor, group_size: int, temperature: 
 
 
 def contrastive_loss(
-    q: torch.Tensor, k: torch.Tensor, group_size: int, temperature: float = DEFAULT_TEMPERATURE
+    q: torch.Tensor,
+    k: torch.Tensor,
+    group_size: int,
+    temperature: float = DEFAULT_TEMPERATURE,
+    extra_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE over all keys given (paper Eq. 2, reference §3.1).
 
     ``L = (1/B) sum_i -log softmax(S_i)[i*G]`` with ``S = q k^T / tau`` of shape [B, B*G]: every key of
     every other query is a negative, so gathered inputs give in-batch and cross-device negatives.
 
-    Args: q [B, d]; k [B*G, d]; group_size G; temperature tau.  Returns a scalar.
+    Args: q [B, d]; k [B*G, d]; group_size G; temperature tau; ``extra_keys`` [E, d]: more negatives
+    for every query (other tasks' keys in a mixed batch).  Returns a scalar.
     """
     _check_inputs(q, k, group_size, temperature)
-    scores = _all_scores(q, k, temperature)
+    scores = _all_scores(q, k, temperature, extra_keys)
     labels = torch.arange(q.shape[0], device=q.device) * group_size
     return F.cross_entropy(scores, labels)
 
@@ -115,6 +126,7 @@ def stable_distill_loss(
     teacher_scores: torch.Tensor,
     temperature: float = DEFAULT_TEMPERATURE,
     teacher_temperature: float = 1.0,
+    extra_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stabilized (rank-aware, listwise) distillation (paper §2.2.3, reference §3.3).
 
@@ -126,14 +138,14 @@ def stable_distill_loss(
     higher-ranked keys leave the denominator, every other query's keys always stay in it.  The
     original code has no teacher temperature (T_t = 1, the default here).
 
-    Args: q [B, d]; k [B*G, d]; teacher_scores t [B, G]; temperature tau; teacher_temperature T_t.
-    Returns a scalar.
+    Args: q [B, d]; k [B*G, d]; teacher_scores t [B, G]; temperature tau; teacher_temperature T_t;
+    ``extra_keys`` [E, d]: more negatives, always in every denominator.  Returns a scalar.
     """
     group_size = _check_teacher(q, k, teacher_scores, temperature)
     if teacher_temperature <= 0:
         raise ValueError("teacher_temperature must be positive")
     n_queries = q.shape[0]
-    scores = _all_scores(q, k, temperature)
+    scores = _all_scores(q, k, temperature, extra_keys)
     rows = torch.arange(n_queries, device=scores.device)
     own_cols = rows[:, None] * group_size + torch.arange(group_size, device=scores.device)
     own = scores.gather(1, own_cols)  # [B, G]
@@ -183,13 +195,16 @@ def compute_task_loss(
     teacher_scores: torch.Tensor | None,
     settings: TrainingSettings,
     temperature: float = DEFAULT_TEMPERATURE,
+    extra_keys: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted loss of one task's batch: ``(total, {name: unweighted part})``.
 
     Computes every loss of ``settings.losses`` with a positive weight and combines them with
     :func:`combine_losses`.  The group size G is read from the shapes (``k`` has ``B * G`` rows);
     ``settings.teacher_temperature`` goes to both distillation losses, ``settings.student_temperature``
-    to the KL one.  Raises ``ValueError`` when a distillation loss is active but ``teacher_scores`` is None.
+    to the KL one.  ``extra_keys`` are further negatives for the contrastive and stable losses (the KL
+    loss only compares a query's own keys).  Raises ``ValueError`` when a distillation loss is active
+    but ``teacher_scores`` is None.
     """
     active = {name: w for name, w in settings.losses.items() if w > 0}
     if not active:
@@ -207,7 +222,7 @@ def compute_task_loss(
     parts: dict[str, torch.Tensor] = {}
     for name in active:
         if name == "contrastive":
-            parts[name] = contrastive_loss(q, k, group_size, temperature)
+            parts[name] = contrastive_loss(q, k, group_size, temperature, extra_keys)
         elif name == "kl_distill":
             assert teacher_scores is not None
             parts[name] = kl_distill_loss(
@@ -215,5 +230,7 @@ def compute_task_loss(
             )
         else:
             assert teacher_scores is not None
-            parts[name] = stable_distill_loss(q, k, teacher_scores, temperature, settings.teacher_temperature)
+            parts[name] = stable_distill_loss(
+                q, k, teacher_scores, temperature, settings.teacher_temperature, extra_keys
+            )
     return combine_losses(parts, active), parts

@@ -1,0 +1,345 @@
+"""The multi-task training loop, on Hugging Face ``accelerate`` (one CPU, one GPU, or ``torchrun``/DDP).
+
+Per step: the sampler hands every rank its slice of one global batch (from one dataset when
+batches are homogeneous); each row becomes a group (query, positive, negatives, teacher scores);
+queries and keys are encoded in one forward call; embeddings and teacher scores are gathered from
+all ranks (cross-device negatives); the task's losses are computed on the global batch and the
+loss is scaled by the world size, because DDP averages the gradients of the ranks.
+
+Checkpoints (``output_dir/checkpoints/step-NNNNNN``) hold the model, optimizer, scheduler, sampler
+position and every RNG state; they appear by one rename, so a killed run leaves only complete
+ones, and a restarted run continues from the newest exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llm_embedder.data.records import Group, TrainDataset, load_train_file, make_group
+from llm_embedder.data.sampler import HomogeneousBatchSampler
+from llm_embedder.errors import InputError
+from llm_embedder.fileio import atomic_path, write_json
+from llm_embedder.models.embedder import Embedder
+from llm_embedder.tasks import TaskTable
+from llm_embedder.training.config import TrainConfig, effective_settings
+from llm_embedder.training.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
+from llm_embedder.training.losses import compute_task_loss
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_DIR = "model"
+LOG_FILE = "train_log.jsonl"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class PairEncoder(torch.nn.Module):
+    """Encodes queries and keys in one call, so DDP sees one forward per backward."""
+
+    def __init__(self, embedder: Embedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, queries: dict[str, torch.Tensor], keys: dict[str, torch.Tensor]):
+        return self.embedder(**queries), self.embedder(**keys)
+
+
+@dataclass
+class Progress:
+    """The trainer's own position, saved with every checkpoint."""
+
+    step: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def learning_rate_factor(step: int, max_steps: int, warmup_steps: int, shape: str = "linear") -> float:
+    """Warm-up then linear decay to 0 at ``max_steps``.  ``log`` warm-up is DeepSpeed's
+    WarmupDecayLR default (ln(step+1)/ln(warmup)), which the original recipe ran with."""
+    if step < warmup_steps:
+        if shape == "log":
+            return math.log(step + 1) / math.log(warmup_steps) if warmup_steps > 1 else 1.0
+        return step / warmup_steps
+    return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
+
+
+def training_task_table(base: TaskTable, config: TrainConfig) -> TaskTable:
+    """The task table the model is trained and saved with: instructions switched on or off, recipe overrides."""
+    table = base.with_instructions("llm-embedder") if config.techniques.instructions else base
+    table = table.updated(config.tasks, source="recipe tasks")
+    return table if config.techniques.instructions else table.with_instructions("none")
+
+
+def load_datasets(config: TrainConfig, table: TaskTable) -> list[TrainDataset]:
+    if not config.datasets:
+        raise ValueError("the recipe lists no datasets")
+    effective = TaskTable(
+        {
+            n: dataclasses.replace(t, training=effective_settings(t.training, config.techniques))
+            for n, t in table.items()
+        }
+    )
+    datasets, names = [], set()
+    for spec in config.datasets:
+        data = load_train_file(
+            spec.path, effective, name=spec.name, require_labels=not config.techniques.reward, seed=config.seed
+        )
+        if data.name in names:
+            raise InputError(spec.path, None, None, f"dataset name {data.name!r} is used twice; give one a `name`")
+        names.add(data.name)
+        if not data.records:
+            raise InputError(spec.path, None, None, f"no usable records (dropped: {data.dropped})")
+        datasets.append(data)
+    if not config.techniques.homogeneous:
+        sizes = {d.settings.group_size for d in datasets}
+        if len(sizes) > 1:
+            raise ValueError(f"mixed batches need one group size for every task, got {sorted(sizes)}")
+    return datasets
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, show_progress: bool = True):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.config = config
+        self.show_progress = show_progress
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            cpu=config.device == "cpu",
+            step_scheduler_with_optimizer=False,
+        )
+        set_seed(config.seed)
+
+        embedder = Embedder.from_pretrained(config.model, pooling=config.pooling, device=self.accelerator.device)
+        embedder.tasks = training_task_table(embedder.tasks, config)
+        if config.gradient_checkpointing:
+            embedder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        embedder.model.train()
+        self.embedder = embedder
+
+        self.datasets = load_datasets(config, embedder.tasks)
+        self._settings = {d.task: d.settings for d in self.datasets}
+        self._task_order = sorted(self._settings)
+        self._offsets = np.cumsum([0] + [len(d) for d in self.datasets[:-1]])
+        self.sampler = HomogeneousBatchSampler(
+            [len(d) for d in self.datasets],
+            config.batch_size,
+            world_size=self.accelerator.num_processes,
+            rank=self.accelerator.process_index,
+            seed=config.seed,
+            weights=[s.weight for s in config.datasets],
+            homogeneous=config.techniques.homogeneous,
+        )
+
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+        params = [(n, p) for n, p in embedder.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+            {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+        warmup = math.ceil(config.warmup_ratio * config.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: learning_rate_factor(s, config.max_steps, warmup, config.warmup_shape)
+        )
+        self.model, self.optimizer = self.accelerator.prepare(PairEncoder(embedder), optimizer)
+        self.progress = Progress()
+        for obj in (self.scheduler, self.sampler, self.progress):
+            self.accelerator.register_for_checkpointing(obj)
+
+    # ------------------------------------------------------------------ data
+    def _groups(self, indices: list[int], step: int) -> list[tuple[str, Group]]:
+        """(task, group) per row; the choice depends only on (seed, step, row), never on the rank or a resume."""
+        out = []
+        for index in indices:
+            data = self.datasets[self.sampler.dataset_of(index)]
+            record = data.records[index - self._offsets[self.sampler.dataset_of(index)]]
+            rng = np.random.default_rng((self.config.seed, step, index))
+            out.append((data.task, make_group(record, data.settings, rng)))
+        return out
+
+    def _features(self, rows: list[tuple[str, Group]]) -> tuple[dict, dict]:
+        """Tokenised queries and keys, each with its task's instruction and token budget."""
+        emb = self.embedder
+        q_feats: dict[str, list] = defaultdict(list)
+        k_feats: dict[str, list] = defaultdict(list)
+        for task_name, group in rows:
+            task = emb.tasks[task_name]
+            for name, values in emb.tokenize([task.query_text(group.query)], task.query_max_length).items():
+                q_feats[name].extend(values)
+            keys = [task.key_text(k) for k in group.keys]
+            for name, values in emb.tokenize(keys, task.key_max_length).items():
+                k_feats[name].extend(values)
+        return emb.collate(q_feats, range(len(rows))), emb.collate(k_feats, range(len(k_feats["input_ids"])))
+
+    # ------------------------------------------------------------------ loss
+    def _loss(self, rows: list[tuple[str, Group]], q: torch.Tensor, k: torch.Tensor):
+        """(loss to back-propagate, {"loss/<task>": value}).  Each task present gets its own losses;
+        in a mixed batch the other tasks' keys are extra negatives and the task losses are weighted
+        by their share of the queries, so the total stays a mean over queries."""
+        group_size = len(rows[0][1].keys)
+        teacher = torch.tensor(
+            [g.teacher_scores or [0.0] * group_size for _, g in rows], dtype=torch.float32, device=q.device
+        )
+        has_teacher = torch.tensor([g.teacher_scores is not None for _, g in rows], device=q.device)
+        task_ids = torch.tensor([self._task_order.index(t) for t, _ in rows], device=q.device)
+        cross = self.config.cross_device_negatives
+        if cross:
+            q, k = gather_with_grad(q), gather_with_grad(k)
+            teacher, has_teacher, task_ids = map(gather_no_grad, (teacher, has_teacher, task_ids))
+        key_task_ids = task_ids.repeat_interleave(group_size)
+        total, logs = q.new_zeros(()), {}
+        for tid in task_ids.unique().tolist():
+            name = self._task_order[tid]
+            mine, mine_keys = task_ids == tid, key_task_ids == tid
+            scores = teacher[mine] if bool(has_teacher[mine].all()) else None
+            extra = k[~mine_keys] if bool((~mine_keys).any()) else None
+            loss, _ = compute_task_loss(
+                q[mine], k[mine_keys], scores, self._settings[name], self.config.temperature, extra
+            )
+            total = total + loss * (mine.sum() / q.shape[0])
+            logs[f"loss/{name}"] = float(loss.detach())
+        return total * (loss_scale_for_ddp() if cross else 1.0), logs
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoints(self) -> list[Path]:
+        folder = self.output_dir / CHECKPOINT_DIR
+        found = [(int(m.group(1)), p) for p in folder.glob("step-*") if (m := _STEP_DIR.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def _save_checkpoint(self) -> None:
+        acc = self.accelerator
+        folder = self.output_dir / CHECKPOINT_DIR
+        final = folder / f"step-{self.progress.step:06d}"
+        tmp = folder / f".{final.name}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            write_json(tmp / "trainer_state.json", {"step": self.progress.step, "config": self.config.to_dict()})
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in self._checkpoints()[: -self.config.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _resume(self) -> None:
+        checkpoints = self._checkpoints()
+        if not (self.config.resume and checkpoints):
+            return
+        self.accelerator.load_state(str(checkpoints[-1]))
+        self._print(f"resumed from {checkpoints[-1]} at step {self.progress.step}")
+        if self.accelerator.is_main_process:
+            # Log lines past the checkpoint belong to the interrupted run; the resumed run writes them again.
+            log_file = self.output_dir / LOG_FILE
+            if log_file.exists():
+                kept = [
+                    line for line in log_file.read_text().splitlines() if json.loads(line)["step"] <= self.progress.step
+                ]
+                log_file.write_text("".join(line + "\n" for line in kept))
+
+    # ------------------------------------------------------------------ loop
+    def _print(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            tqdm.write(message)
+
+    def train(self) -> Path:
+        """Run to ``max_steps`` (resuming if possible) and save the model; returns its folder."""
+        cfg, acc = self.config, self.accelerator
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        if acc.is_main_process:
+            sizes = ", ".join(f"{d.name} ({d.task}) {len(d)}" for d in self.datasets)
+            self._print(f"training {self.embedder!r}\n  on {sizes}; {len(self.sampler)} steps per epoch")
+            for d in self.datasets:
+                if d.dropped:
+                    self._print(f"  {d.path}: dropped {d.dropped}")
+        window: dict[str, list[float]] = defaultdict(list)
+        started, start_step = time.perf_counter(), self.progress.step
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.progress.step,
+            desc="train",
+            unit="step",
+            disable=not (self.show_progress and acc.is_main_process),
+        )
+        for indices in self.sampler.iter_steps(cfg.max_steps - self.progress.step):
+            rows = self._groups(indices, self.progress.step)
+            queries, keys = self._features(rows)
+            with acc.autocast():
+                q, k = self.model(queries, keys)
+            loss, logs = self._loss(rows, q, k)
+            acc.backward(loss)
+            if cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.progress.step += 1
+            for key, value in logs.items():
+                window[key].append(value)
+            bar.update(1)
+            bar.set_postfix({k.removeprefix("loss/"): f"{v:.3f}" for k, v in logs.items()})
+            step = self.progress.step
+            if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                self._log(step, window, started, start_step)
+                window.clear()
+            if step % cfg.save_steps == 0 and step < cfg.max_steps:
+                self._save_checkpoint()
+        bar.close()
+        return self._save_model()
+
+    def _log(self, step: int, window: dict[str, list[float]], started: float, start_step: int) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        elapsed = time.perf_counter() - started
+        record: dict[str, Any] = {
+            "step": step,
+            "lr": self.scheduler.get_last_lr()[0],
+            **{k: sum(v) / len(v) for k, v in sorted(window.items())},
+            "samples_per_s": (step - start_step) * self.config.batch_size * self.accelerator.num_processes / elapsed,
+        }
+        with (self.output_dir / LOG_FILE).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        self._print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+    def _save_model(self) -> Path:
+        acc = self.accelerator
+        target = self.output_dir / MODEL_DIR
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            embedder = acc.unwrap_model(self.model).embedder
+            embedder.model.eval()
+            with atomic_path(target, is_dir=True) as tmp:
+                embedder.save_pretrained(tmp)
+                write_json(tmp / "training.json", {"steps": self.progress.step, "config": self.config.to_dict()})
+            self._print(f"saved the trained embedder to {target}")
+        acc.wait_for_everyone()
+        return target
+
+
+def train(config: TrainConfig, show_progress: bool = True) -> Path:
+    return Trainer(config, show_progress=show_progress).train()
