@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train an embedder from a recipe (one process, or many with torchrun)",
-        description="Train from a YAML recipe. Many processes: torchrun --nproc_per_node N -m llm_embedder.cli train ...",
+        description="Train from a YAML recipe. Many processes: torchrun --nproc_per_node N -m llm_embedder.cli train",
     )
     p.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/toy-cpu.yaml")
     p.add_argument(

@@ -194,7 +194,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loss
     def _loss(self, rows: list[tuple[str, Group]], q: torch.Tensor, k: torch.Tensor):
-        """(loss to back-propagate, {"loss/<task>": value}).  Each task present gets its own losses;
+        """(loss to back-propagate, {"loss": total, "loss/<task>": value}).  Each task present gets its own losses;
         in a mixed batch the other tasks' keys are extra negatives and the task losses are weighted
         by their share of the queries, so the total stays a mean over queries."""
         group_size = len(rows[0][1].keys)
@@ -219,6 +219,7 @@ class Trainer:
             )
             total = total + loss * (mine.sum() / q.shape[0])
             logs[f"loss/{name}"] = float(loss.detach())
+        logs["loss"] = float(total.detach())
         return total * (loss_scale_for_ddp() if cross else 1.0), logs
 
     # ------------------------------------------------------------------ checkpoints
@@ -302,7 +303,7 @@ class Trainer:
             for key, value in logs.items():
                 window[key].append(value)
             bar.update(1)
-            bar.set_postfix({k.removeprefix("loss/"): f"{v:.3f}" for k, v in logs.items()})
+            bar.set_postfix(loss=f"{logs['loss']:.3f}")
             step = self.progress.step
             if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                 self._log(step, window, started, start_step)
