@@ -40,7 +40,7 @@ TASK_NAMES = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 # Enough real words that typical English test sentences tokenise into whole words; anything
 # else falls back to single letters and "##" letter pieces, so no text is ever all [UNK].
-_WORDS = """
+_WORD_TEXT = """
 the a an of to in on for and or is are was were be been it this that these those with as at by
 from what which who how when where why do does did not no yes can could will would should
 i you he she we they my your his her our their me him us them
@@ -50,7 +50,8 @@ description descriptions vector look examples dialogues chunks passages document
 hello world cat cats dog dogs sat mat quick brown fox jumps over lazy river bank money paris
 france capital city country music song singer band water fire earth air sun moon star stars
 project impact success manhattan atomic bomb war history science data model models language
-""".split()
+"""
+_WORDS = _WORD_TEXT.split()
 
 
 def _write_vocab(path: Path) -> Path:

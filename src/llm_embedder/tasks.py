@@ -79,6 +79,9 @@ class Task:
     lm_template: str | None = None
     """Format string with ``{key}``, ``{query}`` and ``{answer}``: the text whose answer part the
     LLM scores.  ``None`` means the task has no LLM reward (tool retrieval, for instance)."""
+    lm_strip: bool = True
+    """Strip whitespace around the fields before filling the template (off for text chunks, whose
+    edges are mid-text)."""
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
     def query_text(self, text: str) -> str:
@@ -94,9 +97,8 @@ class Task:
         return dataclasses.asdict(self)
 
 
-# Templates of the original LLM scorer, written as format strings.  The scorer strips the key,
-# query and answer before filling qa/convsearch.  lrlm works on token chunks: its template
-# concatenates the candidate chunk, the running context, the current chunk and the next chunk.
+# Templates of the original LLM scorer, written as format strings.  lrlm works on text chunks: its
+# template concatenates the candidate chunk, the running context, the current chunk and the next one.
 _KNOWLEDGE_TEMPLATE = "Knowledge: {key}\n\nQuestion: {query}\n\nAnswer: {answer}"
 
 _BUILTIN = {
@@ -126,6 +128,7 @@ _BUILTIN = {
         "Embed this text chunk for finding useful historical chunks: ",
         "Embed this historical text chunk for retrieval: ",
         lm_template="{key}{context}{query}{answer}",
+        lm_strip=False,
         training=TrainingSettings(
             losses={"kl_distill": 1.0},
             select_positive="teacher",

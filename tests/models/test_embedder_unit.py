@@ -25,7 +25,8 @@ TEXTS = [
     "sun moon",
 ]
 # Words that are single tokens in the tiny vocabulary.
-WORDS = "cat dog sun moon star river bank money paris france music song water fire earth air".split()
+_WORD_TEXT = "cat dog sun moon star river bank money paris france music song water fire earth air"
+WORDS = _WORD_TEXT.split()
 
 
 def _load(path, **kwargs):
@@ -326,7 +327,11 @@ def test_save_load_round_trip(tiny_encoder_dir, tmp_path):
         normalize=False,
         instructions=True,
         tasks={
-            "recipes": {"query_instruction": "Find a recipe for: ", "key_instruction": "Recipe: ", "key_max_length": 64},
+            "recipes": {
+                "query_instruction": "Find a recipe for: ",
+                "key_instruction": "Recipe: ",
+                "key_max_length": 64,
+            },
             "qa": {"query_max_length": 32},
         },
     )

@@ -39,6 +39,40 @@ def test_finds_the_obvious_document(index, passages):
     assert scores[0, 0] > scores[0, 1] > 0
 
 
+def test_scores_equal_lucene_formula(toy_records):
+    """Scores on 120 real passages equal Lucene's BM25 (idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
+    tf / (tf + k1 (1 - b + b dl / avgdl)), repeated query terms counted again), computed here by hand
+    on the same stemmed tokens."""
+    import collections
+    import math
+
+    from llm_embedder.retrieval.bm25 import tokenize
+
+    records = toy_records("qa")
+    texts = list(dict.fromkeys(p for r in records for p in r["pos"] + r["neg"]))[:120]
+    queries = [r["query"] for r in records]
+    index = BM25Index()
+    index.add(texts)
+    scores, ids = index.search(queries, len(texts))
+
+    docs = tokenize(texts, index.stemmer)
+    n, avgdl = len(docs), np.mean([len(d) for d in docs])
+    df = collections.Counter(w for d in docs for w in set(d))
+    for row, query in enumerate(tokenize(queries, index.stemmer)):
+        expected = np.zeros(n)
+        for j, doc in enumerate(docs):
+            tf = collections.Counter(doc)
+            norm = DEFAULT_K1 * (1 - DEFAULT_B + DEFAULT_B * len(doc) / avgdl)
+            expected[j] = sum(
+                math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5)) * tf[w] / (tf[w] + norm) for w in query if w in tf
+            )
+        got = np.zeros(n)
+        found = ids[row] >= 0
+        got[ids[row][found]] = scores[row][found]
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert found.sum() == (expected > 0).sum()
+
+
 def test_stemming_and_stop_words():
     index = BM25Index()
     index.add(["The cats were running quickly", "A dog sleeps", "Cars and trucks"])

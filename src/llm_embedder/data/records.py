@@ -63,6 +63,15 @@ def _string_list(record: dict, name: str, path: Path, line: int) -> list[str]:
     return value
 
 
+def record_candidates(record: dict, path: str | Path, line: int) -> list[str]:
+    """A record's candidate keys, in the order ``teacher_scores`` follows: ``history``, else ``pos + neg``."""
+    if "history" in record:
+        return _string_list(record, "history", path, line)
+    if "pos" not in record and "neg" not in record:
+        raise InputError(path, line, "pos", "missing (a record needs pos/neg or history)")
+    return _string_list(record, "pos", path, line) + _string_list(record, "neg", path, line)
+
+
 def load_train_file(
     path: str | Path,
     tasks: TaskTable,
@@ -104,13 +113,8 @@ def load_train_file(
             )
         assert settings is not None
 
-        if "history" in record:
-            candidates, num_pos = _string_list(record, "history", path, line), 0
-        else:
-            if "pos" not in record and "neg" not in record:
-                raise InputError(path, line, "pos", "missing (a record needs pos/neg or history)")
-            pos = _string_list(record, "pos", path, line)
-            candidates, num_pos = pos + _string_list(record, "neg", path, line), len(pos)
+        candidates = record_candidates(record, path, line)
+        num_pos = 0 if "history" in record else len(record.get("pos", []))
 
         scores = record.get("teacher_scores")
         if scores is not None:

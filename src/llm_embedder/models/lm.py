@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,20 @@ import torch
 
 from llm_embedder.models import zoo
 from llm_embedder.models.loading import quiet_hf_loading, resolve_device, resolve_dtype
+
+
+@dataclass(frozen=True)
+class Span:
+    """Token ids with a scored span: the log-probabilities of ``ids[start:end]`` given what precedes them."""
+
+    ids: Sequence[int]
+    start: int
+    end: int | None = None
+
+    def __post_init__(self) -> None:
+        end = len(self.ids) if self.end is None else self.end
+        if not 1 <= self.start < end <= len(self.ids):
+            raise ValueError(f"scored span [{self.start}, {end}) must lie in [1, {len(self.ids)}] and be non-empty")
 
 
 @dataclass
@@ -53,3 +68,59 @@ class CausalLM:
             tokenizer.pad_token = tokenizer.eos_token
         model.to(torch_device).eval().requires_grad_(False)
         return cls(model=model, tokenizer=tokenizer, name=name)
+
+    @torch.inference_mode()
+    def span_log_probs(
+        self,
+        spans: Sequence[Span],
+        token_budget: int = 16384,
+        max_batch_size: int = 64,
+        full_logits: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[tuple[float, int]]:
+        """``(sum of log p(token | prefix), token count)`` of each span's scored tokens, in input order.
+
+        Spans are sorted by length and batched so that rows x longest row stays within
+        ``token_budget`` (right padding; causal attention keeps padding out of real positions).
+        Only the hidden states of scored positions go through the LM head: with a vocabulary of
+        tens of thousands that head dominates, and most positions are context.  ``full_logits``
+        computes the ordinary logits instead (for models that transform logits after the head).
+        ``on_batch(n)`` is called after each batch of ``n`` spans (progress bars).
+        """
+        order = sorted(range(len(spans)), key=lambda i: -len(spans[i].ids))
+        results: list[tuple[float, int]] = [(0.0, 0)] * len(spans)
+        pad = self.tokenizer.pad_token_id or 0
+        head = self.model.get_output_embeddings()
+        position = 0
+        while position < len(order):
+            longest = len(spans[order[position]].ids)
+            size = max(1, min(max_batch_size, token_budget // longest, len(order) - position))
+            batch = [spans[i] for i in order[position : position + size]]
+            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            for row, span in enumerate(batch):
+                ids[row, : len(span.ids)] = torch.as_tensor(span.ids)
+                mask[row, : len(span.ids)] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            # Position p predicts token p + 1: the scored tokens [start, end) are read at [start - 1, end - 1).
+            rows = torch.cat([torch.full((_end(s) - s.start,), r) for r, s in enumerate(batch)]).to(self.device)
+            cols = torch.cat([torch.arange(s.start - 1, _end(s) - 1) for s in batch]).to(self.device)
+            if full_logits:
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[rows, cols]
+            else:
+                hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                logits = head(hidden[rows, cols])
+            log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, ids[rows, cols + 1][:, None])[:, 0]
+            sums = torch.zeros(len(batch), dtype=torch.float64, device=self.device).index_add_(
+                0, rows, log_probs.double()
+            )
+            for row, i in enumerate(order[position : position + size]):
+                results[i] = (float(sums[row]), _end(batch[row]) - batch[row].start)
+            position += size
+            if on_batch is not None:
+                on_batch(size)
+        return results
+
+
+def _end(span: Span) -> int:
+    return len(span.ids) if span.end is None else span.end

@@ -1,0 +1,251 @@
+"""LLM rewards: how likely the LLM finds the expected output with each candidate in its prompt.
+
+The reward of a candidate is the mean log-likelihood per token of an answer (the geometric-mean
+form of the paper's Eq. 1, as the released data stores it), given the task's template filled with
+the candidate, the query and the answer.  With several answers every one is scored and the
+rewards are aggregated (mean by default, or max), never a random pick.
+
+Work is cut into chunks of records in input order.  Inside a chunk, candidates are sorted by
+length and batched to a token budget; a finished chunk is appended to the output at once.  A
+killed run restarted with the same command keeps the complete chunks, redoes the rest, and ends
+with the same file.  Under ``torchrun`` chunks are dealt to ranks round-robin and merged in input
+order at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from llm_embedder.data.records import record_candidates
+from llm_embedder.errors import InputError
+from llm_embedder.fileio import atomic_path, iter_jsonl
+from llm_embedder.models.lm import CausalLM, Span
+from llm_embedder.tasks import DEFAULT_TASKS, Task, TaskTable
+from llm_embedder.training import distributed as dist_utils
+
+AGGREGATIONS = ("mean", "max")
+
+
+@dataclass
+class ScoreSettings:
+    max_key_tokens: int = 512
+    """Candidates longer than this many LLM tokens are cut (the original used 512)."""
+    aggregate: str = "mean"
+    """How rewards of several answers combine: mean or max."""
+    token_budget: int = 16384
+    """Padded tokens per forward pass."""
+    max_batch_size: int = 64
+    chunk_records: int = 64
+    """Records per unit of work written at once (and redone at most after a kill)."""
+    full_logits: bool = False
+
+    def __post_init__(self) -> None:
+        if self.aggregate not in AGGREGATIONS:
+            raise ValueError(f"aggregate={self.aggregate!r}; expected one of {AGGREGATIONS}")
+
+
+@dataclass
+class ScoreJob:
+    """One record to score: its candidates' spans, one per (candidate, answer)."""
+
+    line: int
+    record: dict[str, Any]
+    spans: list[Span]
+    num_candidates: int
+    num_answers: int
+
+
+def _answers(record: dict[str, Any], path: str | Path, line: int) -> list[str]:
+    answers = record.get("answers")
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise InputError(path, line, "answers", "missing or empty: the reward is the likelihood of an answer")
+    return answers
+
+
+def _truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """Cut ``text`` after its ``max_tokens``-th token, at a character boundary of that token."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= max_tokens:
+        return text
+    return text[: enc["offset_mapping"][max_tokens - 1][1]] if max_tokens > 0 else ""
+
+
+def build_span(
+    lm: CausalLM, task: Task, fields: dict[str, str], key: str, answer: str, settings: ScoreSettings
+) -> Span:
+    """Tokens of the filled template with the answer's tokens as the scored span.
+
+    The scored tokens are exactly those covering the answer's characters (found through the
+    tokenizer's offsets, so merges across the boundary are handled).  The candidate is cut to
+    ``max_key_tokens`` and, if the whole still exceeds the LLM's window, cut further.
+    """
+    tok = lm.tokenizer
+    strip = str.strip if task.lm_strip else str
+    key = _truncate_tokens(tok, strip(key), settings.max_key_tokens)
+    prefix_template, _, suffix_template = task.lm_template.partition("{answer}")
+    values = {**fields, "query": strip(fields.get("query", "")), "answer": strip(answer)}
+    for _ in range(2):
+        prefix = prefix_template.format(**{**values, "key": key})
+        text = prefix + values["answer"] + suffix_template.format(**{**values, "key": key})
+        enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        if ids and ids[-1] == tok.eos_token_id and offsets[-1] == (0, 0):
+            ids, offsets = ids[:-1], offsets[:-1]  # an appended EOS is not part of the text
+        excess = len(ids) - lm.context_window
+        if excess <= 0:
+            break
+        key_tokens = len(tok(key, add_special_tokens=False)["input_ids"])
+        if excess >= key_tokens:
+            raise ValueError(
+                f"the prompt is {len(ids)} tokens without the candidate; the LLM window is {lm.context_window}"
+            )
+        key = _truncate_tokens(tok, key, key_tokens - excess)
+    a_start, a_end = len(prefix), len(prefix) + len(values["answer"])
+    scored = [i for i, (s, e) in enumerate(offsets) if e > a_start and s < a_end and e > s]
+    if not scored or scored[0] == 0:
+        raise ValueError(f"no answer tokens to score in {text!r}")
+    return Span(ids, scored[0], scored[-1] + 1)
+
+
+def prepare_job(lm: CausalLM, tasks: TaskTable, record: dict, path: str | Path, line: int, settings: ScoreSettings):
+    """Validate one record and build its spans (errors name file, line and field)."""
+    for field in ("query", "task"):
+        if not isinstance(record.get(field), str):
+            raise InputError(path, line, field, "missing or not a string")
+    if record["task"] not in tasks:
+        raise InputError(path, line, "task", f"unknown task {record['task']!r}; known: {', '.join(tasks)}")
+    task = tasks[record["task"]]
+    if task.lm_template is None:
+        raise InputError(path, line, "task", f"task {task.name!r} has no LLM template, so no reward")
+    answers = _answers(record, path, line)
+    candidates = record_candidates(record, path, line)
+    if not candidates:
+        raise InputError(path, line, "neg", "no candidates to score (pos, neg and history are empty)")
+    needed = {f for _, f, _, _ in string.Formatter().parse(task.lm_template) if f} - {"key", "answer"}
+    fields = {}
+    for name in needed:
+        if not isinstance(record.get(name), str):
+            raise InputError(path, line, name, f"needed by the {task.name} template {task.lm_template!r}")
+        fields[name] = record[name]
+    try:
+        spans = [build_span(lm, task, fields, c, a, settings) for c in candidates for a in answers]
+    except ValueError as exc:
+        raise InputError(path, line, None, str(exc)) from None
+    return ScoreJob(line, record, spans, len(candidates), len(answers))
+
+
+def _aggregate(values: list[float], num_candidates: int, num_answers: int, how: str) -> list[float]:
+    table = np.asarray(values, dtype=np.float64).reshape(num_candidates, num_answers)
+    return (table.mean(axis=1) if how == "mean" else table.max(axis=1)).tolist()
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _complete_lines(path: Path) -> int:
+    """Number of complete JSON lines; a torn last line (from a kill) is cut off."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(keep)
+    return data[:keep].count(b"\n")
+
+
+def _trim_to(path: Path, lines: int) -> None:
+    data = path.read_bytes()
+    cut = 0
+    for _ in range(lines):
+        cut = data.index(b"\n", cut) + 1
+    with path.open("r+b") as handle:
+        handle.truncate(cut)
+
+
+def score_file(
+    lm: CausalLM,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    tasks: TaskTable = DEFAULT_TASKS,
+    settings: ScoreSettings | None = None,
+    show_progress: bool = True,
+) -> int:
+    """Add ``teacher_scores`` (aligned with ``pos + neg``, or ``history``) to every record; returns
+    the number of records scored in this call.  Resumes a previous partial run of the same command."""
+    settings = settings or ScoreSettings()
+    input_path, output_path = Path(input_path), Path(output_path)
+    if input_path.resolve() == output_path.resolve():
+        raise ValueError("the output must differ from the input (the input is read while the output grows)")
+    # Validate everything before scoring anything: a bad line 9,000 should not cost an hour first.
+    jobs = [prepare_job(lm, tasks, record, input_path, line, settings) for line, record in iter_jsonl(input_path)]
+    chunks = _chunks(len(jobs), settings.chunk_records)
+    world, rank = dist_utils.world_size(), dist_utils.rank()
+    mine = [c for i, c in enumerate(chunks) if i % world == rank]
+    part = output_path if world == 1 else output_path.with_name(f".{output_path.name}.part-{rank}-of-{world}")
+    part.parent.mkdir(parents=True, exist_ok=True)
+
+    # Resume: keep whole chunks only, so the remaining batches are exactly those of a fresh run.
+    done_lines, done_chunks = _complete_lines(part), 0
+    while done_chunks < len(mine) and sum(len(c) for c in mine[: done_chunks + 1]) <= done_lines:
+        done_chunks += 1
+    if part.exists():
+        _trim_to(part, sum(len(c) for c in mine[:done_chunks]))
+    todo = mine[done_chunks:]
+
+    total = sum(len(jobs[i].spans) for c in todo for i in c)
+    scored = 0
+    with (
+        tqdm(
+            total=total, desc=f"score[{rank}]" if world > 1 else "score", unit="cand", disable=not show_progress
+        ) as bar,
+        part.open("a", encoding="utf-8") as out,
+    ):
+        for chunk in todo:
+            spans = [s for i in chunk for s in jobs[i].spans]
+            sums = lm.span_log_probs(
+                spans, settings.token_budget, settings.max_batch_size, settings.full_logits, on_batch=bar.update
+            )
+            position = 0
+            for i in chunk:
+                job = jobs[i]
+                n = len(job.spans)
+                means = [s / c for s, c in sums[position : position + n]]
+                position += n
+                record = dict(job.record)
+                record["teacher_scores"] = _aggregate(means, job.num_candidates, job.num_answers, settings.aggregate)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+            scored += len(chunk)
+    if world > 1:
+        _merge_parts(output_path, chunks, world)
+    return scored
+
+
+def _merge_parts(output_path: Path, chunks: list[range], world: int) -> None:
+    """Rank 0 interleaves the ranks' parts back into input order."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    if dist_utils.rank() == 0:
+        parts = [output_path.with_name(f".{output_path.name}.part-{r}-of-{world}") for r in range(world)]
+        readers: list[Iterator[str]] = [iter(p.read_text(encoding="utf-8").splitlines(keepends=True)) for p in parts]
+        with atomic_path(output_path) as tmp, tmp.open("w", encoding="utf-8") as out:
+            for i, chunk in enumerate(chunks):
+                for _ in chunk:
+                    out.write(next(readers[i % world]))
+        for p in parts:
+            p.unlink()
+    dist.barrier()
