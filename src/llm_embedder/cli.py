@@ -140,6 +140,56 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- mine and score
+def cmd_mine(args: argparse.Namespace) -> int:
+    from llm_embedder.retrieval.corpus import Corpus
+    from llm_embedder.retrieval.searcher import Searcher
+    from llm_embedder.rewards.mine import MineSettings, mine_file, parse_rank_range
+
+    start, end = parse_rank_range(args.range)
+    settings = MineSettings(start, end, args.count, args.seed, args.filter_answers)
+    corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
+    embedder = _load_embedder(args) if args.method == "dense" else None
+    if embedder is not None:
+        embedder.tasks.get_task(args.task)
+    searcher = Searcher.build(corpus, args.method, task=args.task, embedder=embedder, show_progress=_progress(args))
+    n = mine_file(searcher, args.queries, args.out, settings, show_progress=_progress(args))
+    print(f"mined negatives (ranks {start}-{end}, {args.count} each) for {n} queries into {args.out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from llm_embedder.models.lm import CausalLM
+    from llm_embedder.rewards.score import ScoreSettings, score_file
+    from llm_embedder.tasks import DEFAULT_TASKS, TaskTable
+
+    device = _init_distributed(args.device)
+    tasks = TaskTable.from_yaml(args.tasks_file) if args.tasks_file else DEFAULT_TASKS
+    settings = ScoreSettings(
+        max_key_tokens=args.max_key_tokens,
+        aggregate=args.aggregate,
+        token_budget=args.token_budget,
+        chunk_records=args.chunk_records,
+    )
+    lm = CausalLM.from_pretrained(args.lm, device=device, dtype=args.dtype)
+    n = score_file(lm, args.input, args.output, tasks=tasks, settings=settings, show_progress=not args.quiet)
+    print(f"scored {n} records into {args.output}")
+    return 0
+
+
+def _init_distributed(device: str) -> str:
+    """Join the process group torchrun describes (if any); each rank gets its own GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if use_cuda else "cpu"
+
+
 # ---------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     from llm_embedder.training.config import TrainConfig
@@ -207,6 +257,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write hits as JSON lines instead of printing them")
     _add_model_args(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("mine", help="mine hard negatives for training queries (BM25 or dense)")
+    p.add_argument("--queries", required=True, help="JSON-lines records with query (and pos / pos_index to exclude)")
+    p.add_argument("--corpus", required=True, help="JSON-lines corpus; a document's id is its row number")
+    p.add_argument("--out", required=True, help="output: the records with neg and neg_index filled in")
+    p.add_argument("--method", choices=("dense", "bm25"), default="bm25")
+    p.add_argument("--task", default="qa", help=f"task whose instructions apply ({tasks}); default qa")
+    p.add_argument("--key-template", default="{text}", help="how a corpus row becomes text")
+    p.add_argument("--id-field", default=None, help="integer id field (default: row number)")
+    p.add_argument("--range", default="10:100", help="ranks to sample negatives from, START:END (default 10:100)")
+    p.add_argument("--count", type=int, default=16, help="negatives per query (default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--filter-answers", action="store_true", help="also drop hits that contain an answer")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_mine)
+
+    p = sub.add_parser(
+        "score",
+        help="score candidates with a causal LM (teacher_scores); resumable; torchrun shards it",
+        description="Reward = mean log-likelihood per token of the answers given each candidate. "
+        "Many processes: torchrun --nproc_per_node N -m llm_embedder.cli score ...",
+    )
+    p.add_argument("--lm", default=None, help="causal LM: zoo name, folder, hub id or .gguf (default smollm2-135m)")
+    p.add_argument("--input", required=True, help="JSON-lines records with query, task, answers and candidates")
+    p.add_argument("--output", required=True, help="output records with teacher_scores; rerun to resume")
+    p.add_argument("--aggregate", choices=("mean", "max"), default="mean", help="combine several answers' rewards")
+    p.add_argument("--max-key-tokens", type=int, default=512, help="cut candidates to this many LLM tokens")
+    p.add_argument("--token-budget", type=int, default=16384, help="padded tokens per forward pass")
+    p.add_argument("--chunk-records", type=int, default=64, help="records written (and redone after a kill) at once")
+    p.add_argument("--tasks-file", default=None, help="YAML file adding or overriding tasks (templates)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default), float16")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(
         "train",

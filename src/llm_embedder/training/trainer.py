@@ -125,7 +125,9 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
-            cpu=config.device == "cpu",
+            # accelerate sets up a multi-process run on CPUs only when told cpu=True; without it,
+            # torchrun on a machine without CUDA would start N independent single-process runs.
+            cpu=config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()),
             step_scheduler_with_optimizer=False,
         )
         set_seed(config.seed)
