@@ -14,17 +14,30 @@ from typing import Any
 from llm_embedder.errors import InputError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` for each non-blank line; a bad line raises :class:`InputError`."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise InputError(path, None, None, "file not found") from None
     except IsADirectoryError:
         raise InputError(path, None, None, "is a directory, expected a JSON-lines file") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(path, number, None, "not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
@@ -65,6 +78,8 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+    # mkstemp/mkdtemp make private files; the result should get the usual permissions.
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)
     try:
         yield tmp
         if is_dir:

@@ -84,6 +84,17 @@ class Task:
     edges are mid-text)."""
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
+    def __post_init__(self) -> None:
+        for name in ("query_max_length", "key_max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("query_instruction", "key_instruction"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string")
+        if isinstance(self.training, Mapping):
+            object.__setattr__(self, "training", TrainingSettings(**self.training))
+
     def query_text(self, text: str) -> str:
         return self.query_instruction + text
 
@@ -252,12 +263,20 @@ class TaskTable(Mapping[str, Task]):
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise InputError(path, None, None, "file not found") from None
+        except IsADirectoryError:
+            raise InputError(path, None, None, "is a directory, expected a YAML file") from None
+        except UnicodeDecodeError:
+            raise InputError(path, None, None, "not UTF-8 text") from None
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             raise InputError(path, None if line is None else line + 1, None, f"invalid YAML: {exc}") from None
         if not isinstance(data, Mapping):
             raise InputError(path, None, None, "expected a mapping of tasks")
-        tasks = data.get("tasks", data)
+        tasks = data.get("tasks", data) if "tasks" in data else data
+        if tasks is None:
+            tasks = {}
+        if not isinstance(tasks, Mapping):
+            raise InputError(path, None, "tasks", "expected a mapping of task names to fields")
         return (base or cls()).updated(tasks, source=str(path))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -118,8 +118,11 @@ def load_train_file(
 
         scores = record.get("teacher_scores")
         if scores is not None:
-            if not isinstance(scores, list) or not all(isinstance(s, int | float) for s in scores):
-                raise InputError(path, line, "teacher_scores", "expected a list of numbers")
+            # bool is an int subclass, and json reads NaN/Infinity: neither is a usable score.
+            if not isinstance(scores, list) or not all(
+                isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) for s in scores
+            ):
+                raise InputError(path, line, "teacher_scores", "expected a list of finite numbers")
             if len(scores) != len(candidates):
                 what = "history" if "history" in record else "pos + neg"
                 raise InputError(

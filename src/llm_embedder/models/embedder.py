@@ -176,10 +176,12 @@ class Embedder(torch.nn.Module):
         return int(self.model.config.hidden_size)
 
     def encode_queries(self, texts: Sequence[str], task: str, **kwargs: Any) -> np.ndarray:
+        _check_texts(texts)
         spec = self.tasks.get_task(task)
         return self.encode([spec.query_text(t) for t in texts], max_length=spec.query_max_length, **kwargs)
 
     def encode_keys(self, texts: Sequence[str], task: str, **kwargs: Any) -> np.ndarray:
+        _check_texts(texts)
         spec = self.tasks.get_task(task)
         return self.encode([spec.key_text(t) for t in texts], max_length=spec.key_max_length, **kwargs)
 
@@ -208,8 +210,7 @@ class Embedder(torch.nn.Module):
         show_progress: bool | None = None,
     ) -> np.ndarray:
         """Embed texts as given (no instruction added); float32 ``[len(texts), dim]``."""
-        if isinstance(texts, str):
-            raise TypeError("encode expects a list of texts, not a single string")
+        _check_texts(texts)
         batch_size = batch_size or self.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not len(texts):
@@ -236,6 +237,11 @@ class Embedder(torch.nn.Module):
             f"normalize={self.normalize}, dtype={dtype_name(next(self.model.parameters()).dtype)}, "
             f"tasks={list(self.tasks)})"
         )
+
+
+def _check_texts(texts: Any) -> None:
+    if isinstance(texts, str):
+        raise TypeError("expected a list of texts, not a single string (wrap it: [text])")
 
 
 def _read_saved_settings(path: str) -> dict[str, Any]:

@@ -69,6 +69,56 @@ class CausalLM:
         model.to(torch_device).eval().requires_grad_(False)
         return cls(model=model, tokenizer=tokenizer, name=name)
 
+    def make_span(self, prefix: str, target: str, suffix: str = "", max_length: int | None = None) -> Span:
+        """Tokens of ``prefix + target + suffix`` with exactly the tokens covering ``target`` scored.
+
+        Token boundaries come from the tokenizer's character offsets, so a merge across the
+        prefix/target boundary (a BPE token " Paris" that starts with the prefix's space) is
+        handled.  An EOS the tokenizer appends is dropped.  Beyond ``max_length`` tokens (default:
+        the LM's window) the oldest tokens of the prefix are cut; an error if the target itself
+        does not fit.
+        """
+        text = prefix + target + suffix
+        enc = self.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+        if ids and ids[-1] == self.tokenizer.eos_token_id and tuple(offsets[-1]) == (0, 0):
+            ids, offsets = ids[:-1], offsets[:-1]
+        a_start, a_end = len(prefix), len(prefix) + len(target)
+        scored = [i for i, (s, e) in enumerate(offsets) if e > a_start and s < a_end and e > s]
+        if not scored or scored[0] == 0:
+            raise ValueError(f"no target tokens to score after a prefix of {len(prefix)} characters: {target!r}")
+        start, end = scored[0], scored[-1] + 1
+        limit = max_length or self.context_window
+        if len(ids) > limit:
+            cut = len(ids) - limit
+            if cut >= start:
+                raise ValueError(f"the target alone needs {len(ids) - start + 1} tokens; the limit is {limit}")
+            ids, start, end = ids[cut:], start - cut, end - cut
+        return Span(ids, start, end)
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int = 32, stop: str = "\n", batch_size: int = 8
+    ) -> list[str]:
+        """Greedy continuations of ``prompts`` (left padded in batches), cut at the first ``stop``."""
+        tok = self.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        out: list[str] = [""] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        try:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                enc = tok([prompts[i] for i in rows], return_tensors="pt", padding=True).to(self.device)
+                new = self.model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+                )[:, enc["input_ids"].shape[1] :]
+                for i, ids in zip(rows, new, strict=True):
+                    text = tok.decode(ids, skip_special_tokens=True)
+                    out[i] = text.split(stop)[0] if stop else text
+        finally:
+            tok.padding_side = side
+        return out
+
     @torch.inference_mode()
     def span_log_probs(
         self,

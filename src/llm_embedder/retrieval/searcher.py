@@ -135,10 +135,14 @@ class Searcher:
         if meta["method"] == "dense":
             index: DenseIndex | BM25Index = DenseIndex.load(directory, meta.get("factory", "Flat"))
             if embedder is None:
+                if not (model or meta.get("model")):
+                    raise ValueError(f"{directory} was saved without a model name; pass embedder= or model=")
                 embedder = Embedder.from_pretrained(model or meta.get("model"), **embedder_kwargs)
                 if not {"instructions", "tasks"} & embedder_kwargs.keys() and "query_instruction" in meta:
                     saved = {k: meta[k] for k in ("query_instruction", "query_max_length")}
                     embedder.tasks = embedder.tasks.updated({meta["task"]: saved})
+            if embedder.dim != index.dim:
+                raise ValueError(f"the index holds {index.dim}-d vectors but the embedder makes {embedder.dim}-d ones")
         else:
             index = BM25Index.load(directory)
         return cls(corpus, index, meta["task"], embedder=embedder, model=meta.get("model"))

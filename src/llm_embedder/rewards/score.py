@@ -82,38 +82,33 @@ def _truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
 def build_span(
     lm: CausalLM, task: Task, fields: dict[str, str], key: str, answer: str, settings: ScoreSettings
 ) -> Span:
-    """Tokens of the filled template with the answer's tokens as the scored span.
+    """Tokens of the filled template with exactly the answer's tokens scored.
 
-    The scored tokens are exactly those covering the answer's characters (found through the
-    tokenizer's offsets, so merges across the boundary are handled).  The candidate is cut to
-    ``max_key_tokens`` and, if the whole still exceeds the LLM's window, cut further.
+    The candidate is cut to ``max_key_tokens`` and, if the whole still exceeds the LLM's window,
+    cut further so that the query and the answer always fit.
     """
     tok = lm.tokenizer
     strip = str.strip if task.lm_strip else str
     key = _truncate_tokens(tok, strip(key), settings.max_key_tokens)
     prefix_template, _, suffix_template = task.lm_template.partition("{answer}")
     values = {**fields, "query": strip(fields.get("query", "")), "answer": strip(answer)}
-    for _ in range(2):
-        prefix = prefix_template.format(**{**values, "key": key})
-        text = prefix + values["answer"] + suffix_template.format(**{**values, "key": key})
-        enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        if ids and ids[-1] == tok.eos_token_id and offsets[-1] == (0, 0):
-            ids, offsets = ids[:-1], offsets[:-1]  # an appended EOS is not part of the text
-        excess = len(ids) - lm.context_window
-        if excess <= 0:
-            break
+
+    def span(key_text: str) -> Span:
+        filled = {**values, "key": key_text}
+        prefix, suffix = prefix_template.format(**filled), suffix_template.format(**filled)
+        return lm.make_span(prefix, values["answer"], suffix, max_length=10**9)
+
+    result = span(key)
+    excess = len(result.ids) - lm.context_window
+    if excess > 0:
         key_tokens = len(tok(key, add_special_tokens=False)["input_ids"])
         if excess >= key_tokens:
             raise ValueError(
-                f"the prompt is {len(ids)} tokens without the candidate; the LLM window is {lm.context_window}"
+                f"the prompt needs {len(result.ids) - key_tokens} tokens without the candidate; "
+                f"the LLM window is {lm.context_window}"
             )
-        key = _truncate_tokens(tok, key, key_tokens - excess)
-    a_start, a_end = len(prefix), len(prefix) + len(values["answer"])
-    scored = [i for i, (s, e) in enumerate(offsets) if e > a_start and s < a_end and e > s]
-    if not scored or scored[0] == 0:
-        raise ValueError(f"no answer tokens to score in {text!r}")
-    return Span(ids, scored[0], scored[-1] + 1)
+        result = span(_truncate_tokens(tok, key, key_tokens - excess))
+    return result
 
 
 def prepare_job(lm: CausalLM, tasks: TaskTable, record: dict, path: str | Path, line: int, settings: ScoreSettings):

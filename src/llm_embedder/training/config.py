@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ class DatasetSpec:
     weight: float = 1.0
     name: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_types(self, "datasets.")
+
 
 @dataclass
 class Techniques:
@@ -36,6 +40,9 @@ class Techniques:
     """Task instructions on queries and keys; off: raw texts."""
     homogeneous: bool = True
     """Every global batch from one dataset; off: mixed batches."""
+
+    def __post_init__(self) -> None:
+        _check_types(self, "techniques.")
 
 
 @dataclass
@@ -78,6 +85,7 @@ class TrainConfig:
         self.datasets = [d if isinstance(d, DatasetSpec) else _build(DatasetSpec, d, "datasets") for d in self.datasets]
         if not isinstance(self.techniques, Techniques):
             self.techniques = _build(Techniques, self.techniques or {}, "techniques")
+        _check_types(self, "")
         if self.warmup_shape not in ("linear", "log"):
             raise ValueError(f"warmup_shape={self.warmup_shape!r}; expected linear or log")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
@@ -129,6 +137,35 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(node, dict):
             raise ValueError(f"override {override!r}: {part!r} is not a mapping")
     node[last] = yaml.safe_load(raw)
+
+
+def _check_types(obj: Any, prefix: str) -> None:
+    """Reject mistyped scalar settings (``reward="false"`` would be truthy), naming the key.
+
+    A ``float`` setting also takes an int or a numeric string: YAML 1.1 reads ``1e-4`` (no dot) as a string.
+    """
+    for f in dataclasses.fields(obj):
+        kinds = [part.strip() for part in str(f.type).split("|")]
+        value = getattr(obj, f.name)
+        if value is None and "None" in kinds:
+            continue
+        kind = kinds[0]
+        if kind == "float" and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if kind == "str" and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        ok = {
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+        }.get(kind, True)
+        if not ok:
+            raise ValueError(f"setting {prefix}{f.name}={getattr(obj, f.name)!r}: expected {kind}")
+        setattr(obj, f.name, float(value) if kind == "float" else value)
 
 
 def _build(kind: type, data: Mapping[str, Any], where: str | None) -> Any:

@@ -1,0 +1,80 @@
+"""What every evaluator shares: its result type, eval-file loading with precise errors, and prompt budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_embedder.errors import InputError
+from llm_embedder.fileio import iter_jsonl
+from llm_embedder.models.lm import CausalLM
+from llm_embedder.retrieval.corpus import Corpus
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    main_metric: str
+    lower_is_better: bool = False
+    details: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per evaluated example (what was retrieved, predicted, scored)."""
+
+    @property
+    def main(self) -> float:
+        return self.metrics[self.main_metric]
+
+
+def load_records(
+    path: str | Path, fields: dict[str, type | tuple[type, ...]], limit: int | None = None
+) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, record)`` pairs of an eval file, each checked for the given fields and types."""
+    rows = []
+    for line, record in iter_jsonl(path):
+        for name, kind in fields.items():
+            if name not in record:
+                raise InputError(path, line, name, "missing")
+            if not isinstance(record[name], kind):
+                raise InputError(path, line, name, f"has type {type(record[name]).__name__}")
+        rows.append((line, record))
+        if limit is not None and len(rows) >= limit:
+            break
+    if not rows:
+        raise InputError(path, None, None, "no records")
+    return rows
+
+
+def check_labels(path: str | Path, rows: list[tuple[int, dict]], corpus: Corpus, field: str = "pos_index") -> None:
+    """Every labelled id must exist in the corpus."""
+    ids = set(corpus.ids)
+    for line, record in rows:
+        labels = record.get(field)
+        if not isinstance(labels, list) or not labels:
+            raise InputError(path, line, field, "missing or empty: the relevant corpus ids")
+        outside = [i for i in labels if i not in ids]
+        if outside:
+            raise InputError(path, line, field, f"ids {outside[:3]} are not in the corpus ({len(corpus)} documents)")
+
+
+def fit_passages(lm: CausalLM, passages: Sequence[str], budget: int) -> list[str]:
+    """The leading (most relevant) passages whose tokens fit in ``budget``; a passage that does not
+    fit whole is cut to the room left, so the best material is kept and the least relevant goes."""
+    kept, used = [], 0
+    for text in passages:
+        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        room = budget - used
+        if room <= 0:
+            break
+        if len(ids) > room:
+            kept.append(lm.tokenizer.decode(ids[:room]))
+            break
+        kept.append(text)
+        used += len(ids) + 1  # the separator
+    return kept
+
+
+def require_lm(lm: CausalLM | None, evaluator: str) -> CausalLM:
+    if lm is None:
+        raise ValueError(f"the {evaluator} evaluation needs a causal LM (--lm)")
+    return lm

@@ -1,0 +1,168 @@
+"""Retrievers for evaluation, behind one small interface so users can plug in their own.
+
+A retriever answers two questions:
+- ``search(task, queries, corpus, k)``: the ids of the top-k documents of a shared corpus;
+- ``rank(task, queries, pools, k)``: for each query, the top-k positions in its *own* candidate
+  pool (a conversation's earlier turns, a document's earlier chunks).
+
+Specs on the command line: ``none``, ``random``, ``recency`` (pools only: the latest candidates),
+``bm25``, ``dense:<model>`` (any Embedder: zoo name, folder or hub id, with its own instructions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from llm_embedder.fileio import atomic_path
+from llm_embedder.retrieval.bm25 import BM25Index
+from llm_embedder.retrieval.corpus import Corpus
+from llm_embedder.retrieval.dense import DenseIndex
+
+SPECS = ("none", "random", "recency", "bm25", "dense:<model>")
+
+
+class Retriever(Protocol):
+    name: str
+
+    def search(self, task: str, queries: list[str], corpus: Corpus, k: int) -> list[list[int]]: ...
+
+    def rank(self, task: str, queries: list[str], pools: list[list[str]], k: int) -> list[list[int]]: ...
+
+
+class NoRetriever:
+    """The LLM alone: nothing is retrieved."""
+
+    name = "none"
+
+    def search(self, task, queries, corpus, k):
+        return [[] for _ in queries]
+
+    def rank(self, task, queries, pools, k):
+        return [[] for _ in queries]
+
+
+class RandomRetriever:
+    """Uniform random picks, seeded per query position, so a rerun picks the same."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def _pick(self, i: int, n: int, k: int) -> list[int]:
+        return np.random.default_rng((self.seed, i)).permutation(n)[:k].tolist()
+
+    def search(self, task, queries, corpus, k):
+        return [[corpus.ids[j] for j in self._pick(i, len(corpus), k)] for i in range(len(queries))]
+
+    def rank(self, task, queries, pools, k):
+        return [self._pick(i, len(pool), k) for i, pool in enumerate(pools)]
+
+
+class RecencyRetriever:
+    """The latest candidates of each pool (pools are in chronological order), newest first."""
+
+    name = "recency"
+
+    def search(self, task, queries, corpus, k):
+        raise ValueError("the recency retriever needs per-query candidate pools (chat, lrlm), not a corpus")
+
+    def rank(self, task, queries, pools, k):
+        return [list(range(len(pool) - 1, max(-1, len(pool) - 1 - k), -1)) for pool in pools]
+
+
+class BM25Retriever:
+    name = "bm25"
+
+    def __init__(self) -> None:
+        self._indexes: dict[int, BM25Index] = {}
+
+    def search(self, task, queries, corpus, k):
+        key = id(corpus)
+        if key not in self._indexes:
+            index = BM25Index()
+            index.add(corpus.texts, corpus.ids)
+            self._indexes = {key: index}  # one corpus at a time: evaluations run task by task
+        _, ids = self._indexes[key].search(queries, k)
+        return [[int(i) for i in row if i >= 0] for row in ids]
+
+    def rank(self, task, queries, pools, k):
+        out = []
+        for query, pool in zip(queries, pools, strict=True):
+            if not pool:
+                out.append([])
+                continue
+            index = BM25Index()
+            index.add(pool)
+            _, ids = index.search([query], k)
+            out.append([int(i) for i in ids[0] if i >= 0])
+        return out
+
+
+class DenseRetriever:
+    """An Embedder: exact inner-product search; corpus embeddings cached per (model, task, corpus)."""
+
+    def __init__(self, embedder, model: str, cache_dir: str | Path | None = None):
+        self.embedder = embedder
+        self.name = f"dense:{model}"
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._memory: dict[str, np.ndarray] = {}
+
+    def _corpus_vectors(self, task: str, corpus: Corpus) -> np.ndarray:
+        spec = self.embedder.tasks.get_task(task)
+        digest = hashlib.sha1()
+        for part in (self.name, spec.key_instruction, str(spec.key_max_length), *corpus.texts):
+            digest.update(part.encode("utf-8"))
+            digest.update(b"\0")
+        key = digest.hexdigest()[:20]
+        if key in self._memory:
+            return self._memory[key]
+        file = None if self.cache_dir is None else self.cache_dir / f"{task}-{key}.npy"
+        if file is not None and file.exists():
+            vectors = np.load(file)
+        else:
+            vectors = self.embedder.encode_keys(corpus.texts, task=task)
+            if file is not None:
+                with atomic_path(file) as tmp, tmp.open("wb") as handle:
+                    np.save(handle, vectors)
+        self._memory = {key: vectors}
+        return vectors
+
+    def search(self, task, queries, corpus, k):
+        index = DenseIndex(self.embedder.dim)
+        index.add(self._corpus_vectors(task, corpus), corpus.ids)
+        _, ids = index.search(self.embedder.encode_queries(queries, task=task), min(k, len(corpus)))
+        return [[int(i) for i in row if i >= 0] for row in ids]
+
+    def rank(self, task, queries, pools, k):
+        q = self.embedder.encode_queries(queries, task=task)
+        flat = [text for pool in pools for text in pool]
+        keys = self.embedder.encode_keys(flat, task=task) if flat else np.zeros((0, self.embedder.dim), np.float32)
+        out, start = [], 0
+        for i, pool in enumerate(pools):
+            scores = keys[start : start + len(pool)] @ q[i]
+            start += len(pool)
+            out.append(np.argsort(-scores, kind="stable")[:k].tolist())
+        return out
+
+
+def make_retriever(spec: str, *, cache_dir: str | Path | None = None, device: str = "auto", seed: int = 0) -> Retriever:
+    """Build a retriever from its command-line spec (see ``SPECS``)."""
+    if spec == "none":
+        return NoRetriever()
+    if spec == "random":
+        return RandomRetriever(seed)
+    if spec == "recency":
+        return RecencyRetriever()
+    if spec == "bm25":
+        return BM25Retriever()
+    if spec.startswith("dense:") and len(spec) > len("dense:"):
+        from llm_embedder.models.embedder import Embedder
+
+        model = spec.removeprefix("dense:")
+        return DenseRetriever(Embedder.from_pretrained(model, device=device), model, cache_dir)
+    raise ValueError(f"unknown retriever {spec!r}; known: {', '.join(SPECS)}")
