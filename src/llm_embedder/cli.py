@@ -203,6 +203,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from llm_embedder.evaluation.harness import build_evaluators, run_grid
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    evaluators = build_evaluators(args.data, tasks, limit=args.limit)
+    board = run_grid(
+        evaluators, args.retriever, args.out, lm_name=args.lm, device=args.device, show_progress=not args.quiet
+    )
+    print((Path(args.out) / "leaderboard.md").read_text(encoding="utf-8"), end="")
+    print(f"leaderboard: {args.out}/leaderboard.{{md,json,png}} ({len(board['rows'])} retrievers)")
+    return 0
+
+
 # ---------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from llm_embedder.demo import run_retrieval_demo
@@ -302,6 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", default=None, help="override output_dir")
     p.set_defaults(func=cmd_train)
+
+    from llm_embedder.evaluation import harness
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate retrievers by what they do for an LLM; writes a leaderboard",
+        description=harness.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="folder in the released evaluation layout (below)")
+    p.add_argument("--tasks", default="qa,icl,chat,lrlm,tool,convsearch", help="comma-separated tasks")
+    p.add_argument(
+        "--retriever",
+        action="append",
+        required=True,
+        help="none, random, recency, bm25 or dense:<model>; repeat the flag for a grid",
+    )
+    p.add_argument("--lm", default=None, help="causal LM (default smollm2-135m)")
+    p.add_argument("--out", required=True, help="output folder; rerun to resume")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most N examples per file")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
     p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")

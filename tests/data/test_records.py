@@ -141,10 +141,11 @@ def test_teacher_scores_length_mismatch_with_history(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "scores", ['["1.0", "2.0", "3.0"]', "[1.0, null, 2.0]", "3.0", "[true, false, true]", "[1.0, NaN, 2.0]", "[1, Infinity, 2]"]
+    "scores",
+    ['["1.0", "2.0", "3.0"]', "[1.0, null, 2.0]", "3.0", "[true, false, true]", "[1.0, NaN, 2.0]", "[1, Infinity, 2]"],
 )
 def test_non_numeric_teacher_scores(tmp_path, scores):
-    line = '{"query": "q", "task": "tool", "pos": ["p"], "neg": ["n1", "n2"], "teacher_scores": %s}' % scores
+    line = '{"query": "q", "task": "tool", "pos": ["p"], "neg": ["n1", "n2"], "teacher_scores": ' + scores + "}"
     path = write_jsonl(tmp_path / "f.json", [_good(), line])
     _expect_error(path, 2, "teacher_scores")
 

@@ -55,12 +55,13 @@ def test_full_recipe_with_data_root(tmp_path):
     assert all(Path(d.path).is_relative_to(tmp_path) for d in config.datasets)
 
 
-def test_relative_data_root_starts_from_the_working_directory(tmp_path, monkeypatch):
-    # like output_dir, a relative data_root is read from where the command runs
+def test_relative_data_root_starts_from_the_recipe_folder(tmp_path, monkeypatch):
+    # the recipe names its data relative to itself, wherever the command runs
     monkeypatch.chdir(tmp_path)
     config = TrainConfig.from_yaml(FULL)
     assert config.data_root == "llm-embedder-data"
-    assert config.datasets[0].path == str(tmp_path / "llm-embedder-data" / "chat" / "msc" / "train.json")
+    expected = (FULL.parent / "llm-embedder-data" / "chat" / "msc" / "train.json").resolve()
+    assert config.datasets[0].path == str(expected)
 
 
 def test_absolute_dataset_paths_are_kept(tmp_path):

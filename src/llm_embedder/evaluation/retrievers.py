@@ -25,6 +25,10 @@ from llm_embedder.retrieval.dense import DenseIndex
 SPECS = ("none", "random", "recency", "bm25", "dense:<model>")
 
 
+class NotApplicable(ValueError):
+    """This retriever cannot serve this evaluation (e.g. recency over a shared corpus)."""
+
+
 class Retriever(Protocol):
     name: str
 
@@ -69,7 +73,7 @@ class RecencyRetriever:
     name = "recency"
 
     def search(self, task, queries, corpus, k):
-        raise ValueError("the recency retriever needs per-query candidate pools (chat, lrlm), not a corpus")
+        raise NotApplicable("the recency retriever needs per-query candidate pools (chat, lrlm), not a corpus")
 
     def rank(self, task, queries, pools, k):
         return [list(range(len(pool) - 1, max(-1, len(pool) - 1 - k), -1)) for pool in pools]

@@ -76,7 +76,30 @@ def _truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if len(enc["input_ids"]) <= max_tokens:
         return text
-    return text[: enc["offset_mapping"][max_tokens - 1][1]] if max_tokens > 0 else ""
+    offsets = enc["offset_mapping"]
+    end = offsets[max_tokens - 1][1] if max_tokens > 0 else 0
+    # A character split over several byte tokens: cut before it, not after it (always shorter).
+    return text[: min(end, offsets[max_tokens][0])]
+
+
+def _token_across(tokenizer: Any, prefix: str, answer: str) -> bool:
+    """Whether a token of ``prefix + answer`` would hold non-space characters of both: lrlm chunks
+    are cut mid-word ("...web" + "page ..."), and scoring such a token scores the prefix's text."""
+    if not prefix or not answer or prefix[-1].isspace() or answer[0].isspace():
+        return False
+    enc = tokenizer(prefix + answer, add_special_tokens=False, return_offsets_mapping=True)
+    return any(s < len(prefix) < e and prefix[s:].strip() for s, e in enc["offset_mapping"])
+
+
+def _span_apart(tokenizer: Any, prefix: str, answer: str, suffix: str) -> Span:
+    """The prefix and the answer tokenized apart and concatenated (as the original did for lrlm)."""
+    head = tokenizer(prefix, add_special_tokens=True, return_offsets_mapping=True)
+    ids = list(head["input_ids"])
+    if ids and ids[-1] == tokenizer.eos_token_id and tuple(head["offset_mapping"][-1]) == (0, 0):
+        ids.pop()  # an appended EOS is not part of the text
+    tail = tokenizer(answer + suffix, add_special_tokens=False, return_offsets_mapping=True)
+    scored = [i for i, (s, e) in enumerate(tail["offset_mapping"]) if s < len(answer) and e > s]
+    return Span(ids + list(tail["input_ids"]), len(ids) + scored[0], len(ids) + scored[-1] + 1)
 
 
 def build_span(
@@ -96,18 +119,21 @@ def build_span(
     def span(key_text: str) -> Span:
         filled = {**values, "key": key_text}
         prefix, suffix = prefix_template.format(**filled), suffix_template.format(**filled)
+        if _token_across(tok, prefix, values["answer"]):
+            return _span_apart(tok, prefix, values["answer"], suffix)
         return lm.make_span(prefix, values["answer"], suffix, max_length=10**9)
 
     result = span(key)
-    excess = len(result.ids) - lm.context_window
-    if excess > 0:
+    # Cut again while it does not fit: tokens can merge differently at the new end of the key.
+    while (excess := len(result.ids) - lm.context_window) > 0:
         key_tokens = len(tok(key, add_special_tokens=False)["input_ids"])
         if excess >= key_tokens:
             raise ValueError(
                 f"the prompt needs {len(result.ids) - key_tokens} tokens without the candidate; "
                 f"the LLM window is {lm.context_window}"
             )
-        result = span(_truncate_tokens(tok, key, key_tokens - excess))
+        key = _truncate_tokens(tok, key, key_tokens - excess)
+        result = span(key)
     return result
 
 

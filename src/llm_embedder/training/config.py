@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
@@ -52,7 +53,7 @@ class TrainConfig:
     output_dir: str = "runs/llm-embedder"
     datasets: list[DatasetSpec] = field(default_factory=list)
     data_root: str | None = None
-    """Folder that relative dataset paths start from (default: the recipe file's folder)."""
+    """Folder that relative dataset paths start from (relative to the recipe file's folder)."""
     tasks: dict[str, Any] = field(default_factory=dict)
     """Task-table overrides, e.g. ``{qa: {training: {group_size: 4}}}``."""
     techniques: Techniques = field(default_factory=Techniques)
@@ -98,7 +99,8 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
         """Load a recipe; ``overrides`` are ``dotted.key=value`` strings (values parsed as YAML).
 
-        Relative dataset paths start from ``data_root``, or from the recipe file's folder.
+        Relative dataset paths start from ``data_root``, or from the recipe file's folder; a relative
+        ``data_root`` starts from the recipe file's folder too.
         """
         path = Path(path)
         try:
@@ -112,7 +114,7 @@ class TrainConfig:
             raise InputError(path, None, None, "a recipe is a mapping of settings")
         for override in overrides:
             apply_override(data, override)
-        root = Path(data.get("data_root") or path.parent)
+        root = path.parent / (data.get("data_root") or "")
         for item in data.get("datasets") or []:
             if isinstance(item, dict) and "path" in item and not Path(item["path"]).is_absolute():
                 item["path"] = str((root / item["path"]).resolve())
@@ -151,10 +153,8 @@ def _check_types(obj: Any, prefix: str) -> None:
             continue
         kind = kinds[0]
         if kind == "float" and isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if kind == "str" and isinstance(value, os.PathLike):
             value = os.fspath(value)
         ok = {

@@ -106,8 +106,14 @@ def load_datasets(config: TrainConfig, table: TaskTable) -> list[TrainDataset]:
             raise InputError(spec.path, None, None, f"dataset name {data.name!r} is used twice; give one a `name`")
         names.add(data.name)
         if not data.records:
+            if not config.techniques.reward and set(data.dropped) == {"no labelled positive"}:
+                # The no-reward ablation keeps only labelled data; unlabelled sets (chat, lrlm) leave the mix.
+                print(f"reward off: {spec.path} has no labelled positives, left out of training")
+                continue
             raise InputError(spec.path, None, None, f"no usable records (dropped: {data.dropped})")
         datasets.append(data)
+    if not datasets:
+        raise ValueError("no dataset has usable records")
     if not config.techniques.homogeneous:
         sizes = {d.settings.group_size for d in datasets}
         if len(sizes) > 1:
@@ -252,6 +258,16 @@ class Trainer:
     def _resume(self) -> None:
         checkpoints = self._checkpoints()
         if not (self.config.resume and checkpoints):
+            # A fresh start: checkpoints and log lines left here belong to an older run.  Kept, the
+            # old checkpoints would outrank (and prune) this run's and be resumed from later, and the
+            # old log lines would mix with the new ones.
+            if self.accelerator.is_main_process:
+                if checkpoints:
+                    self._print(f"resume=false: removing the older run's {', '.join(p.name for p in checkpoints)}")
+                for old in checkpoints:
+                    shutil.rmtree(old, ignore_errors=True)
+                (self.output_dir / LOG_FILE).unlink(missing_ok=True)
+            self.accelerator.wait_for_everyone()
             return
         self.accelerator.load_state(str(checkpoints[-1]))
         self._print(f"resumed from {checkpoints[-1]} at step {self.progress.step}")
@@ -344,5 +360,19 @@ class Trainer:
         return target
 
 
+def finished_model(config: TrainConfig) -> Path | None:
+    """The model folder of a run that already finished with this very config, else None."""
+    info = Path(config.output_dir) / MODEL_DIR / "training.json"
+    if not (config.resume and info.is_file()):
+        return None
+    saved = json.loads(info.read_text(encoding="utf-8"))
+    return info.parent if saved.get("config") == json.loads(json.dumps(config.to_dict())) else None
+
+
 def train(config: TrainConfig, show_progress: bool = True) -> Path:
+    """Train (or resume) and return the model folder; a run already finished is not redone."""
+    done = finished_model(config)
+    if done is not None:
+        print(f"{done} is already trained with this recipe; nothing to do")
+        return done
     return Trainer(config, show_progress=show_progress).train()

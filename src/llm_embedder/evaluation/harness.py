@@ -1,0 +1,216 @@
+"""The evaluation grid: every (evaluator, retriever) cell, cached so a killed run resumes, then a leaderboard.
+
+Data follow the released LLM-Embedder evaluation layout under one folder (only the files present
+are evaluated):
+
+    qa/mmlu/test.json + qa/msmarco/corpus.json        qa/popqa/test.json + qa/nq/corpus.json
+    icl/icl/test.json + icl/icl/corpus.json           chat/msc/test.json
+    lrlm/<name>/test.json (any number of names)       tool/toolbench/test.json + corpus.json
+    convsearch/qrecc/test.concat.json + corpus.json
+
+Outputs under ``out``: ``cells/<evaluator>__<retriever>.json`` (metrics; a cell whose file exists is
+not run again), ``details/...jsonl`` (per example), ``cache/`` (corpus embeddings per model and
+task), and ``leaderboard.{md,json,png}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from llm_embedder.evaluation.base import EvalResult
+from llm_embedder.evaluation.icl import InContextLearning
+from llm_embedder.evaluation.memory import Conversation, LongText
+from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
+from llm_embedder.evaluation.retrieval_only import RetrievalOnly
+from llm_embedder.evaluation.retrievers import NotApplicable, make_retriever
+from llm_embedder.fileio import write_json, write_jsonl
+
+# evaluator name -> (task, builder from the data folder; None when its files are absent)
+Builder = Callable[[Path, int | None], Any]
+
+
+def _if_present(*paths: Path) -> bool:
+    return all(p.is_file() for p in paths)
+
+
+def _mmlu(d: Path, limit: int | None):
+    test, corpus = d / "qa/mmlu/test.json", d / "qa/msmarco/corpus.json"
+    return MultipleChoiceQA(test, corpus, limit=limit) if _if_present(test, corpus) else None
+
+
+def _popqa(d: Path, limit: int | None):
+    test, corpus = d / "qa/popqa/test.json", d / "qa/nq/corpus.json"
+    return OpenQA(test, corpus, limit=limit) if _if_present(test, corpus) else None
+
+
+def _icl(d: Path, limit: int | None):
+    test, corpus = d / "icl/icl/test.json", d / "icl/icl/corpus.json"
+    return InContextLearning(test, corpus, limit=limit) if _if_present(test, corpus) else None
+
+
+def _msc(d: Path, limit: int | None):
+    test = d / "chat/msc/test.json"
+    return Conversation(test, limit=limit) if test.is_file() else None
+
+
+def _lrlm(d: Path, limit: int | None):
+    files = sorted((d / "lrlm").glob("*/test.json"))
+    return LongText(files, limit=limit) if files else None
+
+
+def _tool(d: Path, limit: int | None):
+    test, corpus = d / "tool/toolbench/test.json", d / "tool/toolbench/corpus.json"
+    return RetrievalOnly(test, corpus, "tool", "tool", "ndcg@5", limit=limit) if _if_present(test, corpus) else None
+
+
+def _convsearch(d: Path, limit: int | None):
+    test, corpus = d / "convsearch/qrecc/test.concat.json", d / "convsearch/qrecc/corpus.json"
+    if not _if_present(test, corpus):
+        return None
+    return RetrievalOnly(test, corpus, "convsearch", "convsearch", "ndcg@3", limit=limit)
+
+
+EVALUATORS: dict[str, tuple[str, Builder]] = {
+    "mmlu": ("qa", _mmlu),
+    "popqa": ("qa", _popqa),
+    "icl": ("icl", _icl),
+    "msc": ("chat", _msc),
+    "lrlm": ("lrlm", _lrlm),
+    "tool": ("tool", _tool),
+    "convsearch": ("convsearch", _convsearch),
+}
+
+
+def build_evaluators(data_dir: str | Path, tasks: list[str], limit: int | None = None) -> list[Any]:
+    """The evaluators of the requested tasks whose files exist; an error if a task has none."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data folder")
+    known = sorted({t for t, _ in EVALUATORS.values()})
+    out = []
+    for task in tasks:
+        if task not in known:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(known)}")
+        found = [b(data_dir, limit) for t, b in EVALUATORS.values() if t == task]
+        found = [e for e in found if e is not None]
+        if not found:
+            raise FileNotFoundError(f"{data_dir}: no evaluation files for task {task!r} (see the layout in --help)")
+        out += found
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def run_grid(
+    evaluators: list[Any],
+    retriever_specs: list[str],
+    out_dir: str | Path,
+    *,
+    lm_name: str | None = None,
+    device: str = "auto",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run every cell not already done, then write and return the leaderboard."""
+    out = Path(out_dir)
+    cells_dir = out / "cells"
+    todo = [(e, s) for s in retriever_specs for e in evaluators if not (cells_dir / _cell_name(e, s)).exists()]
+    lm = None
+    retrievers: dict[str, Any] = {}
+    bar = tqdm(total=len(todo), desc="eval", unit="cell", disable=not show_progress)
+    for evaluator, spec in todo:
+        bar.set_postfix_str(f"{evaluator.name} / {spec}")
+        if spec not in retrievers:
+            retrievers = {spec: make_retriever(spec, cache_dir=out / "cache", device=device)}  # one model in memory
+        if lm is None and getattr(evaluator, "task", None) not in ("tool", "convsearch"):
+            from llm_embedder.models.lm import CausalLM
+
+            lm = CausalLM.from_pretrained(lm_name, device=device)
+        started = time.perf_counter()
+        try:
+            result: EvalResult | None = evaluator.run(lm, retrievers[spec], show_progress=False)
+        except NotApplicable as exc:
+            result, note = None, str(exc)
+        cell: dict[str, Any] = {"evaluator": evaluator.name, "task": evaluator.task, "retriever": spec}
+        if result is None:
+            cell["not_applicable"] = note
+        else:
+            cell.update(
+                metrics=result.metrics,
+                main_metric=result.main_metric,
+                lower_is_better=result.lower_is_better,
+                seconds=round(time.perf_counter() - started, 1),
+            )
+            write_jsonl(out / "details" / _cell_name(evaluator, spec).replace(".json", ".jsonl"), result.details)
+        write_json(cells_dir / _cell_name(evaluator, spec), cell)
+        bar.update(1)
+    bar.close()
+    return write_leaderboard(out, [e.name for e in evaluators], retriever_specs, lm_name)
+
+
+def _cell_name(evaluator: Any, spec: str) -> str:
+    return f"{evaluator.name}__{_slug(spec)}.json"
+
+
+def write_leaderboard(out: Path, evaluator_names: list[str], specs: list[str], lm_name: str | None) -> dict[str, Any]:
+    """Markdown, JSON and a PNG chart (one panel per evaluator) from the cell files."""
+    cells = {}
+    for spec in specs:
+        for name in evaluator_names:
+            file = out / "cells" / f"{name}__{_slug(spec)}.json"
+            if file.exists():
+                cells[(name, spec)] = json.loads(file.read_text(encoding="utf-8"))
+    columns = []
+    for name in evaluator_names:
+        done = [c for (n, _), c in cells.items() if n == name and "metrics" in c]
+        if done:
+            columns.append((name, done[0]["main_metric"], done[0]["lower_is_better"]))
+    table = {
+        spec: {
+            name: cells[(name, spec)]["metrics"][metric] if "metrics" in cells.get((name, spec), {}) else None
+            for name, metric, _ in columns
+        }
+        for spec in specs
+    }
+    board = {
+        "lm": lm_name,
+        "columns": [{"evaluator": n, "metric": m, "lower_is_better": low} for n, m, low in columns],
+        "rows": table,
+    }
+    write_json(out / "leaderboard.json", board)
+    header = " | ".join(f"{n} {m} {'↓' if low else '↑'}" for n, m, low in columns)
+    lines = [f"| retriever | {header} |", "|---" * (len(columns) + 1) + "|"]
+    for spec in specs:
+        values = " | ".join("–" if table[spec][n] is None else f"{table[spec][n]:.4f}" for n, _, _ in columns)
+        lines.append(f"| {spec} | {values} |")
+    (out / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _chart(out / "leaderboard.png", columns, table, specs)
+    return board
+
+
+def _chart(path: Path, columns: list[tuple[str, str, bool]], table: dict, specs: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not columns:
+        return
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.4), squeeze=False)
+    for ax, (name, metric, low) in zip(axes[0], columns, strict=True):
+        values = [table[s][name] for s in specs]
+        ax.bar(range(len(specs)), [0 if v is None else v for v in values], color="#4c72b0")
+        ax.set_xticks(range(len(specs)), specs, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{name}\n{metric} ({'lower' if low else 'higher'} is better)", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,45 @@
+"""Tasks measured on the ranking itself (tool retrieval, conversational search): no LLM involved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_embedder.evaluation.base import EvalResult, check_labels, load_records
+from llm_embedder.evaluation.metrics import retrieval_metrics
+from llm_embedder.evaluation.retrievers import NotApplicable, Retriever
+from llm_embedder.models.lm import CausalLM
+from llm_embedder.retrieval.corpus import Corpus
+
+
+@dataclass
+class RetrievalOnly:
+    """Eval records: ``query`` and ``pos_index`` (relevant corpus ids; optional ``pos_relevance``
+    aligned with it gives graded labels).  Reports MRR, recall and nDCG at each cutoff."""
+
+    eval_file: Path
+    corpus_file: Path
+    name: str
+    task: str
+    main_metric: str
+    key_template: str = "{text}"
+    cutoffs: tuple[int, ...] = (1, 3, 5, 10)
+    limit: int | None = None
+
+    def run(self, lm: CausalLM | None, retriever: Retriever, show_progress: bool = False) -> EvalResult:
+        if retriever.name == "none":
+            raise NotApplicable(f"{self.name} measures the ranking itself; there is none without a retriever")
+        rows = load_records(self.eval_file, {"query": str, "pos_index": list}, self.limit)
+        corpus = Corpus.from_jsonl(self.corpus_file, self.key_template)
+        check_labels(self.eval_file, rows, corpus)
+        labels = [
+            dict(zip(r["pos_index"], r.get("pos_relevance") or [1.0] * len(r["pos_index"]), strict=True))
+            for _, r in rows
+        ]
+        rankings = retriever.search(self.task, [r["query"] for _, r in rows], corpus, max(self.cutoffs))
+        metrics = retrieval_metrics(rankings, labels, self.cutoffs)
+        details = [
+            {"query": r["query"], "retrieved": ranking, "relevant": r["pos_index"]}
+            for (_, r), ranking in zip(rows, rankings, strict=True)
+        ]
+        return EvalResult(metrics, self.main_metric, details=details)
