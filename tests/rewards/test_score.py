@@ -112,6 +112,37 @@ def test_span_log_probs_does_not_depend_on_batching(tiny_lm):
         assert n == m and a / n == pytest.approx(b / m, abs=1e-5)
 
 
+def test_batch_plan_is_the_cheapest_within_the_limits():
+    from itertools import combinations
+
+    from llm_embedder.models.lm import _plan_batches
+
+    rng = random.Random(3)
+    for _ in range(40):
+        lengths = sorted((rng.randrange(1, 60) for _ in range(rng.randrange(1, 9))), reverse=True)
+        budget, most, overhead = rng.choice([40, 100, 10**6]), rng.choice([1, 2, 3, 64]), rng.choice([0, 5, 50])
+
+        def cost(sizes):
+            total, at = 0, 0
+            for n in sizes:
+                if n > most or (n > 1 and n * lengths[at] > budget):
+                    return None
+                total, at = total + overhead + n * lengths[at], at + n
+            return total
+
+        plan = _plan_batches(lengths, budget, most, overhead)
+        assert sum(plan) == len(lengths) and cost(plan) is not None
+        every = []  # all ways to cut the sorted list into consecutive batches
+        for k in range(len(lengths)):
+            for cuts in combinations(range(1, len(lengths)), k):
+                edges = [0, *cuts, len(lengths)]
+                every.append([b - a for a, b in zip(edges, edges[1:], strict=False)])
+        assert cost(plan) == min(c for c in map(cost, every) if c is not None)
+    # a long span goes alone; equal lengths fill batches to the budget
+    assert _plan_batches([500, 10, 10], 100, 64, 32) == [1, 2]
+    assert sorted(_plan_batches([10] * 25, 100, 64, 32)) == [5, 10, 10]
+
+
 def test_span_needs_a_prefix_and_a_non_empty_target():
     assert Span([5, 6, 7], 1).end is None
     for args in [([5, 6, 7], 0), ([5, 6, 7], 2, 2), ([5, 6], 1, 3), ([5], 1)]:

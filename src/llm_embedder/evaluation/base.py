@@ -57,9 +57,10 @@ def check_labels(path: str | Path, rows: list[tuple[int, dict]], corpus: Corpus,
             raise InputError(path, line, field, f"ids {outside[:3]} are not in the corpus ({len(corpus)} documents)")
 
 
-def fit_passages(lm: CausalLM, passages: Sequence[str], budget: int) -> list[str]:
+def fit_passages(lm: CausalLM, passages: Sequence[str], budget: int, cut: bool = True) -> list[str]:
     """The leading (most relevant) passages whose tokens fit in ``budget``; a passage that does not
-    fit whole is cut to the room left, so the best material is kept and the least relevant goes."""
+    fit whole is cut to the room left (``cut``) or left out, so the best material is kept and the
+    least relevant goes."""
     kept, used = [], 0
     for text in passages:
         ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -67,7 +68,8 @@ def fit_passages(lm: CausalLM, passages: Sequence[str], budget: int) -> list[str
         if room <= 0:
             break
         if len(ids) > room:
-            kept.append(lm.tokenizer.decode(ids[:room]))
+            if cut:
+                kept.append(lm.tokenizer.decode(ids[:room]))
             break
         kept.append(text)
         used += len(ids) + 1  # the separator

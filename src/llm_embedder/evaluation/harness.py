@@ -15,6 +15,7 @@ task), and ``leaderboard.{md,json,png}``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -29,7 +30,7 @@ from llm_embedder.evaluation.icl import InContextLearning
 from llm_embedder.evaluation.memory import Conversation, LongText
 from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
-from llm_embedder.evaluation.retrievers import NotApplicable, make_retriever
+from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
 from llm_embedder.fileio import write_json, write_jsonl
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
@@ -88,8 +89,20 @@ EVALUATORS: dict[str, tuple[str, Builder]] = {
 }
 
 
-def build_evaluators(data_dir: str | Path, tasks: list[str], limit: int | None = None) -> list[Any]:
-    """The evaluators of the requested tasks whose files exist; an error if a task has none."""
+def build_evaluators(
+    data_dir: str | Path,
+    tasks: list[str],
+    limit: int | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> list[Any]:
+    """The evaluators of the requested tasks whose files exist; an error if a task has none.
+
+    ``options`` sets evaluator fields by evaluator name, e.g. ``{"lrlm": {"window_chunks": 8}}``.
+    """
+    options = options or {}
+    unknown = sorted(set(options) - set(EVALUATORS))
+    if unknown:
+        raise ValueError(f"options for unknown evaluator {unknown[0]!r}; known: {', '.join(EVALUATORS)}")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: no such data folder")
@@ -99,7 +112,7 @@ def build_evaluators(data_dir: str | Path, tasks: list[str], limit: int | None =
         if task not in known:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(known)}")
         found = [b(data_dir, limit) for t, b in EVALUATORS.values() if t == task]
-        found = [e for e in found if e is not None]
+        found = [dataclasses.replace(e, **options.get(e.name, {})) for e in found if e is not None]
         if not found:
             raise FileNotFoundError(f"{data_dir}: no evaluation files for task {task!r} (see the layout in --help)")
         out += found
@@ -120,6 +133,8 @@ def run_grid(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Run every cell not already done, then write and return the leaderboard."""
+    for spec in retriever_specs:  # a typo must fail now, not after hours of earlier cells
+        check_spec(spec)
     out = Path(out_dir)
     cells_dir = out / "cells"
     todo = [(e, s) for s in retriever_specs for e in evaluators if not (cells_dir / _cell_name(e, s)).exists()]
@@ -190,7 +205,7 @@ def write_leaderboard(out: Path, evaluator_names: list[str], specs: list[str], l
     lines = [f"| retriever | {header} |", "|---" * (len(columns) + 1) + "|"]
     for spec in specs:
         values = " | ".join("–" if table[spec][n] is None else f"{table[spec][n]:.4f}" for n, _, _ in columns)
-        lines.append(f"| {spec} | {values} |")
+        lines.append(f"| {split_label(spec)[0]} | {values} |")
     (out / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     _chart(out / "leaderboard.png", columns, table, specs)
     return board
@@ -208,7 +223,7 @@ def _chart(path: Path, columns: list[tuple[str, str, bool]], table: dict, specs:
     for ax, (name, metric, low) in zip(axes[0], columns, strict=True):
         values = [table[s][name] for s in specs]
         ax.bar(range(len(specs)), [0 if v is None else v for v in values], color="#4c72b0")
-        ax.set_xticks(range(len(specs)), specs, rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(range(len(specs)), [split_label(s)[0] for s in specs], rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{name}\n{metric} ({'lower' if low else 'higher'} is better)", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()

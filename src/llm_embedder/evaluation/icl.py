@@ -55,7 +55,7 @@ class InContextLearning:
         for i, (line, r) in enumerate(rows):
             ids = hits[i] if hits else []
             room = self.context_tokens - len(lm.tokenizer(r["query"], add_special_tokens=False)["input_ids"])
-            demos = fit_passages(lm, [text_of[j] for j in ids], room)
+            demos = fit_passages(lm, [text_of[j] for j in ids], room, cut=False)  # whole demos only
             prompt = "\n".join([*reversed(demos), r["query"]]) + "\n"
             detail = {"query": r["query"], "task_name": r["task_name"], "retrieved": ids[: len(demos)]}
             if isinstance(r.get("options"), list) and r["options"]:

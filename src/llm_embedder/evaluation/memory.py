@@ -82,8 +82,11 @@ class LongText:
                 f"lrlm needs {needed} tokens ({self.top_k} retrieved chunk pairs + a {self.window_chunks}-chunk window "
                 f"of {self.chunk_size} tokens) but the LM's window is {lm.context_window}; lower top_k or window_chunks"
             )
-        if self.target_chunks > self.window_chunks:
-            raise ValueError("target_chunks cannot exceed window_chunks")
+        if not 0 < self.target_chunks < self.window_chunks:  # the first target needs a chunk of context
+            raise ValueError(
+                f"target_chunks ({self.target_chunks}) must be at least 1 and below "
+                f"window_chunks ({self.window_chunks})"
+            )
 
     def _file(self, lm: CausalLM, retriever: Retriever, path: Path) -> tuple[list[tuple[float, int]], list[dict]]:
         rows = load_records(path, {"text": str}, self.limit)

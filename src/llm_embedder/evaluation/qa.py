@@ -86,8 +86,11 @@ class MultipleChoiceQA:
 
     def _gold(self, line: int, record: dict) -> int:
         answer, n = record["answer"], len(record["choices"])
-        index = LETTERS.index(answer.strip().upper()) if isinstance(answer, str) and answer.strip() else answer
-        if not isinstance(index, int) or not 0 <= index < n:
+        index = answer
+        if isinstance(answer, str):  # one letter; str.index would also accept "AB" (0) and raise on "Z"
+            letter = answer.strip().upper()
+            index = LETTERS.index(letter) if len(letter) == 1 and letter in LETTERS else None
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
             raise InputError(
                 self.eval_file, line, "answer", f"{answer!r} is not an option index or letter for {n} choices"
             )

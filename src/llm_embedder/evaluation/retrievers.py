@@ -83,15 +83,16 @@ class BM25Retriever:
     name = "bm25"
 
     def __init__(self) -> None:
-        self._indexes: dict[int, BM25Index] = {}
+        self._cached: tuple[Corpus, BM25Index] | None = None
 
     def search(self, task, queries, corpus, k):
-        key = id(corpus)
-        if key not in self._indexes:
+        # One corpus at a time (evaluations run task by task).  The corpus itself is kept with its
+        # index: keying by id() alone reused a stale index once a freed corpus's id came back.
+        if self._cached is None or self._cached[0] is not corpus:
             index = BM25Index()
             index.add(corpus.texts, corpus.ids)
-            self._indexes = {key: index}  # one corpus at a time: evaluations run task by task
-        _, ids = self._indexes[key].search(queries, k)
+            self._cached = (corpus, index)
+        _, ids = self._cached[1].search(queries, k)
         return [[int(i) for i in row if i >= 0] for row in ids]
 
     def rank(self, task, queries, pools, k):
@@ -144,18 +145,37 @@ class DenseRetriever:
 
     def rank(self, task, queries, pools, k):
         q = self.embedder.encode_queries(queries, task=task)
-        flat = [text for pool in pools for text in pool]
-        keys = self.embedder.encode_keys(flat, task=task) if flat else np.zeros((0, self.embedder.dim), np.float32)
-        out, start = [], 0
+        # Each distinct text is encoded once: lrlm's target chunks all share one pool of chunks.
+        unique = list(dict.fromkeys(text for pool in pools for text in pool))
+        keys = self.embedder.encode_keys(unique, task=task) if unique else np.zeros((0, self.embedder.dim), np.float32)
+        row = {text: i for i, text in enumerate(unique)}
+        out = []
         for i, pool in enumerate(pools):
-            scores = keys[start : start + len(pool)] @ q[i]
-            start += len(pool)
+            scores = keys[[row[text] for text in pool]] @ q[i]
             out.append(np.argsort(-scores, kind="stable")[:k].tolist())
         return out
 
 
+def split_label(spec: str) -> tuple[str, str]:
+    """``"fine-tuned=dense:runs/x/model"`` -> ("fine-tuned", "dense:runs/x/model"); no label: (spec, spec)."""
+    label, sep, rest = spec.partition("=")
+    if sep and label and ":" not in label:
+        return label, rest
+    return spec, spec
+
+
+def check_spec(spec: str) -> str:
+    """``spec`` if it names a retriever (see ``SPECS``; ``LABEL=SPEC`` names the leaderboard row),
+    else a ValueError; loads nothing."""
+    _, spec = split_label(spec)
+    if spec in ("none", "random", "recency", "bm25") or (spec.startswith("dense:") and len(spec) > len("dense:")):
+        return spec
+    raise ValueError(f"unknown retriever {spec!r}; known: {', '.join(SPECS)}")
+
+
 def make_retriever(spec: str, *, cache_dir: str | Path | None = None, device: str = "auto", seed: int = 0) -> Retriever:
     """Build a retriever from its command-line spec (see ``SPECS``)."""
+    spec = check_spec(spec)
     if spec == "none":
         return NoRetriever()
     if spec == "random":

@@ -130,21 +130,24 @@ class CausalLM:
     ) -> list[tuple[float, int]]:
         """``(sum of log p(token | prefix), token count)`` of each span's scored tokens, in input order.
 
-        Spans are sorted by length and batched so that rows x longest row stays within
-        ``token_budget`` (right padding; causal attention keeps padding out of real positions).
-        Only the hidden states of scored positions go through the LM head: with a vocabulary of
-        tens of thousands that head dominates, and most positions are context.  ``full_logits``
-        computes the ordinary logits instead (for models that transform logits after the head).
-        ``on_batch(n)`` is called after each batch of ``n`` spans (progress bars).
+        Spans are sorted by length and cut into batches of at most ``max_batch_size`` rows whose
+        rows x longest row stays within ``token_budget`` (right padding; causal attention keeps
+        padding out of real positions); the cuts minimise the padded tokens plus a fixed cost per
+        forward pass (see :func:`_plan_batches`).  Only the hidden states of scored positions go
+        through the LM head: with a vocabulary of tens of thousands that head dominates, and most
+        positions are context.  ``full_logits`` computes the ordinary logits instead (for models
+        that transform logits after the head).  ``on_batch(n)`` is called after each batch of
+        ``n`` spans (progress bars).
         """
         order = sorted(range(len(spans)), key=lambda i: -len(spans[i].ids))
         results: list[tuple[float, int]] = [(0.0, 0)] * len(spans)
         pad = self.tokenizer.pad_token_id or 0
         head = self.model.get_output_embeddings()
+        overhead = _BATCH_OVERHEAD_TOKENS.get(self.device.type, _BATCH_OVERHEAD_TOKENS["cuda"])
+        sizes = _plan_batches([len(spans[i].ids) for i in order], token_budget, max_batch_size, overhead)
         position = 0
-        while position < len(order):
+        for size in sizes:
             longest = len(spans[order[position]].ids)
-            size = max(1, min(max_batch_size, token_budget // longest, len(order) - position))
             batch = [spans[i] for i in order[position : position + size]]
             ids = torch.full((len(batch), longest), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -155,10 +158,11 @@ class CausalLM:
             # Position p predicts token p + 1: the scored tokens [start, end) are read at [start - 1, end - 1).
             rows = torch.cat([torch.full((_end(s) - s.start,), r) for r, s in enumerate(batch)]).to(self.device)
             cols = torch.cat([torch.arange(s.start - 1, _end(s) - 1) for s in batch]).to(self.device)
+            # No KV cache: nothing is generated, and filling one copies every layer's keys and values.
             if full_logits:
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[rows, cols]
+                logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[rows, cols]
             else:
-                hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                hidden = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
                 logits = head(hidden[rows, cols])
             log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, ids[rows, cols + 1][:, None])[:, 0]
             sums = torch.zeros(len(batch), dtype=torch.float64, device=self.device).index_add_(
@@ -170,6 +174,40 @@ class CausalLM:
             if on_batch is not None:
                 on_batch(size)
         return results
+
+
+# What one more forward pass costs beyond its padded tokens, in tokens.  On a GPU a pass of a few
+# thousand tokens is bound by kernel launches rather than arithmetic.  On a CPU a pass is ~600 small
+# ops; each costs little on an idle machine, but on a busy one every multi-threaded op waits for its
+# threads to be scheduled (measured: ~17 ms an op on 2 loaded cores), so a pass costs hundreds of
+# tokens' worth.  512 keeps most of the padding saving at a few extra passes in both cases.
+_BATCH_OVERHEAD_TOKENS = {"cpu": 512, "cuda": 2048}
+
+
+def _plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int, overhead: int) -> list[int]:
+    """Cut spans sorted by decreasing length into consecutive batches (returns their sizes).
+
+    A batch of ``n`` spans costs ``overhead + n * longest`` padded tokens and must keep
+    ``n <= max_batch_size`` and ``n * longest <= token_budget`` (a span longer than the budget
+    goes alone).  Dynamic programming finds the cuts of least total cost: with lengths spread
+    out, greedily filling each batch to the budget pads short spans up to long ones.
+    """
+    n = len(lengths)
+    best = [0] + [0] * n  # best[i]: least cost of the first i spans
+    cut = [0] * (n + 1)
+    for i in range(1, n + 1):
+        best[i], cut[i] = best[i - 1] + overhead + lengths[i - 1], i - 1
+        for j in range(i - 2, max(-1, i - 1 - max_batch_size), -1):  # the last batch is spans j..i-1
+            padded = (i - j) * lengths[j]
+            if padded > token_budget:
+                break  # earlier j only make it longer
+            if best[j] + overhead + padded < best[i]:
+                best[i], cut[i] = best[j] + overhead + padded, j
+    sizes = []
+    while n > 0:
+        sizes.append(n - cut[n])
+        n = cut[n]
+    return sizes[::-1]
 
 
 def _end(span: Span) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import iter_jsonl, write_jsonl
-from llm_embedder.retrieval.searcher import Searcher
+from llm_embedder.retrieval.searcher import Hit, Searcher
 
 
 @dataclass
@@ -52,6 +52,28 @@ def _is_positive(hit_id: int, hit_text: str, record: dict[str, Any], settings: M
     return False
 
 
+def _pools(
+    searcher: Searcher, records: list[dict[str, Any]], settings: MineSettings, show_progress: bool | None
+) -> list[list[Hit]]:
+    """Hits ranked ``start``..``end`` once the positives are removed.  The search goes deeper by
+    the number of labelled positives, and again (twice as deep) for queries that lost more hits
+    than that (duplicates, ``filter_answers``), until the range is full or the hits run out."""
+    pools: list[list[Hit]] = [[] for _ in records]
+    todo = list(range(len(records)))
+    k = settings.end + max((len(r.get("pos", [])) + len(r.get("pos_index", [])) for r in records), default=0)
+    while todo:
+        found = searcher.search([records[i]["query"] for i in todo], k=k, show_progress=show_progress)
+        again = []
+        for i, hits in zip(todo, found, strict=True):
+            kept = [h for h in hits if not _is_positive(h.id, h.text, records[i], settings)]
+            if len(kept) >= settings.end or len(hits) < k:
+                pools[i] = kept[settings.start : settings.end]
+            else:
+                again.append(i)
+        todo, k = again, 2 * k
+    return pools
+
+
 def mine_file(
     searcher: Searcher,
     queries_path: str | Path,
@@ -68,11 +90,10 @@ def mine_file(
         for field in ("pos", "pos_index", "answers"):
             if field in record and not isinstance(record[field], list):
                 raise InputError(queries_path, line, field, "expected a list")
-    hits = searcher.search([r["query"] for _, r in rows], k=settings.end, show_progress=show_progress)
+    pools = _pools(searcher, [r for _, r in rows], settings, show_progress)
 
     def mined() -> Any:
-        for (line, record), found in zip(rows, hits, strict=True):
-            pool = [h for h in found if not _is_positive(h.id, h.text, record, settings)][settings.start : settings.end]
+        for (line, record), pool in zip(rows, pools, strict=True):
             rng = np.random.default_rng((settings.seed, line))
             keep = sorted(rng.choice(len(pool), min(settings.count, len(pool)), replace=False).tolist())
             out = {k: v for k, v in record.items() if k != "teacher_scores"}

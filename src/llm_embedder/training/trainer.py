@@ -165,7 +165,9 @@ class Trainer:
             {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
             {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+        # The fused kernel is several times faster than the per-tensor loop on CPU as well as on GPU.
+        fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for _, p in params)
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused or None)
         warmup = math.ceil(config.warmup_ratio * config.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: learning_rate_factor(s, config.max_steps, warmup, config.warmup_shape)

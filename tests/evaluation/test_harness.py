@@ -1,0 +1,299 @@
+"""The evaluation grid on a tiny data folder in the released layout: leaderboard files, resume after
+a deleted cell or a killed run, and the ``llm-embedder eval`` command end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llm_embedder.cli import main as cli_main
+from llm_embedder.evaluation import harness
+from llm_embedder.evaluation.harness import build_evaluators, run_grid
+from llm_embedder.evaluation.icl import InContextLearning
+from llm_embedder.evaluation.memory import LongText
+
+TASKS = ["qa", "icl", "chat", "lrlm", "tool", "convsearch"]
+COLUMNS = [
+    ("mmlu", "accuracy", False),
+    ("icl", "score", False),
+    ("msc", "perplexity", True),
+    ("lrlm", "perplexity", True),
+    ("tool", "ndcg@5", False),
+    ("convsearch", "ndcg@3", False),
+]
+NOT_APPLICABLE = {
+    ("tool", "none"),
+    ("convsearch", "none"),
+    ("mmlu", "recency"),
+    ("icl", "recency"),
+    ("tool", "recency"),
+    ("convsearch", "recency"),
+}
+EXAMPLES = {"mmlu": 2, "icl": 4, "msc": 2, "lrlm": 1, "tool": 3, "convsearch": 3}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+
+
+def with_corpus(records: list[dict], negatives: int = 8) -> tuple[list[str], list[dict]]:
+    """A corpus of the records' pos + first negatives and eval rows whose pos_index points into it."""
+    texts = list(dict.fromkeys(t for r in records for t in r["pos"] + r["neg"][:negatives]))
+    return texts, [{"query": r["query"], "pos_index": [texts.index(t) for t in r["pos"]]} for r in records]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, toy_records) -> Path:
+    d = tmp_path_factory.mktemp("eval-data")
+    texts, rows = with_corpus(toy_records("tool")[:3])
+    write_jsonl(d / "tool/toolbench/corpus.json", [{"text": t} for t in texts])
+    write_jsonl(d / "tool/toolbench/test.json", rows)
+    texts, rows = with_corpus(toy_records("convsearch")[:3])
+    write_jsonl(d / "convsearch/qrecc/corpus.json", [{"text": t} for t in texts])
+    write_jsonl(d / "convsearch/qrecc/test.concat.json", rows)
+    write_jsonl(d / "chat/msc/test.json", toy_records("chat")[:2])
+    lrlm = toy_records("lrlm")[0]
+    write_jsonl(d / "lrlm/x/test.json", [{"text": " ".join([*lrlm["neg"][:6], lrlm["query"], *lrlm["answers"]])}])
+    qa = toy_records("qa")[:2]
+    write_jsonl(d / "qa/msmarco/corpus.json", [{"title": "", "text": t} for r in qa for t in r["pos"] + r["neg"][:5]])
+    write_jsonl(
+        d / "qa/mmlu/test.json",
+        [
+            {"query": qa[0]["query"], "choices": ["war", "peace", "art", "music"], "answer": 0, "subject": "us_war"},
+            {"query": "What is 3 + 4?", "choices": ["5", "6", "7", "8"], "answer": "C", "subject": "math"},
+        ],
+    )
+    icl = toy_records("icl")[:2]
+    demos = [t for r in icl for t in r["pos"] + r["neg"][:5]]
+    write_jsonl(d / "icl/icl/corpus.json", [{"contents": t, "task_name": "paws"} for t in demos])
+    write_jsonl(
+        d / "icl/icl/test.json",
+        [
+            {"query": icl[0]["query"], "answers": ["1"], "options": ["No", "Yes"], "task_name": "paws"},
+            {"query": icl[1]["query"], "answers": ["No"], "options": ["No", "Yes"], "task_name": "paws"},
+            {"query": "Question: what is the capital of France?\nAnswer:", "answers": ["Paris"], "task_name": "nq"},
+            {"query": "Question: who wrote Hamlet?\nAnswer:", "answers": ["Shakespeare"], "task_name": "nq"},
+        ],
+    )
+    return d
+
+
+def small_lrlm(d: Path, limit: int | None):
+    """The lrlm builder with chunk sizes that fit the tiny LM's 512-token window."""
+    files = sorted((d / "lrlm").glob("*/test.json"))
+    return LongText(files, chunk_size=16, window_chunks=8, target_chunks=2, top_k=2, max_chars=2500, limit=limit)
+
+
+def small_icl(d: Path, limit: int | None):
+    """The icl builder with fewer demos and short generations (each greedy step costs a forward)."""
+    test, corpus = d / "icl/icl/test.json", d / "icl/icl/corpus.json"
+    return InContextLearning(test, corpus, top_k=3, max_new_tokens=4, limit=limit)
+
+
+@pytest.fixture(scope="module")
+def grid(tiny_encoder_dir):
+    """Patches the lrlm and icl builders for the module; yields the retriever specs."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(harness.EVALUATORS, "lrlm", ("lrlm", small_lrlm))
+        mp.setitem(harness.EVALUATORS, "icl", ("icl", small_icl))
+        yield ["none", "bm25", f"dense:{tiny_encoder_dir}", "recency"]
+
+
+@pytest.fixture(scope="module")
+def full_run(grid, data_dir, eval_lm_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid-out")
+    board = run_grid(build_evaluators(data_dir, TASKS), grid, out, lm_name=str(eval_lm_dir), show_progress=False)
+    return out, board
+
+
+def count_runs(evaluators) -> list[tuple[str, str]]:
+    """Record (evaluator, retriever) of every ``run`` call."""
+    calls = []
+
+    def wrap(evaluator):
+        original = evaluator.run
+
+        def run(lm, retriever, **kwargs):
+            calls.append((evaluator.name, retriever.name))
+            return original(lm, retriever, **kwargs)
+
+        return run
+
+    for e in evaluators:
+        e.run = wrap(e)
+    return calls
+
+
+def short(spec: str) -> str:
+    return "dense" if spec.startswith("dense:") else spec
+
+
+# ---------------------------------------------------------------------------- the grid
+def test_grid_writes_leaderboard_md_json_png(full_run, grid):
+    out, board = full_run
+    saved = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    assert saved == board
+    assert [(c["evaluator"], c["metric"], c["lower_is_better"]) for c in board["columns"]] == COLUMNS
+    assert list(board["rows"]) == grid
+    for spec in grid:
+        for name, _, _ in COLUMNS:
+            value = board["rows"][spec][name]
+            if (name, short(spec)) in NOT_APPLICABLE:
+                assert value is None, (name, spec)
+            else:
+                assert isinstance(value, float), (name, spec)
+    assert board["rows"]["bm25"]["tool"] > 0 and board["rows"]["bm25"]["convsearch"] > 0
+    assert board["rows"]["none"]["msc"] != board["rows"]["recency"]["msc"]
+
+    lines = (out / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == (
+        "| retriever | mmlu accuracy ↑ | icl score ↑ | msc perplexity ↓ | lrlm perplexity ↓ | tool ndcg@5 ↑ "
+        "| convsearch ndcg@3 ↑ |"
+    )
+    assert len(lines) == 2 + len(grid)
+    for spec, line in zip(grid, lines[2:], strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == spec
+        for (name, _, _), text in zip(COLUMNS, cells[1:], strict=True):
+            value = board["rows"][spec][name]
+            assert text == ("–" if value is None else f"{value:.4f}"), (spec, name)
+
+    png = (out / "leaderboard.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_grid_cells_details_and_cache(full_run, grid):
+    out, _ = full_run
+    cells = sorted((out / "cells").glob("*.json"))
+    assert len(cells) == len(COLUMNS) * len(grid)
+    for file in cells:
+        cell = json.loads(file.read_text(encoding="utf-8"))
+        key = (cell["evaluator"], short(cell["retriever"]))
+        details = out / "details" / file.name.replace(".json", ".jsonl")
+        if key in NOT_APPLICABLE:
+            assert "not_applicable" in cell and "metrics" not in cell and not details.exists()
+        else:
+            assert cell["main_metric"] in cell["metrics"] and cell["seconds"] >= 0
+            assert len(details.read_text(encoding="utf-8").splitlines()) == EXAMPLES[cell["evaluator"]]
+    # One cached corpus embedding per corpus searched densely (chat and lrlm rank their own pools).
+    cached = sorted(p.name.split("-")[0] for p in (out / "cache").glob("*.npy"))
+    assert cached == ["convsearch", "icl", "qa", "tool"]
+
+
+def test_resume_runs_only_the_missing_cells(full_run, grid, data_dir, eval_lm_dir, tmp_path):
+    out, board = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    dense = grid[2]
+    (copy / "cells" / "msc__bm25.json").unlink()
+    (copy / "cells" / f"tool__{harness._slug(dense)}.json").unlink()
+    evaluators = build_evaluators(data_dir, TASKS)
+    calls = count_runs(evaluators)
+    again = run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)
+    assert sorted(calls) == [("msc", "bm25"), ("tool", dense)]
+    assert again == board
+    # Nothing missing: nothing runs.
+    calls.clear()
+    run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)
+    assert calls == []
+
+
+def test_killed_run_keeps_finished_cells_and_rerun_finishes(full_run, grid, data_dir, eval_lm_dir, tmp_path):
+    out, board = full_run
+    specs, tasks = ["none", "bm25"], ["chat", "lrlm", "tool"]
+    evaluators = build_evaluators(data_dir, tasks)
+    msc = evaluators[0]
+    original = msc.run
+
+    def killed(lm, retriever, **kwargs):
+        if retriever.name == "bm25":
+            raise KeyboardInterrupt  # as if the job were stopped inside this cell
+        return original(lm, retriever, **kwargs)
+
+    msc.run = killed
+    target = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(evaluators, specs, target, lm_name=str(eval_lm_dir), show_progress=False)
+    done = sorted(p.name for p in (target / "cells").glob("*.json"))
+    assert done == ["lrlm__none.json", "msc__none.json", "tool__none.json"]
+    assert not (target / "leaderboard.md").exists()
+    assert not list((target / "cells").glob(".*"))  # no half-written file left behind
+
+    evaluators = build_evaluators(data_dir, tasks)
+    calls = count_runs(evaluators)
+    resumed = run_grid(evaluators, specs, target, lm_name=str(eval_lm_dir), show_progress=False)
+    assert sorted(calls) == [("lrlm", "bm25"), ("msc", "bm25"), ("tool", "bm25")]
+    for spec in specs:
+        for name in ("msc", "lrlm", "tool"):
+            assert resumed["rows"][spec][name] == board["rows"][spec][name]
+
+
+# ---------------------------------------------------------------------------- selection and errors
+def test_build_evaluators_selects_present_files(data_dir, tmp_path):
+    assert [e.name for e in build_evaluators(data_dir, TASKS)] == [name for name, _, _ in COLUMNS]
+    assert [e.name for e in build_evaluators(data_dir, ["qa"], limit=1)] == ["mmlu"]  # no popqa files here
+    assert build_evaluators(data_dir, ["tool"], limit=1)[0].limit == 1
+    with pytest.raises(ValueError, match=r"unknown task 'nope'; known: chat, convsearch, icl, lrlm, qa, tool"):
+        build_evaluators(data_dir, ["nope"])
+    with pytest.raises(FileNotFoundError, match="no such data folder"):
+        build_evaluators(tmp_path / "missing", ["chat"])
+    with pytest.raises(FileNotFoundError, match="no evaluation files for task 'chat'"):
+        build_evaluators(tmp_path, ["chat"])
+
+
+def test_unknown_retriever_fails_before_any_cell(data_dir, eval_lm_dir, tmp_path):
+    evaluators = build_evaluators(data_dir, ["chat"])
+    calls = count_runs(evaluators)
+    with pytest.raises(ValueError, match="unknown retriever 'bm52'"):
+        run_grid(evaluators, ["none", "bm52"], tmp_path / "out", lm_name=str(eval_lm_dir), show_progress=False)
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- the command
+def test_cli_eval_end_to_end(data_dir, eval_lm_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["eval", "--data", str(data_dir), "--tasks", "chat,tool", "--retriever", "none", "--retriever", "bm25"]
+    args += ["--lm", str(eval_lm_dir), "--out", str(out), "--limit", "1", "--device", "cpu"]
+    assert cli_main(args) == 0
+    captured = capsys.readouterr()
+    assert "| retriever | msc perplexity ↓ | tool ndcg@5 ↑ |" in captured.out
+    assert "| none |" in captured.out and "| – |" in captured.out
+    assert "leaderboard: " in captured.out
+    assert "eval" in captured.err and "cell" in captured.err  # the progress bar
+    board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
+    assert board["rows"]["none"]["tool"] is None and board["rows"]["bm25"]["tool"] is not None
+    assert len((out / "details" / "msc__none.jsonl").read_text().splitlines()) == 1  # --limit
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert cli_main(["-q", *args]) == 0  # a rerun resumes: nothing to do
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == stamps
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"--data": "missing"}, "no such data folder"),
+        ({"--tasks": "chat,nope"}, "unknown task 'nope'"),
+        ({"--retriever": "dense:"}, "unknown retriever 'dense:'"),
+    ],
+    ids=["data", "task", "retriever"],
+)
+def test_cli_eval_bad_input_exits_2_with_one_line(data_dir, eval_lm_dir, tmp_path, capsys, change, message):
+    options = {"--data": str(data_dir), "--tasks": "chat", "--retriever": "none", "--lm": str(eval_lm_dir)}
+    options.update({k: str(tmp_path / v) if k == "--data" else v for k, v in change.items()})
+    args = ["-q", "eval", "--out", str(tmp_path / "out")] + [x for kv in options.items() for x in kv]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llm-embedder: error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_eval_lm_window_too_small_for_lrlm(data_dir, eval_lm_dir, tmp_path, capsys, monkeypatch):
+    """The default lrlm settings need a 4096-token window; the tiny LM has 512."""
+    monkeypatch.setitem(harness.EVALUATORS, "lrlm", ("lrlm", harness._lrlm))  # undo the module's small builder
+    args = ["-q", "eval", "--data", str(data_dir), "--tasks", "lrlm", "--retriever", "none"]
+    assert cli_main([*args, "--lm", str(eval_lm_dir), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "lrlm needs 4096 tokens" in err and "window is 512" in err and err.count("\n") == 1
