@@ -50,14 +50,14 @@ class PipelineConfig:
             raise InputError(path, None, None, "pipeline file not found") from None
         if not isinstance(data, dict):
             raise InputError(path, None, None, "a pipeline file is a mapping of settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(path, None, unknown[0], f"unknown setting; known: {', '.join(sorted(known))}")
         for key, value in (data.get("quick") or {}).items() if quick else ():
             apply_override(data, f"{key}={json.dumps(value)}")
         for override in overrides:
             apply_override(data, override)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(path, None, unknown[0], f"unknown setting; known: {', '.join(sorted(known))}")
         return cls(**data)
 
 
@@ -71,7 +71,8 @@ def _done(started: float) -> None:
 
 
 def _count(path: Path) -> int:
-    return sum(1 for _ in iter_jsonl(path))
+    """Complete lines of a JSON-lines file (a line torn by a kill does not count)."""
+    return path.read_bytes().count(b"\n")
 
 
 class Pipeline:

@@ -61,11 +61,16 @@ def dense(corpus, tiny_embedder) -> Searcher:
     return Searcher.build(corpus, "dense", task="qa", embedder=tiny_embedder)
 
 
+_KEY_VECTORS: dict[int, object] = {}  # the corpus's key embeddings, computed once
+
+
 def brute_force_ranking(searcher: Searcher, corpus: Corpus, query: str, tiny_embedder) -> list[tuple[int, float]]:
     """Every document as (id, score), best first, scored without the index's top-k search."""
     if searcher.method == "dense":
         q = tiny_embedder.encode_queries([query], task="qa")[0]
-        scores = tiny_embedder.encode_keys(corpus.texts, task="qa") @ q
+        if id(corpus) not in _KEY_VECTORS:
+            _KEY_VECTORS[id(corpus)] = tiny_embedder.encode_keys(corpus.texts, task="qa")
+        scores = _KEY_VECTORS[id(corpus)] @ q
         ranked = [(corpus.ids[j], float(scores[j])) for j in range(len(corpus))]
     else:  # BM25 scores of every document (those sharing no term with the query are never hits)
         hits = searcher.search([query], k=len(corpus))[0]
@@ -85,7 +90,7 @@ def expected_pool(ranking, positives: set[int], start: int, end: int) -> tuple[l
     pool = [i for i, _ in rest[start:end]]
     scores = [s for _, s in rest]
     edges = [(start - 1, start), (end - 1, end)]
-    clean = all(not (0 <= a and b < len(scores)) or abs(scores[a] - scores[b]) > 1e-5 for a, b in edges)
+    clean = all(not (a >= 0 and b < len(scores)) or abs(scores[a] - scores[b]) > 1e-5 for a, b in edges)
     return pool, clean
 
 
@@ -201,14 +206,30 @@ def test_filter_answers_drops_hits_that_contain_an_answer(tmp_path):
 def test_mine_command_end_to_end(toy_records, tmp_path, capsys):
     qa = toy_records("qa")
     texts = list(dict.fromkeys([r["pos"][0] for r in qa] + [t for r in qa for t in r["neg"][:20]]))
-    corpus_file = write_records(tmp_path / "corpus.jsonl", [{"title": f"doc {i}", "text": t} for i, t in enumerate(texts)])
+    corpus_file = write_records(
+        tmp_path / "corpus.jsonl", [{"title": f"doc {i}", "text": t} for i, t in enumerate(texts)]
+    )
     queries = [{**r, "pos_index": [texts.index(r["pos"][0])]} for r in qa]
     for r in queries:
         del r["neg"], r["neg_index"]
     queries_file = write_records(tmp_path / "queries.jsonl", queries)
     out = tmp_path / "mined" / "train.jsonl"
-    argv = ["-q", "mine", "--queries", str(queries_file), "--corpus", str(corpus_file), "--out", str(out),
-            "--range", "3:40", "--count", "7", "--seed", "5"]  # fmt: skip
+    argv = [
+        "-q",
+        "mine",
+        "--queries",
+        str(queries_file),
+        "--corpus",
+        str(corpus_file),
+        "--out",
+        str(out),
+        "--range",
+        "3:40",
+        "--count",
+        "7",
+        "--seed",
+        "5",
+    ]
     assert cli_main(argv) == 0
     assert "for 8 queries" in capsys.readouterr().out
     mined = read_records(out)
@@ -229,8 +250,14 @@ def test_mine_command_end_to_end(toy_records, tmp_path, capsys):
 
 def test_bad_query_records_name_file_line_and_field(bm25, tmp_path):
     good = {"query": "what is the capital of france", "pos_index": [3]}
-    for bad, field in [({"pos": ["x"]}, "query"), ({"query": 7}, "query"), ({"query": "q", "pos": "x"}, "pos"),
-                       ({"query": "q", "pos_index": 3}, "pos_index"), ({"query": "q", "answers": "a"}, "answers")]:  # fmt: skip
+    cases = [
+        ({"pos": ["x"]}, "query"),
+        ({"query": 7}, "query"),
+        ({"query": "q", "pos": "x"}, "pos"),
+        ({"query": "q", "pos_index": 3}, "pos_index"),
+        ({"query": "q", "answers": "a"}, "answers"),
+    ]
+    for bad, field in cases:
         src = tmp_path / "queries.jsonl"
         src.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n", encoding="utf-8")  # bad is line 3
         out = tmp_path / "out.jsonl"

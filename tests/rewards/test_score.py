@@ -94,8 +94,9 @@ def test_span_log_probs_equals_one_text_at_a_time(tiny_lm, full_logits):
     spans = _random_spans(len(tiny_lm.tokenizer))
     batches: list[int] = []
     # budget 150 < the 200-token span: that one goes alone; the rest fill several batches.
-    got = tiny_lm.span_log_probs(spans, token_budget=150, max_batch_size=4, full_logits=full_logits,
-                                 on_batch=batches.append)  # fmt: skip
+    got = tiny_lm.span_log_probs(
+        spans, token_budget=150, max_batch_size=4, full_logits=full_logits, on_batch=batches.append
+    )
     assert len(batches) >= 5 and sum(batches) == len(spans) and max(batches) <= 4
     assert len(got) == len(spans)
     for span, (total, count) in zip(spans, got, strict=True):
@@ -112,6 +113,16 @@ def test_span_log_probs_does_not_depend_on_batching(tiny_lm):
         assert n == m and a / n == pytest.approx(b / m, abs=1e-5)
 
 
+def _plan_cost(sizes, lengths, budget, most, overhead):
+    """Padded tokens plus overhead of a batch plan over lengths sorted longest first; None if not allowed."""
+    total, at = 0, 0
+    for n in sizes:
+        if n > most or (n > 1 and n * lengths[at] > budget):
+            return None
+        total, at = total + overhead + n * lengths[at], at + n
+    return total
+
+
 def test_batch_plan_is_the_cheapest_within_the_limits():
     from itertools import combinations
 
@@ -121,23 +132,17 @@ def test_batch_plan_is_the_cheapest_within_the_limits():
     for _ in range(40):
         lengths = sorted((rng.randrange(1, 60) for _ in range(rng.randrange(1, 9))), reverse=True)
         budget, most, overhead = rng.choice([40, 100, 10**6]), rng.choice([1, 2, 3, 64]), rng.choice([0, 5, 50])
-
-        def cost(sizes):
-            total, at = 0, 0
-            for n in sizes:
-                if n > most or (n > 1 and n * lengths[at] > budget):
-                    return None
-                total, at = total + overhead + n * lengths[at], at + n
-            return total
+        limits = (lengths, budget, most, overhead)
 
         plan = _plan_batches(lengths, budget, most, overhead)
-        assert sum(plan) == len(lengths) and cost(plan) is not None
+        assert sum(plan) == len(lengths) and _plan_cost(plan, *limits) is not None
         every = []  # all ways to cut the sorted list into consecutive batches
         for k in range(len(lengths)):
             for cuts in combinations(range(1, len(lengths)), k):
                 edges = [0, *cuts, len(lengths)]
                 every.append([b - a for a, b in zip(edges, edges[1:], strict=False)])
-        assert cost(plan) == min(c for c in map(cost, every) if c is not None)
+        costs = [_plan_cost(sizes, *limits) for sizes in every]
+        assert _plan_cost(plan, *limits) == min(c for c in costs if c is not None)
     # a long span goes alone; equal lengths fill batches to the budget
     assert _plan_batches([500, 10, 10], 100, 64, 32) == [1, 2]
     assert sorted(_plan_batches([10] * 25, 100, 64, 32)) == [5, 10, 10]
@@ -278,7 +283,10 @@ def test_several_answers_aggregate_by_mean_and_max(tiny_lm, tmp_path):
             assert got[i]["teacher_scores"] == pytest.approx(expected.tolist(), abs=1e-5)
     mean = read_records(tmp_path / "mean.jsonl")[0]["teacher_scores"]
     best = read_records(tmp_path / "max.jsonl")[0]["teacher_scores"]
-    assert all(b >= m for b, m in zip(best, mean, strict=True)) and max(b - m for b, m in zip(best, mean)) > 1e-3
+    assert (
+        all(b >= m for b, m in zip(best, mean, strict=True))
+        and max(b - m for b, m in zip(best, mean, strict=True)) > 1e-3
+    )
 
     # deterministic: the same command gives the same bytes
     again = tmp_path / "again.jsonl"
@@ -292,8 +300,14 @@ def test_teacher_scores_follow_pos_neg_and_history(tiny_lm, toy_records, tmp_pat
     chat = toy_records("chat")[0]
     records = [
         # lengths in no particular order, so the length sort inside must be undone
-        qa_record("capital of France?", [PASSAGES[3]], [PASSAGES[4], PASSAGES[0], PASSAGES[1]], ["Paris"],
-                  teacher_scores=[9.0, 9.0, 9.0, 9.0], query_id=17),  # fmt: skip
+        qa_record(
+            "capital of France?",
+            [PASSAGES[3]],
+            [PASSAGES[4], PASSAGES[0], PASSAGES[1]],
+            ["Paris"],
+            teacher_scores=[9.0, 9.0, 9.0, 9.0],
+            query_id=17,
+        ),
         {**chat, "history": chat["history"][:4]},
         qa_record("boiling point of water?", [], [PASSAGES[2], PASSAGES[1]], ["100 degrees Celsius"]),
     ]
@@ -310,8 +324,9 @@ def test_teacher_scores_follow_pos_neg_and_history(tiny_lm, toy_records, tmp_pat
         candidates = record["history"] if "history" in record else record["pos"] + record["neg"]
         task = DEFAULT_TASKS[record["task"]]
         fields = {"query": record["query"]}
-        expected = [slow_mean(tiny_lm, build_span(tiny_lm, task, fields, c, record["answers"][0], settings))
-                    for c in candidates]  # fmt: skip
+        expected = [
+            slow_mean(tiny_lm, build_span(tiny_lm, task, fields, c, record["answers"][0], settings)) for c in candidates
+        ]
         assert scored["teacher_scores"] == pytest.approx(expected, abs=1e-4)
         assert len(set(scored["teacher_scores"])) == len(candidates)
 
@@ -430,8 +445,21 @@ def test_killed_score_command_resumes_to_the_same_file(tiny_lm, tiny_lm_dir, toy
     src = write_records(tmp_path / "in.jsonl", records)
     reference = _one_thread_reference(tiny_lm, src, tmp_path / "reference.jsonl", ScoreSettings(chunk_records=2))
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "llm_embedder.cli", "-q", "score", "--lm", str(tiny_lm_dir),
-           "--input", str(src), "--output", str(out), "--chunk-records", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "llm_embedder.cli",
+        "-q",
+        "score",
+        "--lm",
+        str(tiny_lm_dir),
+        "--input",
+        str(src),
+        "--output",
+        str(out),
+        "--chunk-records",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
@@ -471,10 +499,33 @@ def test_two_process_torchrun_matches_one_process(tiny_lm, tiny_lm_dir, toy_reco
     out_dir.mkdir()
     out = out_dir / "out.jsonl"
     for _ in range(3):  # a new port if another process grabbed ours in between
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               "-m", "llm_embedder.cli", "-q", "score", "--lm", str(tiny_lm_dir), "--device", "cpu",
-               "--input", str(src), "--output", str(out), "--chunk-records", "2"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "llm_embedder.cli",
+            "-q",
+            "score",
+            "--lm",
+            str(tiny_lm_dir),
+            "--device",
+            "cpu",
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--chunk-records",
+            "2",
+        ]
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
         if proc.returncode == 0 or not re.search(r"address already in use|EADDRINUSE", proc.stderr, re.I):
             break
@@ -497,17 +548,32 @@ def smollm2():
 
 @pytest.mark.integration
 def test_smollm2_prefers_the_candidate_with_the_answer(smollm2, tmp_path):
+    # a real fact and two planted ones that the model cannot know without the candidate
     records = [
-        qa_record("What is the capital of France?", ["Paris is the capital of France."],
-                  ["The quick brown fox jumps over the lazy dog.", "Bananas are rich in potassium."], ["Paris"]),
-        qa_record("At what temperature does water boil at sea level?", [PASSAGES[2]],
-                  ["Paris is the capital of France.", PASSAGES[4]], ["100 degrees Celsius"]),
-    ]  # fmt: skip
+        qa_record(
+            "What is the capital of France?",
+            ["Paris is the capital of France."],
+            ["The quick brown fox jumps over the lazy dog.", "Bananas are rich in potassium."],
+            ["Paris"],
+        ),
+        qa_record(
+            "What is the wifi password of the Blue Lagoon hotel?",
+            ["The wifi password of the Blue Lagoon hotel is marmalade42."],
+            ["Paris is the capital of France.", PASSAGES[4]],
+            ["marmalade42"],
+        ),
+        qa_record(
+            "Who painted the ceiling of the Velvet Chapel?",
+            ["The ceiling of the Velvet Chapel was painted by Orsolya Kertész in 1911."],
+            [PASSAGES[2], PASSAGES[1]],
+            ["Orsolya Kertész"],
+        ),
+    ]
     out = tmp_path / "out.jsonl"
     score_file(smollm2, write_records(tmp_path / "in.jsonl", records), out, show_progress=False)
     for record, scored in zip(records, read_records(out), strict=True):
         pos, *negs = scored["teacher_scores"]
-        assert all(pos > n + 0.1 for n in negs), scored["teacher_scores"]
+        assert all(pos > n + 0.5 for n in negs), scored["teacher_scores"]
         # and each reward is the slow reference's mean log-likelihood of the answer tokens
         task, fields = DEFAULT_TASKS["qa"], {"query": record["query"]}
         for candidate, score in zip(record["pos"] + record["neg"], scored["teacher_scores"], strict=True):
