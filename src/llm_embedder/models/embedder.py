@@ -7,7 +7,6 @@ work), and return float32 arrays in the input order.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -29,8 +28,6 @@ POOLINGS = ("cls", "mean", "last")
 PROGRESS_MIN_TEXTS = 512
 # encode() fills batches of short texts with more rows, up to this many tokens (padding included).
 MERGE_MAX_TOKENS = 8192
-# Right-padding values of the token features collate() pads itself; other keys go to tokenizer.pad.
-_PAD_KEYS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask")
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, method: str) -> torch.Tensor:
@@ -196,24 +193,9 @@ class Embedder(torch.nn.Module):
 
     def collate(self, features: dict[str, list[list[int]]], rows: Sequence[int]) -> dict[str, torch.Tensor]:
         """Pad the given rows of tokenised features into one batch on the model's device."""
-        pad_values = _right_pad_values(self.tokenizer, features)
-        if pad_values is None:  # keys or a padding setup we do not mirror: the tokenizer pads
-            batch = {k: [v[i] for i in rows] for k, v in features.items()}
-            padded = self.tokenizer.pad(batch, return_tensors="pt")
-            return {k: v.to(self.device) for k, v in padded.items()}
-        # The same right padding as ``tokenizer.pad``, written straight into int64 arrays: one
-        # scatter per key instead of padding every row in Python.
-        ids = features["input_ids"]
-        lengths = np.fromiter((len(ids[i]) for i in rows), dtype=np.int64)
-        filled = np.arange(lengths.max(initial=0)) < lengths[:, None]
-        total = int(lengths.sum())
-        device = self.device
-        batch = {}
-        for key, values in features.items():
-            padded = np.full(filled.shape, pad_values[key], dtype=np.int64)
-            padded[filled] = np.fromiter(itertools.chain.from_iterable(values[i] for i in rows), np.int64, total)
-            batch[key] = torch.from_numpy(padded).to(device)
-        return batch
+        batch = {k: [v[i] for i in rows] for k, v in features.items()}
+        padded = self.tokenizer.pad(batch, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in padded.items()}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         """Pooled (and normalised) embeddings, with gradients: the training entry point."""
@@ -229,7 +211,10 @@ class Embedder(torch.nn.Module):
         batch_size: int | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        """Embed texts as given (no instruction added); float32 ``[len(texts), dim]``."""
+        """Embed texts as given (no instruction added); float32 ``[len(texts), dim]``.
+
+        ``batch_size`` rows make a batch of the longest texts; a batch of shorter texts takes more
+        rows, up to the same number of tokens (and at most ``MERGE_MAX_TOKENS``)."""
         _check_texts(texts)
         batch_size = batch_size or self.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -270,28 +255,6 @@ class Embedder(torch.nn.Module):
 def _check_texts(texts: Any) -> None:
     if isinstance(texts, str):
         raise TypeError("expected a list of texts, not a single string (wrap it: [text])")
-
-
-def _right_pad_values(tokenizer: Any, features: Mapping[str, Any]) -> dict[str, int] | None:
-    """Per-key padding values that ``tokenizer.pad`` would use, or ``None`` where collate should
-    leave padding to the tokenizer (unknown keys, no pad token, left padding, a pad multiple)."""
-    pad_id = getattr(tokenizer, "pad_token_id", None)
-    if (
-        pad_id is None
-        or pad_id < 0
-        or "input_ids" not in features
-        or not set(features) <= set(_PAD_KEYS)
-        or getattr(tokenizer, "padding_side", "right") != "right"
-        or getattr(tokenizer, "pad_to_multiple_of", None)
-    ):
-        return None
-    values = {
-        "input_ids": pad_id,
-        "attention_mask": 0,
-        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
-        "special_tokens_mask": 1,
-    }
-    return {key: values[key] for key in features}
 
 
 def _read_saved_settings(path: str) -> dict[str, Any]:
