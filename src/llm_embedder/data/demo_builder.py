@@ -101,7 +101,7 @@ class Source:
     module: str
     """Import name, used only to locate the package folder (never imported)."""
     dist: str
-    """Distribution name on PyPI."""
+    """The pip distribution name."""
     install: str
     licence: str
     files: tuple[str, ...]
