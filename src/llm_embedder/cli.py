@@ -210,7 +210,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     evaluators = build_evaluators(args.data, tasks, limit=args.limit)
     board = run_grid(
-        evaluators, args.retriever, args.out, lm_name=args.lm, device=args.device, show_progress=not args.quiet
+        evaluators,
+        args.retriever,
+        args.out,
+        lm_name=args.lm,
+        lm_dtype=args.lm_dtype,
+        device=args.device,
+        show_progress=not args.quiet,
     )
     print((Path(args.out) / "leaderboard.md").read_text(encoding="utf-8"), end="")
     print(f"leaderboard: {args.out}/leaderboard.{{md,json,png}} ({len(board['rows'])} retrievers)")
@@ -355,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="none, random, recency, bm25 or dense:<model>, optionally LABEL=SPEC; repeat the flag for a grid",
     )
     p.add_argument("--lm", default=None, help="causal LM (default smollm2-135m)")
+    p.add_argument("--lm-dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default), float16")
     p.add_argument("--out", required=True, help="output folder; rerun to resume")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N examples per file")
     p.add_argument("--device", default="auto")

@@ -32,6 +32,8 @@ class PipelineConfig:
     work_dir: str = "runs/demo"
     data: dict[str, Any] = field(default_factory=lambda: {"size": "small", "seed": 0})
     lm: str = "smollm2-135m"
+    lm_dtype: str | None = None
+    """The LLM's dtype for scoring and evaluation (default: float32 on CPU, bfloat16 on GPU)."""
     encoder: str = "minilm"
     mine: dict[str, Any] = field(default_factory=lambda: {"method": "bm25", "start": 0, "end": 30, "count": 7})
     score: dict[str, Any] = field(default_factory=lambda: {"max_candidates": 8, "max_key_tokens": 160})
@@ -176,7 +178,7 @@ class Pipeline:
         started = _stage(
             3, "score", f"{candidates} candidates with {self.config.lm} (~{candidates / 4 / 60:.0f} min at ~4/s)"
         )
-        lm = CausalLM.from_pretrained(self.config.lm)
+        lm = CausalLM.from_pretrained(self.config.lm, dtype=self.config.lm_dtype)
         settings = ScoreSettings(max_key_tokens=int(self.config.score.get("max_key_tokens", 512)))
         for task, capped, target in pending:
             print(f"      {task}", flush=True)
@@ -225,7 +227,12 @@ class Pipeline:
         evaluators = build_evaluators(data / "eval", tasks, settings.get("limit"), settings.get("options"))
         started = _stage(5, "evaluate", f"{len(evaluators)} evaluations x {len(specs)} retrievers")
         board = run_grid(
-            evaluators, specs, self.work / "eval", lm_name=self.config.lm, show_progress=self.show_progress
+            evaluators,
+            specs,
+            self.work / "eval",
+            lm_name=self.config.lm,
+            lm_dtype=self.config.lm_dtype,
+            show_progress=self.show_progress,
         )
         _done(started)
         return board

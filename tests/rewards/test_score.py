@@ -113,6 +113,31 @@ def test_span_log_probs_does_not_depend_on_batching(tiny_lm):
         assert n == m and a / n == pytest.approx(b / m, abs=1e-5)
 
 
+def test_span_log_probs_shares_one_pass_among_options(tiny_lm):
+    """Options after one prompt (same tokens up to the last scored one) cost one forward pass."""
+    rng = random.Random(1)
+    vocab = len(tiny_lm.tokenizer)
+    prompt = [rng.randrange(vocab) for _ in range(30)]
+    options = [Span([*prompt, rng.randrange(vocab)], len(prompt)) for _ in range(4)]
+    # Same fed tokens but a different first scored position: its own pass.
+    longer = Span([*prompt, options[0].ids[-1]], len(prompt) - 3)
+    # Tokens after the scored span are never fed, so they change nothing.
+    with_suffix = Span([*options[1].ids, 7, 8, 9], len(prompt), len(prompt) + 1)
+    spans = [*options, longer, with_suffix]
+    calls = []
+    hook = tiny_lm.model.base_model.register_forward_hook(lambda m, a, kw: calls.append(1), with_kwargs=False)
+    try:
+        got = tiny_lm.span_log_probs(spans, max_batch_size=1)
+    finally:
+        hook.remove()
+    assert len(calls) == 2
+    for span, (total, count) in zip(spans, got, strict=True):
+        end = len(span.ids) if span.end is None else span.end
+        assert count == end - span.start
+        assert total / count == pytest.approx(slow_mean(tiny_lm, span), abs=1e-4)
+    assert got[5] == pytest.approx(got[1])
+
+
 def _plan_cost(sizes, lengths, budget, most, overhead):
     """Padded tokens plus overhead of a batch plan over lengths sorted longest first; None if not allowed."""
     total, at = 0, 0

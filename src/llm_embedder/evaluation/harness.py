@@ -129,6 +129,7 @@ def run_grid(
     out_dir: str | Path,
     *,
     lm_name: str | None = None,
+    lm_dtype: str | None = None,
     device: str = "auto",
     show_progress: bool = True,
 ) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def run_grid(
         if lm is None and getattr(evaluator, "task", None) not in ("tool", "convsearch"):
             from llm_embedder.models.lm import CausalLM
 
-            lm = CausalLM.from_pretrained(lm_name, device=device)
+            lm = CausalLM.from_pretrained(lm_name, device=device, dtype=lm_dtype)
         started = time.perf_counter()
         try:
             result: EvalResult | None = evaluator.run(lm, retrievers[spec], show_progress=False)

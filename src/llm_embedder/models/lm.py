@@ -138,41 +138,55 @@ class CausalLM:
         positions are context.  ``full_logits`` computes the ordinary logits instead (for models
         that transform logits after the head).  ``on_batch(n)`` is called after each batch of
         ``n`` spans (progress bars).
+
+        Spans that differ only in their last token (the options " A", " B", ... after one
+        multiple-choice prompt) share one forward pass: it runs over ``ids[: end - 1]``, which is
+        all a span's scores depend on; the tokens after ``end`` are never fed.
         """
-        order = sorted(range(len(spans)), key=lambda i: -len(spans[i].ids))
+        # One forward pass per distinct (fed tokens, first scored position).
+        passes: dict[tuple[tuple[int, ...], int], list[int]] = {}
+        for i, span in enumerate(spans):
+            passes.setdefault((tuple(span.ids[: _end(span) - 1]), span.start), []).append(i)
+        fed = list(passes)
+        sharing = list(passes.values())
         results: list[tuple[float, int]] = [(0.0, 0)] * len(spans)
         pad = self.tokenizer.pad_token_id or 0
         head = self.model.get_output_embeddings()
         overhead = _BATCH_OVERHEAD_TOKENS.get(self.device.type, _BATCH_OVERHEAD_TOKENS["cuda"])
-        sizes = _plan_batches([len(spans[i].ids) for i in order], token_budget, max_batch_size, overhead)
+        order = sorted(range(len(fed)), key=lambda p: -len(fed[p][0]))
+        sizes = _plan_batches([len(fed[p][0]) for p in order], token_budget, max_batch_size, overhead)
         position = 0
         for size in sizes:
-            longest = len(spans[order[position]].ids)
-            batch = [spans[i] for i in order[position : position + size]]
+            batch = order[position : position + size]
+            longest = len(fed[batch[0]][0])
             ids = torch.full((len(batch), longest), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), longest), dtype=torch.long)
-            for row, span in enumerate(batch):
-                ids[row, : len(span.ids)] = torch.as_tensor(span.ids)
-                mask[row, : len(span.ids)] = 1
+            for row, p in enumerate(batch):
+                ids[row, : len(fed[p][0])] = torch.as_tensor(fed[p][0])
+                mask[row, : len(fed[p][0])] = 1
             ids, mask = ids.to(self.device), mask.to(self.device)
             # Position p predicts token p + 1: the scored tokens [start, end) are read at [start - 1, end - 1).
-            rows = torch.cat([torch.full((_end(s) - s.start,), r) for r, s in enumerate(batch)]).to(self.device)
-            cols = torch.cat([torch.arange(s.start - 1, _end(s) - 1) for s in batch]).to(self.device)
+            counts = [len(fed[p][0]) + 1 - fed[p][1] for p in batch]
+            rows = torch.cat([torch.full((n,), r) for r, n in enumerate(counts)]).to(self.device)
+            cols = torch.cat([torch.arange(fed[p][1] - 1, len(fed[p][0])) for p in batch]).to(self.device)
             # No KV cache: nothing is generated, and filling one copies every layer's keys and values.
             if full_logits:
                 logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[rows, cols]
             else:
                 hidden = self.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
                 logits = head(hidden[rows, cols])
-            log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, ids[rows, cols + 1][:, None])[:, 0]
-            sums = torch.zeros(len(batch), dtype=torch.float64, device=self.device).index_add_(
-                0, rows, log_probs.double()
-            )
-            for row, i in enumerate(order[position : position + size]):
-                results[i] = (float(sums[row]), _end(batch[row]) - batch[row].start)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            offset = 0
+            for p, n in zip(batch, counts, strict=True):
+                for i in sharing[p]:
+                    span = spans[i]
+                    targets = torch.as_tensor(span.ids[span.start : _end(span)], device=self.device)
+                    picked = log_probs[offset : offset + n].gather(1, targets[:, None])
+                    results[i] = (float(picked.double().sum()), n)
+                offset += n
             position += size
             if on_batch is not None:
-                on_batch(size)
+                on_batch(sum(len(sharing[p]) for p in batch))
         return results
 
 
