@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm_embedder.cli import main
-from llm_embedder.pipeline import Pipeline, PipelineConfig
+from llm_embedder.pipeline import STAGE_FILE, Pipeline, PipelineConfig, _claim
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo.yaml"
 
@@ -98,3 +98,35 @@ def test_unknown_ablation_and_setting_are_clear_errors(tmp_path, capsys):
         Pipeline(PipelineConfig(), ablate=("rewards",))
     assert main(["run", str(RECIPE), "--set", "nonsense=1"]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_claim_keeps_a_folder_only_for_the_same_settings(tmp_path):
+    folder = tmp_path / "stage"
+    _claim(folder, {"a": 1, "b": (1, 2)})
+    (folder / "out.json").write_text("kept")
+    _claim(folder, {"a": 1, "b": [1, 2]})  # read back from JSON, a tuple is a list: same settings
+    assert (folder / "out.json").read_text() == "kept"
+    _claim(folder, {"a": 2, "b": [1, 2]})
+    assert not (folder / "out.json").exists()
+    assert json.loads((folder / STAGE_FILE).read_text()) == {"a": 2, "b": [1, 2]}
+    unstamped = tmp_path / "older"  # outputs of unknown settings are not trusted either
+    unstamped.mkdir()
+    (unstamped / "out.json").write_text("old")
+    _claim(unstamped, {"a": 1})
+    assert not (unstamped / "out.json").exists()
+
+
+def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finished_run, capsys):
+    """Runs last in this module: it changes the finished run in place."""
+    work, args = finished_run
+    scored = {p: p.stat().st_mtime_ns for p in (work / "scored").iterdir()}
+    cells = {p.name: p.stat().st_mtime_ns for p in (work / "eval" / "cells").iterdir()}
+    assert main([*args, "--set", "train.learning_rate=1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher scores are in place" in out
+    assert out.count("was made with other settings: starting it again") == 2  # the two trained variants
+    assert {p: p.stat().st_mtime_ns for p in (work / "scored").iterdir()} == scored
+    after = {p.name: p.stat().st_mtime_ns for p in (work / "eval" / "cells").iterdir()}
+    redone = {name for name in cells if after[name] != cells[name]}
+    assert redone == {name for name in cells if "__fine-tuned" in name or "__no-homogeneous" in name}
+    assert redone

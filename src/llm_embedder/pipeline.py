@@ -2,14 +2,18 @@
 
 ``llm-embedder run recipes/demo.yaml`` runs five stages into ``work_dir``; each stage's output is
 kept, so a re-run skips what is done and a killed run resumes (scoring and training resume inside
-the stage too).  ``--ablate reward,stable_distill,instructions,homogeneous`` also trains the
-variants that drop one technique each and puts them on the leaderboard.
+the stage too).  Every output folder records the settings it was made from, upstream stages
+included (``stage.json``); a folder whose settings changed is emptied and made again, so a changed
+recipe never mixes with older outputs.  ``--ablate reward,stable_distill,instructions,homogeneous``
+also trains the variants that drop one technique each and puts them on the leaderboard.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 import yaml
 
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import iter_jsonl, write_jsonl
+from llm_embedder.fileio import iter_jsonl, write_json, write_jsonl
 from llm_embedder.tasks import DEFAULT_TASKS
 from llm_embedder.training.config import Techniques, TrainConfig, apply_override
 
@@ -72,6 +76,31 @@ def _done(started: float) -> None:
     print(f"      done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
+STAGE_FILE = "stage.json"
+# Candidates scored per second by SmolLM2-135M on a 2-core CPU with AMX (the demo data, keys of at
+# most 128 tokens; measured), for the time estimate the score stage prints.
+SCORE_RATE_CPU = {"float32": 4, "bfloat16": 12}
+
+
+def _claim(folder: Path, settings: dict[str, Any]) -> None:
+    """Keep ``folder`` only if it was made from ``settings``; otherwise empty it and record them.
+
+    Recorded before the work starts: a stage killed halfway resumes from what it wrote.
+    """
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
+    stamp = folder / STAGE_FILE
+    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == settings:
+        return
+    if folder.is_dir() and any(folder.iterdir()):
+        print(f"      {folder} was made with other settings: starting it again")
+        shutil.rmtree(folder)
+    write_json(stamp, settings)
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _count(path: Path) -> int:
     """Complete lines of a JSON-lines file (a line torn by a kill does not count)."""
     return path.read_bytes().count(b"\n")
@@ -86,13 +115,18 @@ class Pipeline:
         self.ablate = ablate
         self.show_progress = show_progress
         self.work = Path(config.work_dir)
+        # What each stage's output depends on, upstream stages included.
+        self.data_key = {"size": config.data.get("size", "small"), "seed": config.data.get("seed", 0)}
+        self.mine_key = {"data": self.data_key, "mine": config.mine}
+        self.score_key = {**self.mine_key, "lm": config.lm, "lm_dtype": config.lm_dtype, "score": config.score}
+        self.model_versions: dict[str, str] = {}  # trained model name -> digest of its settings
 
     # ------------------------------------------------------------------ 1. data
     def build_data(self) -> Path:
         from llm_embedder.data.demo_builder import build_demo
 
         out = self.work / "data"
-        size, seed = self.config.data.get("size", "small"), self.config.data.get("seed", 0)
+        size, seed = self.data_key["size"], self.data_key["seed"]
         manifest = out / "manifest.json"
         if manifest.is_file():
             info = json.loads(manifest.read_text(encoding="utf-8"))
@@ -112,6 +146,7 @@ class Pipeline:
         from llm_embedder.rewards.mine import MineSettings, mine_file
 
         settings = MineSettings(**{k: self.config.mine[k] for k in ("start", "end", "count") if k in self.config.mine})
+        _claim(self.work / "mined", self.mine_key)
         files, todo = {}, []
         for task in DEFAULT_TASKS:
             source = data / "train" / f"{task}.json"
@@ -152,6 +187,8 @@ class Pipeline:
         from llm_embedder.rewards.score import ScoreSettings, score_file
 
         cap = int(self.config.score.get("max_candidates", 8))
+        for folder in ("capped", "scored"):
+            _claim(self.work / folder, self.score_key)
         todo = {}
         for task, path in files.items():
             spec = DEFAULT_TASKS[task]
@@ -175,9 +212,9 @@ class Pipeline:
             for _, capped, _ in pending
             for _, r in iter_jsonl(capped)
         )
-        started = _stage(
-            3, "score", f"{candidates} candidates with {self.config.lm} (~{candidates / 4 / 60:.0f} min at ~4/s)"
-        )
+        rate = SCORE_RATE_CPU.get(self.config.lm_dtype or "float32", SCORE_RATE_CPU["float32"])
+        estimate = f"~{candidates / rate / 60:.0f} min at ~{rate}/s on 2 CPU cores"
+        started = _stage(3, "score", f"{candidates} candidates with {self.config.lm} ({estimate})")
         lm = CausalLM.from_pretrained(self.config.lm, dtype=self.config.lm_dtype)
         settings = ScoreSettings(max_key_tokens=int(self.config.score.get("max_key_tokens", 512)))
         for task, capped, target in pending:
@@ -203,9 +240,15 @@ class Pipeline:
                 **self.config.train,
             }
             config = TrainConfig(**settings)
+            key = {**self.score_key, "train": config.to_dict()}
+            _claim(Path(config.output_dir), key)
+            self.model_versions[name] = _digest(key)
             if finished_model(config) is None:
                 started = _stage(
-                    4, "train", f"{name} ({index + 1}/{len(variants)}): {config.max_steps} steps of {config.batch_size}"
+                    4,
+                    "train",
+                    f"{name} ({index + 1}/{len(variants)}): {config.max_steps} steps of {config.batch_size} "
+                    "(minutes; the bar shows the time left)",
                 )
                 models[name] = train(config, show_progress=self.show_progress)
                 _done(started)
@@ -225,7 +268,19 @@ class Pipeline:
         specs = [s if "=" not in s else f"{s.split('=', 1)[0]}=dense:{s.split('=', 1)[1]}" for s in retrievers]
         tasks = settings.get("tasks", list(DEFAULT_TASKS))
         evaluators = build_evaluators(data / "eval", tasks, settings.get("limit"), settings.get("options"))
-        started = _stage(5, "evaluate", f"{len(evaluators)} evaluations x {len(specs)} retrievers")
+        # Adding a retriever keeps the other retrievers' cells; any other change redoes them all.
+        cells_key = {k: v for k, v in settings.items() if k != "retrievers"}
+        _claim(
+            self.work / "eval",
+            {"data": self.data_key, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key},
+        )
+        # A model trained again (other settings) must be evaluated again.
+        versions = {f"{name}=dense:{path}": self.model_versions[name] for name, path in models.items()}
+        started = _stage(
+            5,
+            "evaluate",
+            f"{len(evaluators)} evaluations x {len(specs)} retrievers (minutes; the bar shows the time left)",
+        )
         board = run_grid(
             evaluators,
             specs,
@@ -233,6 +288,7 @@ class Pipeline:
             lm_name=self.config.lm,
             lm_dtype=self.config.lm_dtype,
             show_progress=self.show_progress,
+            versions=versions,
         )
         _done(started)
         return board

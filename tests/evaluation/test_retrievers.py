@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from llm_embedder.evaluation.retrievers import (
     BM25Retriever,
@@ -189,6 +190,23 @@ def test_dense_corpus_cache_written_once_and_reused(corpus, tiny_embedder, tmp_p
     again.search("tool", QUERIES, corpus, 3)
     DenseRetriever(second, "other-model", cache).search("qa", QUERIES, corpus, 3)
     assert second.key_calls == 3 and len(list(cache.glob("*.npy"))) == 4
+
+
+def test_dense_cache_is_not_reused_for_retrained_weights(corpus, tiny_encoder_dir, tmp_path):
+    """A model retrained into the same folder has the same name but other weights."""
+    from llm_embedder.models.embedder import Embedder
+
+    cache = tmp_path / "cache"
+    embedder = Embedder.from_pretrained(str(tiny_encoder_dir), device="cpu")
+    DenseRetriever(embedder, "folder", cache).search("qa", QUERIES, corpus, 3)
+    with torch.no_grad():
+        next(embedder.model.parameters()).add_(0.01)  # as one training step would
+    counting = CountingEmbedder(embedder)
+    retrained = DenseRetriever(counting, "folder", cache)
+    hits = retrained.search("qa", QUERIES, corpus, 3)
+    assert counting.key_calls == 1 and len(list(cache.glob("*.npy"))) == 2
+    fresh = DenseRetriever(embedder, "folder").search("qa", QUERIES, corpus, 3)
+    assert hits == fresh
 
 
 # ---------------------------------------------------------------------------- specs

@@ -119,6 +119,9 @@ def build_evaluators(
     return out
 
 
+VERSIONS_FILE = "versions.json"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
@@ -132,12 +135,24 @@ def run_grid(
     lm_dtype: str | None = None,
     device: str = "auto",
     show_progress: bool = True,
+    versions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run every cell not already done, then write and return the leaderboard."""
+    """Run every cell not already done, then write and return the leaderboard.
+
+    ``versions`` maps a retriever spec to what its results depend on beyond the spec itself (the
+    settings a model folder was trained from): a spec's cells made under another version are run again.
+    """
     for spec in retriever_specs:  # a typo must fail now, not after hours of earlier cells
         check_spec(spec)
     out = Path(out_dir)
     cells_dir = out / "cells"
+    if versions:
+        known = json.loads((out / VERSIONS_FILE).read_text(encoding="utf-8")) if (out / VERSIONS_FILE).is_file() else {}
+        for spec, version in versions.items():
+            if known.get(spec) != version:
+                for evaluator in evaluators:
+                    (cells_dir / _cell_name(evaluator, spec)).unlink(missing_ok=True)
+        write_json(out / VERSIONS_FILE, {**known, **versions})
     todo = [(e, s) for s in retriever_specs for e in evaluators if not (cells_dir / _cell_name(e, s)).exists()]
     lm = None
     retrievers: dict[str, Any] = {}
