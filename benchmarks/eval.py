@@ -13,19 +13,26 @@ zoo LM ``smollm2-135m`` (SmolLM2-135M-Instruct, float32) and the same retriever:
   style: each record's ``top_k`` best earlier turns, then the last utterance; perplexity of the reply);
 * ``--task lrlm``: :class:`~llm_embedder.evaluation.memory.LongText` on documents rebuilt from
   ``lrlm.json`` (each record's 64 history chunks, its chunk and the next one, joined), with chunk
-  sizes small enough for a CPU (``--chunk-size``, ``--window-chunks``, ``--target-chunks``).
+  sizes small enough for a CPU (``--chunk-size``, ``--window-chunks``, ``--target-chunks``);
+* ``--task mmlu``: :class:`~llm_embedder.evaluation.qa.MultipleChoiceQA` on the quick demo data
+  (``llm-embedder data build-demo --size quick``, built into a temporary folder; needs
+  ``requirements-demo.txt``): retrieved knowledge, the question and its four options.
 
 * **ours**: ``evaluator.run(lm, retriever)``: retrieval for all examples at once, spans sorted by
   length and batched to a token budget, the LM head only at the scored positions, targets of a
-  document that retrieved the same chunks scored in one pass;
+  document that retrieved the same chunks scored in one pass, the options of one question scored
+  in one pass;
 * **original**: the loop of ``eval_msc`` / ``eval_lrlm`` written out here: one example (one target
   chunk) at a time, retrieval per example, batch size 1, in file order, the full logits over the
   vocabulary at every position and Hugging Face's loss (mean NLL over the labelled tokens, -100
-  elsewhere).  The prompts and scored tokens are the same as ours, so the metrics must agree.
+  elsewhere).  For ``eval_mmlu``, one such pass per option (the prompt ending in ``Answer: X``);
+  its prompts are the ones our evaluator builds, recorded in an untimed dry run, so only the LM
+  work is timed.  The prompts and scored tokens are the same as ours, so the metrics must agree.
 
 Each side is warmed up on a short text, then run once.  Printed: wall time and LM tokens/second
 (real input tokens the LM processed) of both, the speed ratio original/ours, and the largest
-differences of the metric and of the per-example NLL.  Target: ratio >= 3, differences < 1e-4.
+differences of the metric and of the per-example NLL (mmlu: per-option mean log-likelihood).
+Target: ratio >= 3, differences < 1e-4.
 ``--profile`` adds the top operators of each side (torch profiler).
 """
 
@@ -48,6 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from llm_embedder.evaluation.memory import Conversation, LongText, perplexities  # noqa: E402
+from llm_embedder.evaluation.qa import MultipleChoiceQA  # noqa: E402
 from llm_embedder.evaluation.retrievers import make_retriever  # noqa: E402
 from llm_embedder.models.lm import CausalLM, Span  # noqa: E402
 
@@ -139,6 +147,35 @@ def original_lrlm(lm: CausalLM, retriever, evaluator: LongText) -> tuple[dict, l
     return perplexities(doc_sums), nlls, tokens
 
 
+# ---------------------------------------------------------------------------- mmlu
+class RecordingLM:
+    """Records the spans an evaluator asks for and answers with zeros: a dry run costs no LM time."""
+
+    def __init__(self, lm: CausalLM):
+        self.lm, self.spans = lm, []
+
+    def __getattr__(self, name):
+        return getattr(self.lm, name)
+
+    def span_log_probs(self, spans, **kwargs):
+        self.spans += spans
+        return [(0.0, 1)] * len(spans)
+
+
+def original_mmlu(lm: CausalLM, spans: list[Span], questions: list[dict]) -> tuple[dict, list, int]:
+    """``eval_mmlu``: one full prompt per option, batch size 1; argmax of the mean log-likelihood.
+
+    ``questions``: the dry run's details (``gold`` and one entry per option in ``option_scores``)."""
+    scores = [-original_nll(lm, span) for span in spans]
+    correct, at = [], 0
+    for question in questions:
+        n = len(question["option_scores"])
+        option_scores = scores[at : at + n]
+        correct.append(float(max(range(n), key=option_scores.__getitem__) == question["gold"]))
+        at += n
+    return {"accuracy_micro": sum(correct) / len(correct)}, scores, sum(len(s.ids) for s in spans)
+
+
 # ---------------------------------------------------------------------------- driver
 def timed(label: str, fn: Callable[[], tuple], profile: bool) -> tuple[tuple, float]:
     if profile:
@@ -159,10 +196,12 @@ def timed(label: str, fn: Callable[[], tuple], profile: bool) -> tuple[tuple, fl
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=("chat", "lrlm"), default="chat", help="evaluator to time (default chat)")
+    parser.add_argument("--task", choices=("chat", "lrlm", "mmlu"), default="chat", help="evaluator (default chat)")
     parser.add_argument("--retriever", default="dense:minilm", help="none, random, recency, bm25, dense:<model>")
     parser.add_argument("--top-k", type=int, default=None, help="retrieved turns / chunk pairs (default 2 / 4)")
-    parser.add_argument("--limit", type=int, default=None, help="first N records (default all 8 chat / 2 lrlm)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="first N records (default all 8 chat / 2 lrlm / 16 mmlu)"
+    )
     parser.add_argument("--chunk-size", type=int, default=64, help="lrlm chunk tokens (default 64; original 128)")
     parser.add_argument("--window-chunks", type=int, default=8, help="lrlm local window in chunks (default 8)")
     parser.add_argument("--target-chunks", type=int, default=4, help="lrlm predicted chunks (default 4)")
@@ -184,6 +223,20 @@ def main(argv: list[str] | None = None) -> None:
         evaluator = Conversation(file, top_k=top_k, limit=args.limit)
         original = lambda: original_chat(lm, retriever, file, top_k, args.limit)  # noqa: E731
         setting = f"{file}, top {top_k} turns"
+    elif args.task == "mmlu":
+        from llm_embedder.data.demo_builder import build_demo
+
+        build_demo(workdir / "demo", size="quick", progress=False)
+        evaluator = MultipleChoiceQA(
+            workdir / "demo/eval/qa/mmlu/test.json",
+            workdir / "demo/eval/qa/msmarco/corpus.json",
+            top_k=args.top_k or 3,
+            limit=args.limit or 16,
+        )
+        recorder = RecordingLM(lm)
+        dry = evaluator.run(recorder, retriever)  # the prompts the original scores, option by option
+        original = lambda: original_mmlu(lm, recorder.spans, dry.details)  # noqa: E731
+        setting = f"quick demo MMLU, {evaluator.limit} questions x 4 options, top {evaluator.top_k} passages"
     else:
         top_k = args.top_k or 4
         evaluator = LongText(
@@ -209,20 +262,24 @@ def main(argv: list[str] | None = None) -> None:
     original_nll(lm, warm)
     retriever.rank(args.task, ["hello"], [["hi there", "good morning"]], 1)
 
-    (base_metrics, base_nlls, base_tokens), base_s = timed("original", original, args.profile)
+    (base_metrics, base_values, base_tokens), base_s = timed("original", original, args.profile)
     result, ours_s = timed("ours", ours, args.profile)
-    ours_nlls = [d["nll"] for d in result.details]
+    if args.task == "mmlu":
+        ours_values = [s for d in result.details for s in d["option_scores"]]
+    else:
+        ours_values = [d["nll"] for d in result.details]
+    metric = "accuracy_micro" if args.task == "mmlu" else "perplexity"
 
-    print(f"\n  {'':<10} {'wall s':>9} {'LM tokens':>10} {'tokens/s':>10} {'perplexity':>12}")
-    for label, seconds, tokens, ppl in [
-        ("original", base_s, base_tokens, base_metrics["perplexity"]),
-        ("ours", ours_s, counting.tokens, result.main),
+    print(f"\n  {'':<10} {'wall s':>9} {'LM tokens':>10} {'tokens/s':>10} {metric:>14}")
+    for label, seconds, tokens, value in [
+        ("original", base_s, base_tokens, base_metrics[metric]),
+        ("ours", ours_s, counting.tokens, result.metrics[metric]),
     ]:
-        print(f"  {label:<10} {seconds:9.2f} {tokens:10d} {tokens / seconds:10.1f} {ppl:12.6f}")
+        print(f"  {label:<10} {seconds:9.2f} {tokens:10d} {tokens / seconds:10.1f} {value:14.6f}")
     print(f"  speed ratio original/ours: {base_s / ours_s:.2f}x (target >= 3)")
     diff = max(abs(result.metrics[k] - v) for k, v in base_metrics.items())
-    nll_diff = max(abs(a - b) for a, b in zip(ours_nlls, base_nlls, strict=True))
-    print(f"  largest metric difference: {diff:.2e} (perplexity); largest per-example NLL difference: {nll_diff:.2e}")
+    value_diff = max(abs(a - b) for a, b in zip(ours_values, base_values, strict=True))
+    print(f"  largest metric difference: {diff:.2e} ({metric}); largest per-example difference: {value_diff:.2e}")
 
 
 if __name__ == "__main__":
