@@ -453,6 +453,19 @@ def test_reward_off_leaves_unlabelled_datasets_out(tiny_encoder_dir, toy_dir, tm
         load_datasets(config, training_task_table(DEFAULT_TASKS, config))
 
 
+def test_reward_off_keeps_the_weights_of_the_datasets_left(tiny_encoder_dir, toy_dir, tmp_path):
+    """Regression: the sampler took one weight per recipe dataset, including those left out."""
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_encoder_dir, toy_dir, tasks=("qa", "chat", "tool"))
+    settings = yaml.safe_load(recipe.read_text())
+    settings["datasets"][2]["weight"] = 3
+    recipe.write_text(yaml.safe_dump(settings))
+    config = TrainConfig.from_yaml(recipe, [f"output_dir={tmp_path / 'out'}", "techniques.reward=false"])
+    trainer = Trainer(config, show_progress=False)
+    assert [(d.task, d.weight) for d in trainer.datasets] == [("qa", 1.0), ("tool", 3.0)]
+    assert trainer.sampler.weights == (1.0, 3.0)
+    assert trainer.sampler.rows_per_epoch == (8, 24)  # 8 toy records each, tool three times over
+
+
 def test_reward_off_trains_contrastively_on_labels(tiny_encoder_dir, toy_dir, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_encoder_dir, toy_dir, tasks=("qa", "icl", "tool"), max_steps=3)
     config = TrainConfig.from_yaml(recipe, [f"output_dir={tmp_path / 'out'}", "techniques.reward=false"])

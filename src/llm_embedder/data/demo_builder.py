@@ -77,13 +77,13 @@ class DemoSize:
 
 
 SIZES: dict[str, DemoSize] = {
-    # ~150 train queries x ~8 candidates per task: scoring with SmolLM2-135M at ~3 candidates/s on
-    # 2 CPU cores plus training MiniLM and the evaluation grid take about 20 minutes.
+    # ~150 train queries per task: recipes/demo.yaml (4 scored candidates per query, the LLM in
+    # bfloat16, 80 training steps, the evaluation grid) ran in 15-19 minutes on 2 CPU cores.
     "small": DemoSize(
         train=150, test=48, lrlm_test_docs=3, qa_corpus=2000, tool_corpus=1500, convsearch_corpus=2000,
         icl_pool_per_task=150,
     ),
-    # about a third, for a pipeline run of ~5 minutes
+    # about a third: the recipe's --quick run took 4.2 minutes
     "quick": DemoSize(
         train=50, test=16, lrlm_test_docs=1, qa_corpus=700, tool_corpus=500, convsearch_corpus=700,
         icl_pool_per_task=50,

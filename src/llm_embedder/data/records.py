@@ -42,6 +42,8 @@ class TrainDataset:
     settings: TrainingSettings
     records: list[TrainRecord]
     dropped: dict[str, int] = field(default_factory=dict)
+    weight: float = 1.0
+    """Its share of the batches relative to its size (the recipe's ``weight``)."""
 
     def __len__(self) -> int:
         return len(self.records)

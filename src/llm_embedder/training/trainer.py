@@ -111,6 +111,7 @@ def load_datasets(config: TrainConfig, table: TaskTable) -> list[TrainDataset]:
                 print(f"reward off: {spec.path} has no labelled positives, left out of training")
                 continue
             raise InputError(spec.path, None, None, f"no usable records (dropped: {data.dropped})")
+        data.weight = spec.weight
         datasets.append(data)
     if not datasets:
         raise ValueError("no dataset has usable records")
@@ -155,7 +156,7 @@ class Trainer:
             world_size=self.accelerator.num_processes,
             rank=self.accelerator.process_index,
             seed=config.seed,
-            weights=[s.weight for s in config.datasets],
+            weights=[d.weight for d in self.datasets],  # datasets left out above have no weight here
             homogeneous=config.techniques.homogeneous,
         )
 
