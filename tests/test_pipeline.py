@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from llm_embedder.cli import main
-from llm_embedder.pipeline import STAGE_FILE, Pipeline, PipelineConfig, _claim
+from llm_embedder.pipeline import ABLATIONS, STAGE_FILE, Pipeline, PipelineConfig, _claim
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo.yaml"
+VARIANTS = ("fine-tuned", "no-reward", "no-stable-distill", "no-instructions", "no-homogeneous")
 
 
 def _overrides(work: Path, encoder: Path, lm: Path) -> list[str]:
@@ -32,7 +33,7 @@ def _overrides(work: Path, encoder: Path, lm: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_encoder_dir, tiny_lm_dir):
     work = tmp_path_factory.mktemp("pipeline")
-    args = ["-q", "run", str(RECIPE), "--quick", "--ablate", "homogeneous"]
+    args = ["-q", "run", str(RECIPE), "--quick", "--ablate", ",".join(ABLATIONS)]
     for override in _overrides(work, tiny_encoder_dir, tiny_lm_dir):
         args += ["--set", override]
     assert main(args) == 0
@@ -46,7 +47,7 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
         assert scored and all(len(r["teacher_scores"]) >= 2 for r in scored)
     for task in ("tool", "convsearch"):
         assert all(json.loads(line)["neg"] for line in (work / "mined" / f"{task}.json").read_text().splitlines())
-    for variant in ("fine-tuned", "no-homogeneous"):
+    for variant in VARIANTS:
         assert (work / "models" / variant / "model" / "llm_embedder.json").is_file()
     board = json.loads((work / "eval" / "leaderboard.json").read_text())
     assert list(board["rows"]) == [
@@ -54,13 +55,12 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
         "random",
         "bm25",
         f"base=dense:{board_encoder(work)}",
-        f"fine-tuned=dense:{work / 'models' / 'fine-tuned' / 'model'}",
-        f"no-homogeneous=dense:{work / 'models' / 'no-homogeneous' / 'model'}",
+        *(f"{variant}=dense:{work / 'models' / variant / 'model'}" for variant in VARIANTS),
     ]
     evaluators = {c["evaluator"] for c in board["columns"]}
     assert evaluators == {"mmlu", "popqa", "icl", "msc", "lrlm", "tool", "convsearch"}
     markdown = (work / "eval" / "leaderboard.md").read_text()
-    assert "| fine-tuned |" in markdown and "| no-homogeneous |" in markdown
+    assert all(f"| {variant} |" in markdown for variant in VARIANTS)
     assert (work / "eval" / "leaderboard.png").stat().st_size > 1000
 
 
@@ -78,7 +78,7 @@ def test_rerun_skips_every_finished_stage(finished_run, capsys):
     out = capsys.readouterr().out
     assert "[1/5] data:" in out and "is built" in out
     assert "negatives are in place" in out and "teacher scores are in place" in out
-    assert "fine-tuned is trained" in out and "no-homogeneous is trained" in out
+    assert all(f"{variant} is trained" in out for variant in VARIANTS)
     assert model.stat().st_mtime_ns == before
     assert {p: p.stat().st_mtime_ns for p in (work / "eval" / "cells").iterdir()} == cells
 
@@ -124,9 +124,9 @@ def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finish
     assert main([*args, "--set", "train.learning_rate=1e-4"]) == 0
     out = capsys.readouterr().out
     assert "teacher scores are in place" in out
-    assert out.count("was made with other settings: starting it again") == 2  # the two trained variants
+    assert out.count("was made with other settings: starting it again") == len(VARIANTS)
     assert {p: p.stat().st_mtime_ns for p in (work / "scored").iterdir()} == scored
     after = {p.name: p.stat().st_mtime_ns for p in (work / "eval" / "cells").iterdir()}
     redone = {name for name in cells if after[name] != cells[name]}
-    assert redone == {name for name in cells if "__fine-tuned" in name or "__no-homogeneous" in name}
+    assert redone == {name for name in cells if any(f"__{variant}-dense" in name for variant in VARIANTS)}
     assert redone
