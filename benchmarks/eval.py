@@ -63,7 +63,8 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "flagembedding-toy"
 
 
 class CountingLM:
-    """Passes through to the LM and counts the real input tokens of every scored span."""
+    """Passes through to the LM and counts the input tokens it feeds: a span's tokens up to its last
+    scored one, once per distinct context (the options of one question share theirs)."""
 
     def __init__(self, lm: CausalLM):
         self.lm, self.tokens = lm, 0
@@ -72,7 +73,8 @@ class CountingLM:
         return getattr(self.lm, name)
 
     def span_log_probs(self, spans, **kwargs):
-        self.tokens += sum(len(s.ids) for s in spans)
+        fed = {(tuple(s.ids[: (s.end or len(s.ids)) - 1]), s.start) for s in spans}
+        self.tokens += sum(len(ids) for ids, _ in fed)
         return self.lm.span_log_probs(spans, **kwargs)
 
 
