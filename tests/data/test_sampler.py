@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import torchrun
 
 from llm_embedder.data.sampler import HomogeneousBatchSampler
 
@@ -411,31 +409,9 @@ def test_invalid_positions():
 # ---------------------------------------------------------------------------- real processes
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_real_processes(tmp_path):
     """Two gloo processes under torch.distributed.run: global batches are homogeneous and ranks disjoint."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(WORKER),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = torchrun(2, [str(WORKER), str(tmp_path)], {**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert proc.returncode == 0, f"torch.distributed.run failed:\n{proc.stdout}\n{proc.stderr}"
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [rec["rank"] for rec in records] == [0, 1]

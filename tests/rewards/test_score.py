@@ -4,26 +4,22 @@ kill-and-resume, torchrun sharding, and (integration) the real SmolLM2-135M-Inst
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from processes import CLI_MODULE, cli, subprocess_env, torchrun
 
 from llm_embedder.cli import main as cli_main
 from llm_embedder.errors import InputError
 from llm_embedder.models.lm import CausalLM, Span
 from llm_embedder.rewards.score import ScoreSettings, build_span, prepare_job, score_file
 from llm_embedder.tasks import DEFAULT_TASKS
-
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -427,12 +423,6 @@ def resume_records(toy_records, n: int) -> list[dict]:
     return records
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    return env
-
-
 def _one_thread_reference(lm, src: Path, out: Path, settings: ScoreSettings) -> bytes:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): same kernels, same bits
@@ -470,22 +460,8 @@ def test_killed_score_command_resumes_to_the_same_file(tiny_lm, tiny_lm_dir, toy
     src = write_records(tmp_path / "in.jsonl", records)
     reference = _one_thread_reference(tiny_lm, src, tmp_path / "reference.jsonl", ScoreSettings(chunk_records=2))
     out = tmp_path / "out.jsonl"
-    cmd = [
-        sys.executable,
-        "-m",
-        "llm_embedder.cli",
-        "-q",
-        "score",
-        "--lm",
-        str(tiny_lm_dir),
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-        "--chunk-records",
-        "2",
-    ]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = cli("score", "--lm", str(tiny_lm_dir), "--input", str(src), "--output", str(out), "--chunk-records", "2")
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -501,18 +477,12 @@ def test_killed_score_command_resumes_to_the_same_file(tiny_lm, tiny_lm_dir, toy
     partial = out.read_bytes()
     assert 1 <= partial.count(b"\n") < len(records), "the kill should land in the middle of the run"
 
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert out.read_bytes() == reference
     whole_chunks = partial.splitlines(keepends=True)[: partial.count(b"\n") // 2 * 2]
     assert reference.startswith(b"".join(whole_chunks))
     assert [r["query_id"] for r in read_records(out)] == list(range(len(records)))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_torchrun_matches_one_process(tiny_lm, tiny_lm_dir, toy_records, tmp_path):
@@ -523,37 +493,8 @@ def test_two_process_torchrun_matches_one_process(tiny_lm, tiny_lm_dir, toy_reco
     out_dir = tmp_path / "sharded"
     out_dir.mkdir()
     out = out_dir / "out.jsonl"
-    for _ in range(3):  # a new port if another process grabbed ours in between
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes",
-            "1",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(_free_port()),
-            "-m",
-            "llm_embedder.cli",
-            "-q",
-            "score",
-            "--lm",
-            str(tiny_lm_dir),
-            "--device",
-            "cpu",
-            "--input",
-            str(src),
-            "--output",
-            str(out),
-            "--chunk-records",
-            "2",
-        ]
-        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0 or not re.search(r"address already in use|EADDRINUSE", proc.stderr, re.I):
-            break
+    args = ["score", "--lm", str(tiny_lm_dir), "--device", "cpu", "--input", str(src), "--output", str(out)]
+    proc = torchrun(2, [*CLI_MODULE, *args, "--chunk-records", "2"], subprocess_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert sorted(p.name for p in out_dir.iterdir()) == ["out.jsonl"]  # parts merged and removed
     expected, got = read_records(single), read_records(out)

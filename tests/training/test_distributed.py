@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from processes import subprocess_env, torchrun
 
 from llm_embedder.training.distributed import (
     gather_no_grad,
@@ -42,38 +38,10 @@ def test_single_process_is_identity():
     assert torch.equal(y, x.detach())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(outdir: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    for _ in range(3):  # a new port if another process grabbed ours in between
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes",
-            "1",
-            "--nproc_per_node",
-            str(NPROC),
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(_free_port()),
-            str(WORKER),
-            str(outdir),
-        ]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-        if proc.returncode == 0:
-            return
-        if not re.search(r"address already in use|EADDRINUSE", proc.stdout + proc.stderr, re.IGNORECASE):
-            break
-    pytest.fail(f"torchrun failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    proc = torchrun(NPROC, [str(WORKER), str(outdir)], subprocess_env(), timeout=180)
+    if proc.returncode != 0:
+        pytest.fail(f"torchrun failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from processes import CLI_MODULE, cli, subprocess_env, torchrun
 from safetensors.torch import load_file
 
 from llm_embedder import Embedder
@@ -34,7 +32,6 @@ from llm_embedder.training.config import TrainConfig
 from llm_embedder.training.losses import compute_task_loss
 from llm_embedder.training.trainer import Trainer, learning_rate_factor, load_datasets, train, training_task_table
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 TOY_TASKS = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 MAX_LEN = 24
 GROUP = 4
@@ -108,13 +105,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def subprocess_env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["TOKENIZERS_PARALLELISM"] = "false"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    return env
 
 
 # ============================================================================ learning-rate schedule
@@ -376,7 +366,7 @@ def test_fresh_start_drops_the_log_of_a_run_killed_before_its_first_checkpoint(u
 
 
 def _cli(recipe: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "llm_embedder.cli", "-q", "train", "--config", str(recipe), "--output-dir", str(out)]
+    return cli("train", "--config", str(recipe), "--output-dir", str(out))
 
 
 @pytest.mark.slow
@@ -498,12 +488,6 @@ def test_a_dataset_name_used_twice(toy_dir, tmp_path):
 # ============================================================================ two processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _embed(folder: Path, texts: list[str]) -> np.ndarray:
     return Embedder.from_pretrained(folder, device="cpu").encode_queries(texts, task="qa")
 
@@ -519,15 +503,9 @@ def test_two_processes_match_one_process_with_twice_the_batch(nodrop_encoder_dir
     train(TrainConfig.from_yaml(recipe, overrides), show_progress=False)
 
     two = tmp_path / "two"
-    for _ in range(3):  # a new port if another process took ours in between
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2"]
-        cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-        cmd += ["-m", "llm_embedder.cli", "-q", "train", "--config", str(recipe), "--output-dir", str(two)]
-        # device "auto" without CUDA: the processes must still form one gloo group on the CPU
-        env = {**subprocess_env(), "CUDA_VISIBLE_DEVICES": ""}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode == 0 or not re.search(r"address already in use|EADDRINUSE", proc.stderr, re.IGNORECASE):
-            break
+    args = [*CLI_MODULE, "train", "--config", str(recipe), "--output-dir", str(two)]
+    # device "auto" without CUDA: the processes must still form one gloo group on the CPU
+    proc = torchrun(2, args, subprocess_env(CUDA_VISIBLE_DEVICES=""), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
     # one process writes the log and the model, once; every rank saved its RNG state
