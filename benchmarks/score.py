@@ -141,15 +141,12 @@ def main() -> None:
     warm = spans[:: max(1, len(spans) // 8)][:8]
     naive_scores(lm, warm)
     our_scores(lm, warm, settings)
-    t_naive = t_ours = float("inf")
+    runs = {"naive": lambda: naive_scores(lm, spans), "ours": lambda: our_scores(lm, spans, settings)}
+    best = {name: (float("inf"), []) for name in runs}  # (seconds, scores) of the fastest run
     for repeat in range(args.repeats):
-        sides = [("naive", lambda: naive_scores(lm, spans)), ("ours", lambda: our_scores(lm, spans, settings))]
-        for name, run in sides[:: 1 if repeat % 2 == 0 else -1]:
-            seconds, scores = timed(run)
-            if name == "naive":
-                t_naive, naive = min(t_naive, seconds), scores
-            else:
-                t_ours, ours = min(t_ours, seconds), scores
+        for name in list(runs)[:: 1 if repeat % 2 == 0 else -1]:
+            best[name] = min(best[name], timed(runs[name]), key=lambda result: result[0])
+    (t_naive, naive), (t_ours, ours) = best["naive"], best["ours"]
     diff = float(np.max(np.abs(np.array(ours) - np.array(naive))))
     print(f"naive : {len(spans) / t_naive:8.2f} candidates/s  ({t_naive:.1f} s)")
     print(f"ours  : {len(spans) / t_ours:8.2f} candidates/s  ({t_ours:.1f} s)")

@@ -262,10 +262,9 @@ class Pipeline:
         from llm_embedder.evaluation.harness import build_evaluators, run_grid
 
         settings = self.config.eval
-        retrievers = list(settings.get("retrievers", ["none", "random", "bm25"]))
-        retrievers.append(f"base={self.config.encoder}")
-        retrievers += [f"{name}={path}" for name, path in models.items()]
-        specs = [s if "=" not in s else f"{s.split('=', 1)[0]}=dense:{s.split('=', 1)[1]}" for s in retrievers]
+        trained = {name: f"{name}=dense:{path}" for name, path in models.items()}
+        specs = [*settings.get("retrievers", ["none", "random", "bm25"]), f"base=dense:{self.config.encoder}"]
+        specs += trained.values()
         tasks = settings.get("tasks", list(DEFAULT_TASKS))
         evaluators = build_evaluators(data / "eval", tasks, settings.get("limit"), settings.get("options"))
         # Adding a retriever keeps the other retrievers' cells; any other change redoes them all.
@@ -275,7 +274,7 @@ class Pipeline:
             {"data": self.data_key, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key},
         )
         # A model trained again (other settings) must be evaluated again.
-        versions = {f"{name}=dense:{path}": self.model_versions[name] for name, path in models.items()}
+        versions = {spec: self.model_versions[name] for name, spec in trained.items()}
         started = _stage(
             5,
             "evaluate",

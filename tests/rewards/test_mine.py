@@ -61,16 +61,17 @@ def dense(corpus, tiny_embedder) -> Searcher:
     return Searcher.build(corpus, "dense", task="qa", embedder=tiny_embedder)
 
 
-_KEY_VECTORS: dict[int, object] = {}  # the corpus's key embeddings, computed once
+_KEY_VECTORS: dict[tuple[str, ...], object] = {}  # a corpus's key embeddings, computed once
 
 
 def brute_force_ranking(searcher: Searcher, corpus: Corpus, query: str, tiny_embedder) -> list[tuple[int, float]]:
     """Every document as (id, score), best first, scored without the index's top-k search."""
     if searcher.method == "dense":
         q = tiny_embedder.encode_queries([query], task="qa")[0]
-        if id(corpus) not in _KEY_VECTORS:
-            _KEY_VECTORS[id(corpus)] = tiny_embedder.encode_keys(corpus.texts, task="qa")
-        scores = _KEY_VECTORS[id(corpus)] @ q
+        texts = tuple(corpus.texts)  # not id(corpus): a freed corpus's id is reused by the next
+        if texts not in _KEY_VECTORS:
+            _KEY_VECTORS[texts] = tiny_embedder.encode_keys(corpus.texts, task="qa")
+        scores = _KEY_VECTORS[texts] @ q
         ranked = [(corpus.ids[j], float(scores[j])) for j in range(len(corpus))]
     else:  # BM25 scores of every document (those sharing no term with the query are never hits)
         hits = searcher.search([query], k=len(corpus))[0]
