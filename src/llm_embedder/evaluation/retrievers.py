@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from llm_embedder.fileio import atomic_path
+from llm_embedder.fingerprint import embedder_fingerprint
 from llm_embedder.retrieval.bm25 import BM25Index
 from llm_embedder.retrieval.corpus import Corpus
 from llm_embedder.retrieval.dense import DenseIndex
-
-if TYPE_CHECKING:
-    import torch
 
 SPECS = ("none", "random", "recency", "bm25", "dense:<model>")
 
@@ -111,19 +109,6 @@ class BM25Retriever:
         return out
 
 
-def weights_digest(module: torch.nn.Module, values: int = 64) -> str:
-    """A fingerprint of a model's weights: every tensor's name, shape and first ``values`` numbers.
-
-    Cheap even for large models, and any training step changes it; a model retrained into the
-    same folder therefore never reuses embeddings cached for the old weights.
-    """
-    digest = hashlib.sha1()
-    for name, tensor in module.state_dict().items():
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().flatten()[:values].float().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
 class DenseRetriever:
     """An Embedder: exact inner-product search; corpus embeddings cached per (model, task, corpus)."""
 
@@ -133,7 +118,7 @@ class DenseRetriever:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._memory: dict[str, np.ndarray] = {}
         # The name alone would serve a model retrained into the same folder its old embeddings.
-        self._model_key = f"{self.name}|{embedder.pooling}|{embedder.normalize}|{weights_digest(embedder.model)}"
+        self._model_key = f"{self.name}|{embedder_fingerprint(embedder)}"
 
     def _corpus_vectors(self, task: str, corpus: Corpus) -> np.ndarray:
         spec = self.embedder.tasks.get_task(task)

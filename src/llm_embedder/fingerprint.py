@@ -1,0 +1,110 @@
+"""One place that hashes what a result depends on.
+
+A cache, checkpoint, index, served collection or evaluation cell is reused only when the
+fingerprint of everything it was made from matches. The pieces:
+
+- :func:`settings_digest` — any JSON-able settings (canonical JSON, sorted keys);
+- :func:`file_digest` / :func:`files_digest` — the bytes of data files (content, not names or dates);
+- :func:`weights_digest` — every tensor of a model (names, shapes, dtypes and all values);
+- :func:`embedder_fingerprint` — an Embedder as a retriever: weights + instructions + token budgets
+  + pooling + normalisation, i.e. everything that decides the vector a text gets.
+
+Digests are hex strings; :data:`SHORT` characters are plenty to tell versions apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SHORT = 16
+_CHUNK = 1 << 20
+
+
+def _hasher() -> Any:
+    return hashlib.blake2b(digest_size=20)
+
+
+def settings_digest(settings: Any, length: int = SHORT) -> str:
+    """A digest of JSON-able settings; dict order does not matter, tuples equal lists."""
+    text = json.dumps(settings, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def text_digest(texts: Iterable[str], length: int = SHORT) -> str:
+    """A digest of a sequence of strings (order matters; no two sequences collide by concatenation)."""
+    digest = _hasher()
+    for text in texts:
+        data = text.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()[:length]
+
+
+def file_digest(path: str | os.PathLike, length: int = SHORT) -> str:
+    """A digest of a file's bytes, or of a folder's files (relative names and bytes, sorted)."""
+    path = Path(path)
+    digest = _hasher()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        digest.update(b"\1")
+    return digest.hexdigest()[:length]
+
+
+def files_digest(paths: Iterable[str | os.PathLike], length: int = SHORT) -> str:
+    """A digest of several files in the given order (each by content)."""
+    return settings_digest([file_digest(p, length=40) for p in paths], length=length)
+
+
+def weights_digest(module: torch.nn.Module, length: int = SHORT) -> str:
+    """A digest of every parameter and buffer: name, shape, dtype and all values.
+
+    Hashes the full tensors (about 0.1 s for MiniLM): any training step, merge or replaced folder
+    changes it, so no result made with other weights is ever reused.
+    """
+    digest = _hasher()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        # bf16 has no numpy dtype: hash its raw bytes through a same-size integer view.
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.view(torch.int16)
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:length]
+
+
+def embedder_fingerprint(embedder: Any, length: int = SHORT) -> str:
+    """What decides an Embedder's vectors: weights, the task table (instructions, budgets), pooling, normalisation.
+
+    Not cached: weights can change in place (training), and hashing MiniLM takes ~0.1 s. Callers
+    that serve one fixed model compute it once.
+    """
+    tasks = {
+        name: {
+            "query_instruction": task.query_instruction,
+            "key_instruction": task.key_instruction,
+            "query_max_length": task.query_max_length,
+            "key_max_length": task.key_max_length,
+        }
+        for name, task in embedder.tasks.items()
+    }
+    return settings_digest(
+        {
+            "weights": weights_digest(embedder.model, length=40),
+            "tasks": tasks,
+            "pooling": embedder.pooling,
+            "normalize": bool(embedder.normalize),
+        },
+        length=length,
+    )
