@@ -229,7 +229,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = PipelineConfig.from_yaml(args.config, quick=args.quick, overrides=args.set)
     ablate = tuple(a.strip() for a in args.ablate.split(",") if a.strip()) if args.ablate else ()
-    Pipeline(config, ablate=ablate, show_progress=not args.quiet).run()
+    pipeline = Pipeline(config, ablate=ablate, show_progress=not args.quiet)
+    pipeline.run_selection() if args.select else pipeline.run()
     return 0
 
 
@@ -392,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="apply the file's `quick` settings (a few minutes)")
     p.add_argument(
         "--ablate", default="", help=f"also train variants without: {', '.join(ABLATIONS)} (comma-separated)"
+    )
+    p.add_argument(
+        "--select",
+        action="store_true",
+        help="model selection instead of the run: train the file's `select.variants`, score them on dev only",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.set_defaults(func=cmd_run)

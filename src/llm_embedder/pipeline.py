@@ -44,6 +44,9 @@ class PipelineConfig:
     train: dict[str, Any] = field(default_factory=dict)
     """TrainConfig settings (``max_steps``, ``batch_size``, ``learning_rate``, ...)."""
     eval: dict[str, Any] = field(default_factory=lambda: {"retrievers": ["none", "random", "bm25"], "limit": None})
+    select: dict[str, Any] = field(default_factory=dict)
+    """Model selection on dev (``llm-embedder run --select``): ``variants`` (each a ``name`` and train
+    settings), ``dev_evaluators`` and ``ood_evaluators`` (evaluator names), ``ood_floor``."""
     quick: dict[str, Any] = field(default_factory=dict)
     """Overrides (dotted keys) applied by ``--quick``."""
 
@@ -225,20 +228,25 @@ class Pipeline:
 
     # ------------------------------------------------------------------ 4. train
     def train(self, files: dict[str, Path]) -> dict[str, Path]:
+        variants = {"fine-tuned": {}}
+        for name in self.ablate:
+            variants[f"no-{name.replace('_', '-')}"] = {"techniques": {name: False}}
+        return self._train_variants(files, variants, self.work / "models")
+
+    def _train_variants(self, files: dict[str, Path], variants: dict[str, dict[str, Any]], folder: Path):
+        """Train each variant (recipe ``train`` settings updated by the variant's) into ``folder/<name>``."""
         from llm_embedder.training.trainer import finished_model, train
 
-        variants = {"fine-tuned": Techniques()}
-        for name in self.ablate:
-            variants[f"no-{name.replace('_', '-')}"] = dataclasses.replace(Techniques(), **{name: False})
         models = {}
-        for index, (name, techniques) in enumerate(variants.items()):
+        for index, (name, changes) in enumerate(variants.items()):
             settings = {
                 "model": self.config.encoder,
-                "output_dir": str(self.work / "models" / name),
                 "datasets": [{"path": str(p), "name": t} for t, p in files.items()],
-                "techniques": dataclasses.asdict(techniques),
                 **self.config.train,
+                "output_dir": str(folder / name),
             }
+            for key, value in changes.items():
+                settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
             config = TrainConfig(**settings)
             key = {**self.score_key, "train": config.to_dict()}
             _claim(Path(config.output_dir), key)
@@ -256,6 +264,65 @@ class Pipeline:
                 print(f"[4/5] train: {name} is trained")
                 models[name] = Path(config.output_dir) / "model"
         return models
+
+    # ------------------------------------------------------------------ model selection (dev only)
+    def select(self, files: dict[str, Path], data: Path) -> dict[str, Any]:
+        """Train the recipe's ``select.variants`` and score them on the dev split and the out-of-domain dev check.
+
+        Nothing here reads a test split.  Prints both grids and the pick (:mod:`llm_embedder.selection`)
+        and writes ``select/selection.json``; the recipe's ``train`` settings are then set from it by hand.
+        """
+        from llm_embedder.selection import choose, mean_score, relative_scores
+
+        settings = self.config.select
+        variants = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in settings.get("variants", [])}
+        if not variants:
+            raise ValueError("select: the recipe lists no variants (select.variants: [{name: ..., <train settings>}])")
+        models = self._train_variants(files, variants, self.work / "select" / "models")
+        specs = [f"base=dense:{self.config.encoder}", *(f"{n}=dense:{p}" for n, p in models.items())]
+        versions = {f"{n}=dense:{p}": self.model_versions[n] for n, p in models.items()}
+        boards = {}
+        for split in ("dev", "ood"):
+            out = self.work / "select" / f"eval-{split}"
+            boards[split] = self._grid(data / split, out, specs, settings.get(f"{split}_evaluators"), versions)
+        relative = {split: relative_scores(board, "base") for split, board in boards.items()}
+        scores = {
+            n: {split: mean_score(relative[split][spec]) for split in boards}
+            for n, spec in zip(["base", *models], specs, strict=True)
+        }
+        result = choose({n: s for n, s in scores.items() if n != "base"}, float(settings.get("ood_floor", 1.0)))
+        result["relative"] = relative
+        write_json(self.work / "select" / "selection.json", result)
+        for split in boards:
+            print(f"\n{split} split:")
+            print((self.work / "select" / f"eval-{split}" / "leaderboard.md").read_text(encoding="utf-8"), end="")
+        print("\nmean score relative to base (dev, ood):")
+        for name, s in scores.items():
+            print(f"  {name}: " + ", ".join("-" if v is None else f"{v:.3f}" for v in s.values()))
+        print(f"chosen: {result['chosen']} ({result['rule']})")
+        return result
+
+    def _grid(self, data_dir: Path, out: Path, specs: list[str], names: list[str] | None, versions: dict[str, str]):
+        """One evaluation grid on ``data_dir``, restricted to the evaluators ``names`` (default: all present)."""
+        from llm_embedder.evaluation.harness import build_evaluators, run_grid
+
+        settings = self.config.eval
+        tasks = settings.get("tasks", list(DEFAULT_TASKS))
+        present = [t for t in tasks if any((data_dir / t).glob("*/*.json"))]
+        evaluators = build_evaluators(data_dir, present, settings.get("limit"), settings.get("options"))
+        if names is not None:
+            evaluators = [e for e in evaluators if e.name in names]
+        cells_key = {k: v for k, v in settings.items() if k != "retrievers"}
+        _claim(out, {"data": self.data_key, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key})
+        return run_grid(
+            evaluators,
+            specs,
+            out,
+            lm_name=self.config.lm,
+            lm_dtype=self.config.lm_dtype,
+            show_progress=self.show_progress,
+            versions=versions,
+        )
 
     # ------------------------------------------------------------------ 5. evaluate
     def evaluate(self, data: Path, models: dict[str, Path]) -> dict[str, Any]:
@@ -291,6 +358,13 @@ class Pipeline:
         )
         _done(started)
         return board
+
+    def run_selection(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        data = self.build_data()
+        result = self.select(self.score(self.mine(data)), data)
+        print(f"\nselection done in {(time.perf_counter() - started) / 60:.1f} min; {self.work / 'select'}")
+        return result
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
