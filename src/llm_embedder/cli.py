@@ -243,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- data
 def cmd_data_build_demo(args: argparse.Namespace) -> int:
-    from llm_embedder.data.demo_builder import build_demo
+    from llm_embedder.data.demo import build_demo
 
     manifest = build_demo(args.out, seed=args.seed, size=args.size, progress=not args.quiet)
     for task, counts in manifest["tasks"].items():

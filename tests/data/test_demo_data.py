@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_embedder.data import demo_builder
-from llm_embedder.data.demo_builder import SIZES, MissingSourceError, build_demo, locate_sources
+from llm_embedder.data.demo import SIZES, MissingSourceError, build_demo, locate_sources
+from llm_embedder.data.demo import sources as demo_sources
 from llm_embedder.data.records import load_train_file
 from llm_embedder.evaluation.base import check_labels, load_records
 from llm_embedder.evaluation.harness import build_evaluators
@@ -76,7 +76,7 @@ def quick(tmp_path_factory) -> Path:
 def test_same_seed_gives_the_same_bytes_in_a_fresh_interpreter(quick, tmp_path):
     again = tmp_path / "again"
     code = (
-        "import sys; from llm_embedder.data.demo_builder import build_demo; "
+        "import sys; from llm_embedder.data.demo import build_demo; "
         "build_demo(sys.argv[1], seed=0, size='quick', progress=False)"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -267,8 +267,8 @@ def test_qa_labels_are_findable_by_bm25(quick):
 
 # ============================================================================ errors
 def test_missing_source_fails_naming_the_pip_install(monkeypatch, tmp_path, capsys):
-    real = demo_builder.find_spec
-    monkeypatch.setattr(demo_builder, "find_spec", lambda name: None if name == "bfcl_eval" else real(name))
+    real = demo_sources.find_spec
+    monkeypatch.setattr(demo_sources, "find_spec", lambda name: None if name == "bfcl_eval" else real(name))
     with pytest.raises(MissingSourceError, match=r"bfcl-eval \(not installed\), install with: pip install --no-deps"):
         build_demo(tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
@@ -281,7 +281,7 @@ def test_missing_source_fails_naming_the_pip_install(monkeypatch, tmp_path, caps
 
 
 def test_every_missing_source_is_listed(monkeypatch):
-    monkeypatch.setattr(demo_builder, "find_spec", lambda name: None)
+    monkeypatch.setattr(demo_sources, "find_spec", lambda name: None)
     with pytest.raises(MissingSourceError) as info:
         locate_sources()
     message = str(info.value)
@@ -307,7 +307,7 @@ def test_unknown_size_is_refused(tmp_path):
 def test_cloze_blanks_one_year_or_name_and_keeps_the_rest():
     import numpy as np
 
-    from llm_embedder.data.demo_builder import cloze_spans, make_cloze
+    from llm_embedder.data.demo.qa import cloze_spans, make_cloze
 
     sentence = "In 1816 the family moved north across the Ohio River to Indiana, a free territory."
     spans = {sentence[a:b]: kind for a, b, kind in cloze_spans(sentence, "Abraham Lincoln")}
@@ -323,7 +323,7 @@ def test_cloze_blanks_one_year_or_name_and_keeps_the_rest():
 
 
 def test_wikitext_cleaning_keeps_prose_and_link_text():
-    from llm_embedder.data.demo_builder import GAP, clean_wikitext
+    from llm_embedder.data.demo.wikipedia import GAP, clean_wikitext
 
     text = (
         "{{Infobox person|name=X}}\n'''Ada''' ({{IPAc-en|x}}; born 1815) was a [[mathematics|mathematician]] "
