@@ -3,14 +3,19 @@
 ``llm-embedder data build-demo --out DIR [--seed 0] [--size small|quick]`` writes::
 
     DIR/train/<task>.json          training records in the released format (JSON lines)
-    DIR/eval/...                   the evaluation layout `llm-embedder eval --data DIR/eval` reads
+    DIR/eval/...                   test: the evaluation layout `llm-embedder eval --data DIR/eval` reads
+    DIR/dev/...                    dev, the same layout (for every choice the pipeline makes)
+    DIR/ood/...                    out of domain, the same layout (a topic, tool family, prompt or task
+                                   set no other split has; never used in training)
     DIR/corpus/<task>.jsonl        the corpus negatives are mined from (qa, icl, tool, convsearch);
-                                   the same file as the task's eval corpus (a hard link, else a copy)
-    DIR/SOURCES.md                 every source, its version and licence, and how each task was derived
+                                   the same file as the task's test corpus (a hard link, else a copy)
+    DIR/SOURCES.md                 every source, its version and licence, a data card per task and how
+                                   each task was derived
     DIR/manifest.json              seed, size, source versions and record counts
 
-One module per source (``wikipedia``, ``qa``, ``lrlm``, ``icl_sets``, ``chitchat``, ``bfcl``), ``sources``
-for the packages and ``build`` to assemble them.
+One module per source or task (``wikipedia``, ``qa``, ``convsearch``, ``lrlm``, ``icl_sets``,
+``chitchat``, ``bfcl``), ``sources`` for the packages, ``cards`` for the data cards and ``build``
+to assemble them.
 
 Sources (none is imported; their data files are read from the installed packages):
 
@@ -21,10 +26,10 @@ Sources (none is imported; their data files are read from the installed packages
 - ``chatterbot-corpus``: trivia questions with answers and topic-labelled chat openers.
 
 Every random choice comes from a generator seeded by ``(seed, task)``, and nothing depends on set or
-hash order, so the same seed and source versions give the same bytes.  Train and test are disjoint:
-no query text (case- and space-insensitive) is in both, lrlm uses different documents, and qa
-test questions come from passages no training question was made from.  The output folder appears
-in one rename when everything is written.
+hash order, so the same seed and source versions give the same bytes.  Train, dev, test and ood
+are disjoint: no query text (case- and space-insensitive) is in two of them, the Wikipedia tasks
+split whole articles, tool splits by gold function and chat by conversation.  The output folder
+appears in one rename when everything is written.
 """
 
 from llm_embedder.data.demo.build import build_demo

@@ -12,16 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llm_embedder.data.demo.bfcl import build_tool
-from llm_embedder.data.demo.chitchat import build_chat, build_convsearch, read_chitchat
-from llm_embedder.data.demo.common import MANIFEST_KIND, SIZES, TASK_ORDER, TaskData, task_rng
+from llm_embedder.data.demo.cards import data_cards
+from llm_embedder.data.demo.chitchat import build_chat, read_chitchat
+from llm_embedder.data.demo.common import EVAL_SPLITS, MANIFEST_KIND, SIZES, TASK_ORDER, TaskData, task_rng
+from llm_embedder.data.demo.convsearch import build_convsearch
 from llm_embedder.data.demo.icl_sets import build_icl
 from llm_embedder.data.demo.lrlm import build_lrlm
 from llm_embedder.data.demo.qa import build_qa
 from llm_embedder.data.demo.sources import SOURCES, locate_sources, source_versions
-from llm_embedder.data.demo.wikipedia import read_wikipedia
+from llm_embedder.data.demo.wikipedia import partition_articles, read_wikipedia
 from llm_embedder.fileio import atomic_path
 
 
@@ -43,7 +43,13 @@ def _link_or_copy(src: Path, dst: Path) -> str:
         return "copy"
 
 
-def _sources_md(versions: dict[str, str], counts: dict[str, dict[str, int]], seed: int, size_name: str) -> str:
+def _sources_md(
+    versions: dict[str, str],
+    counts: dict[str, dict[str, int]],
+    samples: dict[str, dict[str, Any]],
+    seed: int,
+    size_name: str,
+) -> str:
     lines = [
         "# Sources of this demo dataset",
         "",
@@ -70,6 +76,7 @@ def _sources_md(versions: dict[str, str], counts: dict[str, dict[str, int]], see
         "and any redistribution of this folder must keep that licence and attribute Wikipedia; the Pang & "
         "Lee polarity sentences (Rotten Tomatoes snippets, Pang & Lee 2005) carry no explicit licence.",
         "",
+        *data_cards(samples),
         "## How each task was made",
         "",
     ]
@@ -95,13 +102,20 @@ def _sources_md(versions: dict[str, str], counts: dict[str, dict[str, int]], see
         "(`llm-embedder mine`; key template `{title} {text}` for qa, `{contents}` for icl, `{text}` otherwise). "
         "No `teacher_scores`: `llm-embedder score` adds them (chat and lrlm need them to train, as their "
         "positive is the teacher's pick).",
-        "- `eval/`: the layout `llm-embedder eval --data DIR/eval` reads.",
+        "- `eval/` (test), `dev/` and `ood/`: three evaluation folders of the same layout, the one "
+        "`llm-embedder eval --data DIR/eval` reads (the query files are named `test*.json` in all three). "
+        "`dev/` shares the test corpora (same files); `ood/` has its own. Choices (steps, learning rate, "
+        "merge weights, ...) are made on `dev/`; `ood/` is never used in training: it checks that the "
+        "model stays general.",
         "- `corpus/<task>.jsonl`: the same file as the task's eval corpus (hard link, or a copy where links "
-        "fail); `eval/qa/msmarco/corpus.json` is the same file as `eval/qa/nq/corpus.json`.",
+        "fail); `qa/msmarco/corpus.json` is the same file as `qa/nq/corpus.json`, and `qa/nq/test.json` "
+        "(the qa retrieval column: each question's source passage, nDCG@10) the same as `qa/popqa/test.json`.",
         "",
-        "Row number = document id in every corpus. Train and test never share a query (compared case- and "
-        "whitespace-insensitively); lrlm train and test use different articles; chat and convsearch use "
-        "different conversations from each other and per split.",
+        "Row number = document id in every corpus. Train, dev, test and ood never share a query (compared "
+        "case- and whitespace-insensitively); the Wikipedia tasks (qa, convsearch, lrlm) split whole articles "
+        "(one partition for all three; ood = the biographies), tool splits by gold function (ood = the live "
+        "BFCL files), chat by conversation (ood = conversations on held-back prompts), icl by example (ood = "
+        "other task sets).",
         "",
     ]
     return "\n".join(lines)
@@ -152,53 +166,51 @@ def build_demo(out: str | Path, seed: int = 0, size: str = "small", progress: bo
     _say(progress, "reading the Wikipedia sample ...")
     articles = read_wikipedia(folders["gensim"])
     _say(progress, f"  {len(articles)} articles")
+    parts = partition_articles(articles, seed)
+    _say(progress, "  articles per split: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
     _say(progress, "reading chitchat conversations ...")
     conversations = read_chitchat(folders["chitchat"])
-    order = np.random.default_rng([seed, 100]).permutation(len(conversations)).tolist()
-    half = len(order) // 2  # chat and convsearch draw from different conversations
-    chat_convs = [conversations[i] for i in order[:half]]
-    conv_convs = [conversations[i] for i in order[half:]]
 
     builders: dict[str, Callable[[], TaskData]] = {
-        "qa": lambda: build_qa(articles, spec, task_rng(seed, "qa")),
+        "qa": lambda: build_qa(parts, spec, task_rng(seed, "qa")),
         "icl": lambda: build_icl(folders["gensim"], folders["chatterbot"], spec, task_rng(seed, "icl")),
-        "chat": lambda: build_chat(chat_convs, spec, task_rng(seed, "chat")),
-        "lrlm": lambda: build_lrlm(articles, spec, task_rng(seed, "lrlm")),
+        "chat": lambda: build_chat(conversations, spec, task_rng(seed, "chat")),
+        "lrlm": lambda: build_lrlm(parts, spec, task_rng(seed, "lrlm")),
         "tool": lambda: build_tool(folders["bfcl"], spec, task_rng(seed, "tool")),
-        "convsearch": lambda: build_convsearch(conv_convs, spec, task_rng(seed, "convsearch")),
+        "convsearch": lambda: build_convsearch(parts, spec, task_rng(seed, "convsearch")),
     }
     manifest: dict[str, Any] = {
         "kind": MANIFEST_KIND,
         "seed": seed,
         "size": size,
         "sources": versions,
+        "splits": {split: f"{folder}/" for split, folder in EVAL_SPLITS.items()},
         "tasks": {},
         "files": {},
         "same_file": {},
     }
     counts: dict[str, dict[str, int]] = {}
+    samples: dict[str, dict[str, Any]] = {}
     with atomic_path(out, is_dir=True) as tmp:
         for task in TASK_ORDER:
             data = builders[task]()
             _write_jsonl(tmp / "train" / f"{task}.json", data.train)
             manifest["files"][f"train/{task}.json"] = len(data.train)
-            for rel, records in data.eval_files.items():
+            for rel, records in data.files.items():
                 if records:
-                    _write_jsonl(tmp / "eval" / rel, records)
-                    manifest["files"][f"eval/{rel}"] = len(records)
+                    _write_jsonl(tmp / rel, records)
+                    manifest["files"][rel] = len(records)
             for rel, target in data.linked.items():
-                if (tmp / "eval" / target).is_file():
-                    how = _link_or_copy(tmp / "eval" / target, tmp / "eval" / rel)
-                    manifest["same_file"][f"eval/{rel}"] = {"as": f"eval/{target}", "how": how}
-            corpus_rows = 0
+                if (tmp / target).is_file():
+                    manifest["same_file"][rel] = {"as": target, "how": _link_or_copy(tmp / target, tmp / rel)}
+            counts[task] = {"train": len(data.train)}
+            samples[task] = data.files[f"eval/{data.query_file}"][0]
+            for split in ("dev", "test", "ood"):
+                counts[task][split] = len(data.files.get(f"{EVAL_SPLITS[split]}/{data.query_file}", []))
             if data.corpus_file:
-                how = _link_or_copy(tmp / "eval" / data.corpus_file, tmp / "corpus" / f"{task}.jsonl")
-                manifest["same_file"][f"corpus/{task}.jsonl"] = {"as": f"eval/{data.corpus_file}", "how": how}
-                corpus_rows = len(data.eval_files[data.corpus_file])
-            test_rel = next(r for r in data.eval_files if r.endswith(("test.json", "test.concat.json")))
-            counts[task] = {"train": len(data.train), "test": len(data.eval_files[test_rel])}
-            if corpus_rows:
-                counts[task]["corpus"] = corpus_rows
+                how = _link_or_copy(tmp / data.corpus_file, tmp / "corpus" / f"{task}.jsonl")
+                manifest["same_file"][f"corpus/{task}.jsonl"] = {"as": data.corpus_file, "how": how}
+                counts[task]["corpus"] = len(data.files[data.corpus_file])
             candidates = [len(r.get("history", r.get("neg", []))) + len(r.get("pos", [])) for r in data.train]
             manifest["tasks"][task] = {
                 **counts[task],
@@ -207,9 +219,10 @@ def build_demo(out: str | Path, seed: int = 0, size: str = "small", progress: bo
                 **data.notes,
             }
             if task == "qa":
-                counts[task]["mmlu test"] = len(data.eval_files["qa/mmlu/test.json"])
+                for split in ("dev", "test", "ood"):
+                    counts[task][f"mmlu {split}"] = len(data.files[f"{EVAL_SPLITS[split]}/qa/mmlu/test.json"])
             _say(progress, f"{task}: " + ", ".join(f"{k} {v}" for k, v in counts[task].items()))
-        (tmp / "SOURCES.md").write_text(_sources_md(versions, counts, seed, size), encoding="utf-8")
+        (tmp / "SOURCES.md").write_text(_sources_md(versions, counts, samples, seed, size), encoding="utf-8")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _say(progress, f"wrote {out} in {time.perf_counter() - started:.1f} s")
     return manifest

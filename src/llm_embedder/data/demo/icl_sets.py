@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import DemoSize, TaskData, norm_text, shuffled, word_count
+from llm_embedder.data.demo.common import DemoSize, TaskData, norm_text, shuffled, split_counts, word_count
 from llm_embedder.data.demo.sources import SOURCES
 
 
@@ -44,6 +44,10 @@ def read_chatterbot(chatterbot_dir: Path, name: str) -> list[list[str]]:
 
 
 TOPICS = ("coding", "money", "movies", "science", "sports", "tech_support")
+OOD_TOPICS = ("ai", "emotion", "humor", "literature", "psychology")
+"""Topic files of the ood topic task, none of them among ``TOPICS``."""
+
+Tasks = dict[str, tuple[list["Demo"], list[str] | None]]
 
 
 @dataclass(frozen=True)
@@ -54,44 +58,34 @@ class Demo:
     """Demonstrations of the same group are the labelled positives (same class / same relation)."""
 
 
-def icl_tasks(
-    gensim_dir: Path, chatterbot_dir: Path, rng: np.random.Generator
-) -> dict[str, tuple[list[Demo], list[str] | None]]:
-    """The ICL task names, each with its examples (shuffled, unique inputs) and options (classification) or None."""
-    tasks: dict[str, tuple[list[Demo], list[str] | None]] = {}
-
-    sentiment = [
-        Demo(f"Review: {text}\nIs this movie review positive or negative?", label, label)
-        for label, text in read_polarity(gensim_dir)
-    ]
-    tasks["sentiment"] = (sentiment, ["negative", "positive"])
-
-    topic_names = [t.replace("_", " ") for t in TOPICS]
-    question = "Which topic is this message about: " + ", ".join(topic_names[:-1]) + f" or {topic_names[-1]}?"
+def _topic_demos(
+    chatterbot_dir: Path, topics: tuple[str, ...], rng: np.random.Generator
+) -> tuple[list[Demo], list[str]]:
+    """First messages of the topics' chatterbot conversations -> the topic, round-robin over topics
+    so that every split sees every topic (tech support is 1,000+ long)."""
+    names = [t.replace("_", " ") for t in topics]
+    question = "Which topic is this message about: " + ", ".join(names[:-1]) + f" or {names[-1]}?"
     by_topic = []
-    for topic, name in zip(TOPICS, topic_names, strict=True):
+    for topic, name in zip(topics, names, strict=True):
         firsts = [conv[0] for conv in read_chatterbot(chatterbot_dir, topic) if conv and word_count(conv[0]) >= 2]
         by_topic.append(shuffled([Demo(f"Message: {m}\n{question}", name, name) for m in firsts], rng))
-    # round-robin over topics so that every split sees every topic (tech support is 1,000+ long)
-    topic_demos = [d for group in zip_longest(*by_topic) for d in group if d is not None]
-    tasks["topic"] = (topic_demos, topic_names)
+    return [d for group in zip_longest(*by_topic) for d in group if d is not None], names
 
-    analogies = [
+
+def _analogy_demos(gensim_dir: Path, grammar: bool) -> list[Demo]:
+    """The word2vec analogy questions of the semantic sections, or of the grammatical (``gram*``) ones."""
+    return [
         Demo(f"Complete the analogy: {a} is to {b} as {c} is to", d, section)
         for section, (a, b, c, d) in read_analogies(gensim_dir)
+        if section.startswith("gram") == grammar
     ]
-    tasks["analogy"] = (analogies, None)
 
-    trivia = [
-        Demo(f"Question: {conv[0]}", conv[1].rstrip(". "), "trivia")
-        for conv in read_chatterbot(chatterbot_dir, "trivia")
-        if len(conv) >= 2 and conv[1].rstrip(". ")
-    ]
-    tasks["trivia"] = (trivia, None)
 
+def _unique(tasks: Tasks, rng: np.random.Generator, keep_order: tuple[str, ...]) -> Tasks:
+    """Each task's examples shuffled (except ``keep_order``), first of each input kept."""
     out = {}
     for name, (demos, options) in tasks.items():
-        demos = demos if name == "topic" else shuffled(demos, rng)
+        demos = demos if name in keep_order else shuffled(demos, rng)
         unique, seen = [], set()
         for d in demos:
             if norm_text(d.input) not in seen:
@@ -101,8 +95,45 @@ def icl_tasks(
     return out
 
 
-def _split_counts(total: int, parts: int) -> list[int]:
-    return [total // parts + (i < total % parts) for i in range(parts)]
+def icl_tasks(gensim_dir: Path, chatterbot_dir: Path, rng: np.random.Generator) -> Tasks:
+    """The ICL task names, each with its examples (shuffled, unique inputs) and options (classification) or None."""
+    tasks: Tasks = {}
+    sentiment = [
+        Demo(f"Review: {text}\nIs this movie review positive or negative?", label, label)
+        for label, text in read_polarity(gensim_dir)
+    ]
+    tasks["sentiment"] = (sentiment, ["negative", "positive"])
+    topic_demos, topic_names = _topic_demos(chatterbot_dir, TOPICS, rng)
+    tasks["topic"] = (topic_demos, topic_names)
+    tasks["analogy"] = (_analogy_demos(gensim_dir, grammar=False), None)
+    trivia = [
+        Demo(f"Question: {conv[0]}", conv[1].rstrip(". "), "trivia")
+        for conv in read_chatterbot(chatterbot_dir, "trivia")
+        if len(conv) >= 2 and conv[1].rstrip(". ")
+    ]
+    tasks["trivia"] = (trivia, None)
+    return _unique(tasks, rng, keep_order=("topic",))
+
+
+def ood_icl_tasks(gensim_dir: Path, chatterbot_dir: Path, rng: np.random.Generator) -> Tasks:
+    """The ood ICL task names: other topics, grammatical analogies."""
+    topic_demos, topic_names = _topic_demos(chatterbot_dir, OOD_TOPICS, rng)
+    tasks: Tasks = {
+        "topic-other": (topic_demos, topic_names),
+        "analogy-grammar": (_analogy_demos(gensim_dir, grammar=True), None),
+    }
+    return _unique(tasks, rng, keep_order=("topic-other",))
+
+
+def _test_record(d: Demo, name: str, options: list[str] | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"query": d.input, "answers": [d.output], "task_name": name}
+    if options:
+        record["options"] = options
+    return record
+
+
+def _pool_rows(pool: list[Demo], name: str) -> list[dict[str, Any]]:
+    return [{"contents": f"{d.input}\n{d.output}", "task_name": name} for d in pool]
 
 
 def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.random.Generator) -> TaskData:
@@ -111,37 +142,40 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
     - ``sentiment`` (classification): a Pang & Lee movie-review sentence -> positive / negative;
     - ``topic`` (classification): the first message of a chatterbot-corpus conversation -> the topic
       file it comes from (coding, money, movies, science, sports, tech support);
-    - ``analogy`` (generation): a word2vec analogy question "a is to b as c is to" -> d;
+    - ``analogy`` (generation): a word2vec analogy question of a semantic section (capitals,
+      currencies, cities in states, family) "a is to b as c is to" -> d;
     - ``trivia`` (generation): a chatterbot trivia question -> its answer.
 
-    Each task's unique examples are shuffled and split into test queries, training queries and the
-    demonstration pool (the corpus, ``contents`` = "input\\noutput"); the three are disjoint.  A
-    training record's ``pos`` are 3 pool demonstrations of the same group (class, analogy relation,
-    or any trivia) drawn at random; the LLM teacher re-ranks them later; negatives are mined.
+    Each task's unique examples are shuffled and split into test queries, dev queries, training
+    queries and the demonstration pool (the corpus, ``contents`` = "input\noutput"); the four are
+    disjoint.  A training record's ``pos`` are 3 pool demonstrations of the same group (class,
+    analogy relation, or any trivia) drawn at random; the LLM teacher re-ranks them later;
+    negatives are mined.
+
+    ood (its own corpus of demonstrations): ``topic-other``, the topic task over other chatterbot
+    files (ai, emotion, humor, literature, psychology), and ``analogy-grammar``, the grammatical
+    analogy sections (adjective to adverb, plurals, tenses, ...), which no other split uses.
     """
     tasks = icl_tasks(gensim_dir, chatterbot_dir, rng)
     names = list(tasks)
-    test_n = _split_counts(size.test, len(names))
-    train_n = _split_counts(size.train, len(names))
+    test_n = split_counts(size.llm_test, len(names))
+    train_n = split_counts(size.train, len(names))
     corpus: list[dict[str, Any]] = []
-    train, test = [], []
+    train, test, dev = [], [], []
     for t, name in enumerate(names):
         demos, options = tasks[name]
-        a, b = test_n[t], test_n[t] + train_n[t]
+        a, b = test_n[t], 2 * test_n[t] + train_n[t]
         if len(demos) < b + 10:
             raise RuntimeError(f"icl/{name}: {len(demos)} examples, {b + 10} needed")
         pool = demos[b : b + size.icl_pool_per_task]
         start = len(corpus)
-        corpus += [{"contents": f"{d.input}\n{d.output}", "task_name": name} for d in pool]
+        corpus += _pool_rows(pool, name)
         by_group: dict[str, list[int]] = {}
         for j, d in enumerate(pool):
             by_group.setdefault(d.group, []).append(start + j)
-        for d in demos[:a]:
-            record = {"query": d.input, "answers": [d.output], "task_name": name}
-            if options:
-                record["options"] = options
-            test.append(record)
-        for d in demos[a:b]:
+        test += [_test_record(d, name, options) for d in demos[:a]]
+        dev += [_test_record(d, name, options) for d in demos[a : 2 * a]]
+        for d in demos[2 * a : b]:
             same = by_group.get(d.group) or list(range(start, len(corpus)))
             pos = sorted(rng.choice(same, min(3, len(same)), replace=False).tolist())
             train.append(
@@ -154,13 +188,26 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
                     "task_name": name,
                 }
             )
-    for i, r in enumerate(train):
-        r["query_id"] = i
-    for i, r in enumerate(test):
-        r["query_id"] = i
+    ood_tasks = ood_icl_tasks(gensim_dir, chatterbot_dir, rng)
+    ood_n = split_counts(size.llm_test, len(ood_tasks))
+    ood, ood_corpus = [], []
+    for n, (name, (demos, options)) in zip(ood_n, ood_tasks.items(), strict=True):
+        ood += [_test_record(d, name, options) for d in demos[:n]]
+        ood_corpus += _pool_rows(demos[n : n + size.icl_pool_per_task], name)
+    for records in (train, test, dev, ood):
+        for i, r in enumerate(records):
+            r["query_id"] = i
     return TaskData(
         train,
-        {"icl/icl/test.json": test, "icl/icl/corpus.json": corpus},
-        corpus_file="icl/icl/corpus.json",
-        notes={"task_names": names},
+        "icl/icl/test.json",
+        {
+            "eval/icl/icl/test.json": test,
+            "eval/icl/icl/corpus.json": corpus,
+            "dev/icl/icl/test.json": dev,
+            "ood/icl/icl/test.json": ood,
+            "ood/icl/icl/corpus.json": ood_corpus,
+        },
+        corpus_file="eval/icl/icl/corpus.json",
+        linked={"dev/icl/icl/corpus.json": "eval/icl/icl/corpus.json"},
+        notes={"task_names": names, "ood_task_names": list(ood_tasks)},
     )

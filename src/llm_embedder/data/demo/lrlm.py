@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import DemoSize, TaskData, norm_text, shuffled
-from llm_embedder.data.demo.wikipedia import GAP, Article
+from llm_embedder.data.demo.common import EVAL_SPLITS, DemoSize, TaskData, norm_text, shuffled
+from llm_embedder.data.demo.wikipedia import GAP, LONG_ARTICLE_CHARS, Article
 
 
 def chunk_text(text: str, target: int = 500) -> list[str]:
@@ -38,23 +38,33 @@ def _article_text(article: Article, max_chars: int) -> str:
     return "\n".join(out)
 
 
-def build_lrlm(articles: list[Article], size: DemoSize, rng: np.random.Generator) -> TaskData:
+def build_lrlm(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Generator) -> TaskData:
     """Long-range language modelling on whole Wikipedia articles.
 
     Articles with at least 15,000 characters of prose (paragraphs, one per line) are cut to at most
-    30,000 at a paragraph end.  Test: held-out articles (3; quick: 1) as ``{"title", "text"}``; the
-    evaluator chunks them into LM tokens.  Train, from the other articles: the text is cut into
-    ~500-character chunks at spaces; a record takes chunk ``i`` as ``query``, chunk ``i+1`` as its
-    answer, and 8 of the chunks before ``i-1`` (seeded sample, in document order) as ``neg``;
-    ``pos`` is empty (the teacher picks the positive) and ``context`` is empty.  A few records per
-    article.
+    30,000 at a paragraph end.  Test, dev and ood: whole articles of their split (ood: biographies)
+    as ``{"title", "text"}``; the evaluator chunks them into LM tokens and predicts the last 8
+    chunks of each.  Train, from the train split's articles: the text is cut into ~500-character
+    chunks at spaces; a record takes chunk ``i`` as ``query``, chunk ``i+1`` as its answer, and 8
+    of the chunks before ``i-1`` (seeded sample, in document order) as ``neg``; ``pos`` is empty
+    (the teacher picks the positive) and ``context`` is empty.  A few records per article.
     """
-    long_ones = [a for a in articles if len(a.text) >= 15_000]
-    order = shuffled(long_ones, rng)
-    if len(order) < size.lrlm_test_docs + 5:
-        raise RuntimeError(f"lrlm: only {len(order)} long articles")
-    test_docs, train_docs = order[: size.lrlm_test_docs], order[size.lrlm_test_docs :]
-    test = [{"title": a.title, "text": _article_text(a, 30_000), "query_id": i} for i, a in enumerate(test_docs)]
+    long_ones = {
+        split: shuffled([a for a in arts if len(a.text) >= LONG_ARTICLE_CHARS], rng) for split, arts in parts.items()
+    }
+    for split in ("test", "dev"):
+        if len(long_ones[split]) < size.lrlm_test_docs:
+            raise RuntimeError(f"lrlm: only {len(long_ones[split])} long {split} articles")
+    train_docs = long_ones["train"]
+    if len(train_docs) < 5:
+        raise RuntimeError(f"lrlm: only {len(train_docs)} long train articles")
+    files = {
+        f"{folder}/lrlm/wikipedia/test.json": [
+            {"title": a.title, "text": _article_text(a, 30_000), "query_id": i}
+            for i, a in enumerate(long_ones[split][: size.lrlm_test_docs])
+        ]
+        for split, folder in EVAL_SPLITS.items()
+    }
     per_doc = math.ceil(size.train / len(train_docs)) + 1
     train: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -81,6 +91,7 @@ def build_lrlm(articles: list[Article], size: DemoSize, rng: np.random.Generator
             )
     return TaskData(
         train,
-        {"lrlm/wikipedia/test.json": test},
-        notes={"train_documents": len({r["title"] for r in train}), "test_documents": len(test)},
+        "lrlm/wikipedia/test.json",
+        files,
+        notes={"train_documents": len({r["title"] for r in train})},
     )

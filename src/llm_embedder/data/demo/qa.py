@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import DemoSize, TaskData, norm_text, word_count
-from llm_embedder.data.demo.wikipedia import GAP, Article, split_passages, split_sentences
+from llm_embedder.data.demo.common import (
+    EVAL_SPLITS,
+    DemoSize,
+    TaskData,
+    norm_text,
+    round_robin,
+    shuffled,
+    word_count,
+)
+from llm_embedder.data.demo.wikipedia import GAP, Article, passage_corpus, split_sentences
 
 _YEAR = re.compile(r"(?<![\d$£€.,])\b(1[0-9]{3}|20[0-2][0-9])\b(?![\d,])")
 _UPPER, _LOWER = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
@@ -91,87 +100,30 @@ def _article_spans(article: Article) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in found.items()}
 
 
-def build_qa(articles: list[Article], size: DemoSize, rng: np.random.Generator) -> TaskData:
-    """Open-QA (PopQA-style) and multiple-choice (MMLU-style) cloze questions over Wikipedia passages.
-
-    Passages: each article paragraph, split into passages of at most ~110 words at sentence ends.
-    Questions (cloze, not natural questions): a sentence of 10-45 words of a passage with one span
-    replaced by ``____``, prefixed by the article title: ``"<title>: <sentence with ____>"``.  The
-    span is a 4-digit year or a capitalised name of 1-4 words that is not the first word, shares no
-    word with the title, occurs once in the sentence and is not a word the article also writes in
-    lower case.  ``answers`` = [the span]; ``pos`` = the passage (as ``"<title> <text>"``, the eval
-    key template) with its ``pos_index``.  One question per passage, a few per article; test
-    questions come from other passages than training ones.  Other passages may contain the answer
-    too (unlabelled positives, as in real data).
-
-    Multiple choice (``eval/qa/mmlu``): each test question whose article offers three other spans
-    of the same kind (years or names) not in the sentence; the choices are those three and the
-    answer in a random order; the subject is the article title.
-
-    The corpus is every question's passage plus a seeded sample of the other passages, in article
-    order.  Negatives are left to mining.
-    """
-    passages: list[tuple[int, list[str]]] = []  # (article index, sentences with GAP marks)
-    for a, article in enumerate(articles):
-        for paragraph in article.paragraphs:
-            passages += [(a, sentences) for sentences in split_passages(paragraph)]
-    need = size.train + size.test
-    per_article = max(3, math.ceil(need / max(1, len(articles)) * 2))
-    used_per_article: dict[int, int] = {}
-    seen: set[str] = set()
-    picked: list[tuple[int, Cloze]] = []
-    for p in rng.permutation(len(passages)).tolist():
-        if len(picked) >= need:
-            break
-        a, sentences = passages[p]
-        if used_per_article.get(a, 0) >= per_article:
-            continue
+def passage_clozes(
+    article: Article, rng: np.random.Generator, prefer: Callable[[str], bool] | None = None
+) -> list[tuple[int, Cloze]]:
+    """At most one cloze question per passage of the article: ``(passage index, cloze)``, passages
+    in a seeded order, the question from the first sentence (in a seeded order, those ``prefer``
+    accepts first) that makes one."""
+    out = []
+    for p in rng.permutation(len(article.passages)).tolist():
+        sentences = article.passages[p]
         order = rng.permutation(len(sentences)).tolist()
+        if prefer is not None:
+            order = [s for s in order if prefer(sentences[s])] + [s for s in order if not prefer(sentences[s])]
         for s in order:
-            cloze = make_cloze(sentences[s], articles[a].title, rng, articles[a].lower_words)
-            if cloze and norm_text(cloze.query) not in seen:
-                seen.add(norm_text(cloze.query))
-                picked.append((p, cloze))
-                used_per_article[a] = used_per_article.get(a, 0) + 1
+            cloze = make_cloze(sentences[s], article.title, rng, article.lower_words)
+            if cloze:
+                out.append((p, cloze))
                 break
-    if len(picked) < need:
-        raise RuntimeError(f"qa: only {len(picked)} cloze questions could be made, {need} needed")
-    test_picks, train_picks = picked[: size.test], picked[size.test :]
+    return out
 
-    # corpus: every question's passage plus a seeded sample of the others, in article order
-    chosen = {p for p, _ in picked}
-    others = [i for i in range(len(passages)) if i not in chosen]
-    extra = max(0, size.qa_corpus - len(chosen))
-    chosen |= {others[i] for i in rng.permutation(len(others))[:extra].tolist()}
-    rows = sorted(chosen)
-    row_of = {p: r for r, p in enumerate(rows)}
-    corpus = [
-        {"title": articles[passages[p][0]].title, "text": " ".join(passages[p][1]).replace(GAP, "").strip()}
-        for p in rows
-    ]
-    corpus = [{**c, "text": re.sub(r"\s{2,}", " ", c["text"])} for c in corpus]
 
-    def key(p: int) -> str:  # the corpus row as the eval key template "{title} {text}" renders it
-        return f"{corpus[row_of[p]]['title']} {corpus[row_of[p]]['text']}"
-
-    train = [
-        {
-            "query": c.query,
-            "answers": [c.answer],
-            "pos": [key(p)],
-            "pos_index": [row_of[p]],
-            "task": "qa",
-            "query_id": i,
-        }
-        for i, (p, c) in enumerate(train_picks)
-    ]
-    popqa = [
-        {"query": c.query, "answers": [c.answer], "pos_index": [row_of[p]], "answer_kind": c.kind, "query_id": i}
-        for i, (p, c) in enumerate(test_picks)
-    ]
-    mmlu = []
-    for p, c in test_picks:
-        article = articles[passages[p][0]]
+def _multiple_choice(picks: list[tuple[Article, int, Cloze]], rng: np.random.Generator) -> list[dict[str, Any]]:
+    """MMLU-style records of the questions whose article offers three distractors of the answer's kind."""
+    out: list[dict[str, Any]] = []
+    for article, _, c in picks:
         pool = [s for s in _article_spans(article)[c.kind] if s.lower() != c.answer.lower() and s not in c.sentence]
         if c.kind == "name":
             gold_words = set(c.answer.lower().split())
@@ -181,13 +133,93 @@ def build_qa(articles: list[Article], size: DemoSize, rng: np.random.Generator) 
         distractors = [pool[i] for i in rng.choice(len(pool), 3, replace=False).tolist()]
         gold = int(rng.integers(4))
         choices = distractors[:gold] + [c.answer] + distractors[gold:]
-        mmlu.append(
-            {"query": c.query, "choices": choices, "answer": gold, "subject": article.title, "query_id": len(mmlu)}
+        out.append(
+            {"query": c.query, "choices": choices, "answer": gold, "subject": article.title, "query_id": len(out)}
         )
+    return out
+
+
+def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Generator) -> TaskData:
+    """Open-QA (PopQA-style) and multiple-choice (MMLU-style) cloze questions over Wikipedia passages.
+
+    Passages: each article paragraph, split into passages of at most ~110 words at sentence ends.
+    Questions (cloze, not natural questions): a sentence of 10-45 words of a passage with one span
+    replaced by ``____``, prefixed by the article title: ``"<title>: <sentence with ____>"``.  The
+    span is a 4-digit year or a capitalised name of 1-4 words that is not the first word, shares no
+    word with the title, occurs once in the sentence and is not a word the article also writes in
+    lower case.  ``answers`` = [the span]; ``pos`` = the passage (as ``"<title> <text>"``, the eval
+    key template) with its ``pos_index``.  At most one question per passage, taken from the split's
+    articles in turn (one per article per round).  Train, dev, test and ood use different articles
+    (ood: the biographies).  Other passages may contain the answer too (unlabelled positives, as in
+    real data).
+
+    Every test, dev and ood question carries its source passage as ``pos_index`` (the qa retrieval
+    column, ``qa/nq/test.json``, is the same file as ``qa/popqa/test.json``).
+
+    Multiple choice (``qa/mmlu``): each question whose article offers three other spans of the same
+    kind (years or names) not in the sentence; the choices are those three and the answer in a
+    random order; the subject is the article title.
+
+    Corpus (test and dev): every train, dev and test question's passage plus a seeded sample of the
+    other passages of those articles.  Corpus (ood): the ood questions' passages plus a seeded
+    sample of all other passages.  Negatives are left to mining.
+    """
+    seen: set[str] = set()
+    picks: dict[str, list[tuple[Article, int, Cloze]]] = {}
+    for split, need in (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test)):
+        groups = []
+        for article in shuffled(parts[split], rng):
+            group = []
+            for p, cloze in passage_clozes(article, rng):
+                if norm_text(cloze.query) not in seen:
+                    seen.add(norm_text(cloze.query))
+                    group.append((article, p, cloze))
+            groups.append(group)
+        picks[split] = round_robin(groups, need)
+        if len(picks[split]) < need and split != "ood":
+            raise RuntimeError(f"qa: only {len(picks[split])} {split} questions could be made, {need} needed")
+
+    in_domain = parts["test"] + parts["dev"] + parts["train"]
+    chosen = [(a, p) for split in ("test", "dev", "train") for a, p, _ in picks[split]]
+    corpus, row_of = passage_corpus(chosen, in_domain, size.qa_corpus, rng)
+    ood_corpus, ood_row_of = passage_corpus(
+        [(a, p) for a, p, _ in picks["ood"]], parts["ood"] + in_domain, size.qa_corpus, rng
+    )
+
+    def key(row: dict[str, str]) -> str:  # the corpus row as the eval key template "{title} {text}" renders it
+        return f"{row['title']} {row['text']}"
+
+    train = [
+        {
+            "query": c.query,
+            "answers": [c.answer],
+            "pos": [key(corpus[row_of[a.title, p]])],
+            "pos_index": [row_of[a.title, p]],
+            "task": "qa",
+            "query_id": i,
+        }
+        for i, (a, p, c) in enumerate(picks["train"])
+    ]
+    files: dict[str, list[dict[str, Any]]] = {"eval/qa/nq/corpus.json": corpus, "ood/qa/nq/corpus.json": ood_corpus}
+    linked = {"dev/qa/nq/corpus.json": "eval/qa/nq/corpus.json"}
+    notes: dict[str, Any] = {"articles": {k: len(v) for k, v in parts.items()}}
+    for split, folder in EVAL_SPLITS.items():
+        rows = ood_row_of if split == "ood" else row_of
+        files[f"{folder}/qa/popqa/test.json"] = [
+            {
+                "query": c.query,
+                "answers": [c.answer],
+                "pos_index": [rows[a.title, p]],
+                "answer_kind": c.kind,
+                "query_id": i,
+            }
+            for i, (a, p, c) in enumerate(picks[split])
+        ]
+        files[f"{folder}/qa/mmlu/test.json"] = mmlu = _multiple_choice(picks[split], rng)
+        linked[f"{folder}/qa/nq/test.json"] = f"{folder}/qa/popqa/test.json"
+        if mmlu:
+            linked[f"{folder}/qa/msmarco/corpus.json"] = f"{folder}/qa/nq/corpus.json"
+        notes[f"mmlu_{split}"] = len(mmlu)
     return TaskData(
-        train,
-        {"qa/popqa/test.json": popqa, "qa/mmlu/test.json": mmlu, "qa/nq/corpus.json": corpus},
-        corpus_file="qa/nq/corpus.json",
-        linked={"qa/msmarco/corpus.json": "qa/nq/corpus.json"} if mmlu else {},
-        notes={"articles": len(articles), "passages_available": len(passages), "mmlu": len(mmlu)},
+        train, "qa/popqa/test.json", files, corpus_file="eval/qa/nq/corpus.json", linked=linked, notes=notes
     )

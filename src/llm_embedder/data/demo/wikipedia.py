@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from llm_embedder.data.demo.common import word_count
+import numpy as np
+
+from llm_embedder.data.demo.common import shuffled, word_count
 from llm_embedder.data.demo.sources import SOURCES
 
 
@@ -20,6 +22,22 @@ class Article:
     title: str
     paragraphs: list[str]
     """Prose paragraphs; ``\\x00`` marks where a template (e.g. a unit conversion) was dropped."""
+    categories: tuple[str, ...] = ()
+
+    @property
+    def is_biography(self) -> bool:
+        """About a person: Wikipedia files people under "<year> births" / "<year> deaths" / "Living people"."""
+        return any(c.endswith((" births", " deaths")) or c == "Living people" for c in self.categories)
+
+    @property
+    def subject(self) -> str:
+        """The title without its disambiguation: "Animalia (book)" -> "Animalia"."""
+        return re.sub(r"\s*\(.*\)$", "", self.title)
+
+    @cached_property
+    def passages(self) -> list[list[str]]:
+        """The article's passages (see ``split_passages``) as lists of sentences, in order."""
+        return [sentences for paragraph in self.paragraphs for sentences in split_passages(paragraph)]
 
     @property
     def text(self) -> str:
@@ -153,9 +171,11 @@ def read_wikipedia(gensim_dir: Path) -> list[Article]:
         title = page.findtext(f"{ns}title") or ""
         if "(disambiguation)" in title or title.startswith("List of"):
             continue
-        paragraphs = clean_wikitext(page.findtext(f"{ns}revision/{ns}text") or "")
+        wikitext = page.findtext(f"{ns}revision/{ns}text") or ""
+        paragraphs = clean_wikitext(wikitext)
+        categories = tuple(c.strip() for c in re.findall(r"\[\[Category:([^\]|]*)", wikitext))
         if paragraphs:
-            articles.append(Article(title, paragraphs))
+            articles.append(Article(title, paragraphs, categories))
     return articles
 
 
@@ -192,3 +212,44 @@ def split_passages(paragraph: str, max_words: int = 110) -> list[list[str]]:
             out.append([])
         out[-1].append(sentence)
     return out
+
+
+def passage_text(sentences: list[str]) -> str:
+    """A passage's text as written in the corpora: sentences joined, template marks and runs of spaces gone."""
+    return re.sub(r"\s{2,}", " ", " ".join(sentences).replace(GAP, "").strip())
+
+
+LONG_ARTICLE_CHARS = 15_000
+"""An article long enough for lrlm."""
+
+
+def partition_articles(articles: list[Article], seed: int) -> dict[str, list[Article]]:
+    """Whole articles per split, shared by every Wikipedia task so that no split's article is seen by another.
+
+    ``ood``: the biographies (a topic absent from the rest: people); the other articles are
+    shuffled (seeded) long ones first, and dealt in turn to ``test``, ``dev`` and ``train``, so that
+    each split has its share of the long articles lrlm needs.
+    """
+    rng = np.random.default_rng([seed, 200])
+    rest = [a for a in articles if not a.is_biography]
+    long_ones = [a for a in rest if len(a.text) >= LONG_ARTICLE_CHARS]
+    short = [a for a in rest if len(a.text) < LONG_ARTICLE_CHARS]
+    dealt = shuffled(long_ones, rng) + shuffled(short, rng)
+    names = ("test", "dev", "train")
+    parts = {name: dealt[i :: len(names)] for i, name in enumerate(names)}
+    return {**parts, "ood": [a for a in articles if a.is_biography]}
+
+
+def passage_corpus(
+    chosen: list[tuple[Article, int]], pool: list[Article], total: int, rng: np.random.Generator
+) -> tuple[list[dict[str, str]], dict[tuple[str, int], int]]:
+    """A corpus of ``{"title", "text"}`` passages: every ``chosen`` (article, passage index) plus a
+    seeded sample of the other passages of ``pool`` up to ``total`` rows, in pool order; and the
+    row of each (title, passage index) in it."""
+    keys = {(a.title, p) for a, p in chosen}
+    others = [(a.title, p) for a in pool for p in range(len(a.passages)) if (a.title, p) not in keys]
+    keys |= {others[i] for i in rng.permutation(len(others))[: max(0, total - len(keys))].tolist()}
+    by_title = {a.title: a for a in pool}
+    order = [(a.title, p) for a in pool for p in range(len(a.passages)) if (a.title, p) in keys]
+    rows = [{"title": t, "text": passage_text(by_title[t].passages[p])} for t, p in order]
+    return rows, {k: r for r, k in enumerate(order)}
