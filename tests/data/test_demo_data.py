@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_embedder.data.demo import SIZES, MissingSourceError, build_demo, locate_sources
+from llm_embedder.data.demo import LAYOUT_VERSION, SIZES, MissingSourceError, build_demo, locate_sources
 from llm_embedder.data.demo import sources as demo_sources
 from llm_embedder.data.records import load_train_file
 from llm_embedder.evaluation.base import check_labels, load_records
@@ -112,7 +112,7 @@ def test_layout_has_every_file_and_no_leftovers(quick):
         assert (quick / "ood" / rel).read_bytes() != (quick / "eval" / rel).read_bytes()  # ood has its own
     assert (quick / "corpus/qa.jsonl").read_bytes() == (quick / "eval/qa/nq/corpus.json").read_bytes()
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["seed"] == 0 and manifest["size"] == "quick"
+    assert manifest["seed"] == 0 and manifest["size"] == "quick" and manifest["layout_version"] == LAYOUT_VERSION
     assert manifest["splits"] == {"test": "eval/", "dev": "dev/", "ood": "ood/"}
     assert set(manifest["sources"]) == {"gensim", "bfcl-eval", "chitchat-dataset", "chatterbot-corpus"}
     for rel, n in manifest["files"].items():

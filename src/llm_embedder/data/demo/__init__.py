@@ -33,7 +33,16 @@ appears in one rename when everything is written.
 """
 
 from llm_embedder.data.demo.build import build_demo
-from llm_embedder.data.demo.common import SIZES, DemoSize
+from llm_embedder.data.demo.common import LAYOUT_VERSION, SIZES, DemoSize
 from llm_embedder.data.demo.sources import SOURCES, MissingSourceError, locate_sources, source_versions
 
-__all__ = ["SIZES", "SOURCES", "DemoSize", "MissingSourceError", "build_demo", "locate_sources", "source_versions"]
+__all__ = [
+    "LAYOUT_VERSION",
+    "SIZES",
+    "SOURCES",
+    "DemoSize",
+    "MissingSourceError",
+    "build_demo",
+    "locate_sources",
+    "source_versions",
+]

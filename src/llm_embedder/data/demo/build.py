@@ -15,7 +15,15 @@ from typing import Any
 from llm_embedder.data.demo.bfcl import build_tool
 from llm_embedder.data.demo.cards import data_cards
 from llm_embedder.data.demo.chitchat import build_chat, read_chitchat
-from llm_embedder.data.demo.common import EVAL_SPLITS, MANIFEST_KIND, SIZES, TASK_ORDER, TaskData, task_rng
+from llm_embedder.data.demo.common import (
+    EVAL_SPLITS,
+    LAYOUT_VERSION,
+    MANIFEST_KIND,
+    SIZES,
+    TASK_ORDER,
+    TaskData,
+    task_rng,
+)
 from llm_embedder.data.demo.convsearch import build_convsearch
 from llm_embedder.data.demo.icl_sets import build_icl
 from llm_embedder.data.demo.lrlm import build_lrlm
@@ -181,6 +189,7 @@ def build_demo(out: str | Path, seed: int = 0, size: str = "small", progress: bo
     }
     manifest: dict[str, Any] = {
         "kind": MANIFEST_KIND,
+        "layout_version": LAYOUT_VERSION,
         "seed": seed,
         "size": size,
         "sources": versions,

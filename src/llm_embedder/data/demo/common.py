@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 
 MANIFEST_KIND = "llm-embedder-demo-data"
+LAYOUT_VERSION = 2
+"""Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages); a
+cached build of another version is stale."""
 TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 

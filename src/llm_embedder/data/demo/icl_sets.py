@@ -39,7 +39,8 @@ def read_chatterbot(chatterbot_dir: Path, name: str) -> list[list[str]]:
     """The conversations (lists of strings) of one English chatterbot-corpus file."""
     import yaml
 
-    data = yaml.safe_load((chatterbot_dir / "data" / "english" / f"{name}.yml").read_text(encoding="utf-8"))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader where libyaml is there: 10x faster
+    data = yaml.load((chatterbot_dir / "data" / "english" / f"{name}.yml").read_text(encoding="utf-8"), Loader=loader)
     return [[str(x).strip() for x in conv] for conv in data.get("conversations", []) if isinstance(conv, list)]
 
 
