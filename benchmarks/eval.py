@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         original = lambda: original_chat(lm, retriever, file, top_k, args.limit)  # noqa: E731
         setting = f"{file}, top {top_k} turns"
     elif args.task == "mmlu":
-        from llm_embedder.data.demo_builder import build_demo
+        from llm_embedder.data.demo import build_demo
 
         build_demo(workdir / "demo", size="quick", progress=False)
         evaluator = MultipleChoiceQA(

@@ -244,11 +244,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- data
 def cmd_data_build_demo(args: argparse.Namespace) -> int:
-    from llm_embedder.data.demo_builder import build_demo
+    from llm_embedder.data.demo import build_demo
 
     manifest = build_demo(args.out, seed=args.seed, size=args.size, progress=not args.quiet)
     for task, counts in manifest["tasks"].items():
-        print(f"{task:>10}: " + ", ".join(f"{k} {counts[k]}" for k in ("train", "test", "corpus") if k in counts))
+        print(
+            f"{task:>10}: "
+            + ", ".join(f"{k} {counts[k]}" for k in ("train", "dev", "test", "ood", "corpus") if k in counts)
+        )
     print(f"demo data in {args.out} (see SOURCES.md and manifest.json)")
     return 0
 

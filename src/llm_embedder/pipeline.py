@@ -126,7 +126,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ 1. data
     def build_data(self) -> Path:
-        from llm_embedder.data.demo_builder import build_demo
+        from llm_embedder.data.demo import build_demo
 
         out = self.work / "data"
         size, seed = self.data_key["size"], self.data_key["seed"]

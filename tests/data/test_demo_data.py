@@ -1,6 +1,6 @@
-"""The demo dataset builder (``llm-embedder data build-demo``): same seed, same bytes; disjoint train
-and test; every file in the format its reader checks; the promised sizes; a clear error when a
-source package is missing.
+"""The demo dataset builder (``llm-embedder data build-demo``): same seed, same bytes; disjoint train,
+dev, test and ood; every file in the format its reader checks; each task's data in the shape its
+evaluation assumes; the promised sizes; a clear error when a source package is missing.
 
 One ``quick`` build is shared by the module (a few seconds); the determinism test makes a second
 one in a fresh interpreter, whose string hashing differs, so an order that leaked from a set would
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from llm_embedder.data import demo_builder
-from llm_embedder.data.demo_builder import SIZES, MissingSourceError, build_demo, locate_sources
+from llm_embedder.data.demo import LAYOUT_VERSION, SIZES, MissingSourceError, build_demo, locate_sources
+from llm_embedder.data.demo import sources as demo_sources
 from llm_embedder.data.records import load_train_file
 from llm_embedder.evaluation.base import check_labels, load_records
 from llm_embedder.evaluation.harness import build_evaluators
@@ -30,7 +31,9 @@ from llm_embedder.tasks import DEFAULT_TASKS
 TASKS = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 # the key template each task's corpus is read with (as the evaluators and `mine` use them)
 KEY_TEMPLATES = {"qa": "{title} {text}", "icl": "{contents}", "tool": "{text}", "convsearch": "{text}"}
-# test file of each task, relative to eval/
+# evaluation folders: test, dev and out-of-domain, each in the layout `eval --data` reads
+SPLIT_DIRS = ("eval", "dev", "ood")
+# query file of each task, relative to an evaluation folder
 TEST_FILES = {
     "qa": "qa/popqa/test.json",
     "icl": "icl/icl/test.json",
@@ -76,7 +79,7 @@ def quick(tmp_path_factory) -> Path:
 def test_same_seed_gives_the_same_bytes_in_a_fresh_interpreter(quick, tmp_path):
     again = tmp_path / "again"
     code = (
-        "import sys; from llm_embedder.data.demo_builder import build_demo; "
+        "import sys; from llm_embedder.data.demo import build_demo; "
         "build_demo(sys.argv[1], seed=0, size='quick', progress=False)"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -91,18 +94,31 @@ def test_same_seed_gives_the_same_bytes_in_a_fresh_interpreter(quick, tmp_path):
 def test_layout_has_every_file_and_no_leftovers(quick):
     for task in TASKS:
         assert (quick / "train" / f"{task}.json").is_file()
-        assert (quick / "eval" / TEST_FILES[task]).is_file()
+        for split in SPLIT_DIRS:
+            assert (quick / split / TEST_FILES[task]).is_file(), (split, task)
     for task in KEY_TEMPLATES:
         assert (quick / "corpus" / f"{task}.jsonl").is_file()
-    assert (quick / "eval/qa/nq/corpus.json").read_bytes() == (quick / "eval/qa/msmarco/corpus.json").read_bytes()
+    for split in SPLIT_DIRS:
+        same = [("qa/msmarco/corpus.json", "qa/nq/corpus.json"), ("qa/nq/test.json", "qa/popqa/test.json")]
+        for a, b in same:
+            assert (quick / split / a).read_bytes() == (quick / split / b).read_bytes()
+    for rel in (
+        "qa/nq/corpus.json",
+        "icl/icl/corpus.json",
+        "tool/toolbench/corpus.json",
+        "convsearch/qrecc/corpus.json",
+    ):
+        assert (quick / "dev" / rel).read_bytes() == (quick / "eval" / rel).read_bytes()  # dev shares test's corpora
+        assert (quick / "ood" / rel).read_bytes() != (quick / "eval" / rel).read_bytes()  # ood has its own
     assert (quick / "corpus/qa.jsonl").read_bytes() == (quick / "eval/qa/nq/corpus.json").read_bytes()
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["seed"] == 0 and manifest["size"] == "quick"
+    assert manifest["seed"] == 0 and manifest["size"] == "quick" and manifest["layout_version"] == LAYOUT_VERSION
+    assert manifest["splits"] == {"test": "eval/", "dev": "dev/", "ood": "ood/"}
     assert set(manifest["sources"]) == {"gensim", "bfcl-eval", "chitchat-dataset", "chatterbot-corpus"}
     for rel, n in manifest["files"].items():
         assert len(read(quick / rel)) == n, rel
     sources = (quick / "SOURCES.md").read_text(encoding="utf-8")
-    for word in ("CC BY-SA", "Apache-2.0", "MIT", "BSD", "cloze", "--no-deps"):
+    for word in ("CC BY-SA", "Apache-2.0", "MIT", "BSD", "cloze", "--no-deps", "Data cards", "In the paper"):
         assert word in sources
     # the temporary build folder was renamed into place, nothing is left beside it
     assert [p.name for p in quick.parent.iterdir()] == ["quick"]
@@ -155,8 +171,9 @@ def test_memory_train_files_load_once_scored(quick, tmp_path, task):
 
 
 @needs_sources
-def test_eval_files_pass_the_evaluators_checks(quick):
-    ev = quick / "eval"
+@pytest.mark.parametrize("split", SPLIT_DIRS)
+def test_eval_files_pass_the_evaluators_checks(quick, split):
+    ev = quick / split
     # the harness finds one evaluator per file group: mmlu, popqa, icl, msc, lrlm, tool, convsearch
     names = [e.name for e in build_evaluators(ev, list(TASKS))]
     assert names == ["mmlu", "popqa", "icl", "msc", "lrlm", "tool", "convsearch"]
@@ -165,10 +182,6 @@ def test_eval_files_pass_the_evaluators_checks(quick):
     rows = load_records(ev / "qa/popqa/test.json", {"query": str, "answers": list, "pos_index": list})
     check_labels(ev / "qa/popqa/test.json", rows, qa_corpus)
     answer_of = {r["query"]: r["answers"][0] for _, r in rows}
-    for _, r in rows:
-        assert r["answers"] and all(isinstance(a, str) and a for a in r["answers"])
-        assert "____" in r["query"]
-        assert r["answers"][0] in qa_corpus.texts[r["pos_index"][0]]  # the blanked span is in its passage
 
     mmlu = MultipleChoiceQA(ev / "qa/mmlu/test.json", ev / "qa/msmarco/corpus.json")
     rows = load_records(mmlu.eval_file, {"query": str, "choices": list, "answer": int, "subject": str})
@@ -181,50 +194,188 @@ def test_eval_files_pass_the_evaluators_checks(quick):
     for line, r in rows:
         if r.get("options"):
             assert r["options"][icl._gold_option(line, r)] == r["answers"][0]
-    assert {r["task_name"] for _, r in rows} == {"sentiment", "topic", "analogy", "trivia"}
-    Corpus.from_jsonl(ev / "icl/icl/corpus.json", "{contents}")
+    expected = {"topic-other", "analogy-grammar"} if split == "ood" else {"sentiment", "topic", "analogy", "trivia"}
+    assert {r["task_name"] for _, r in rows} == expected
+    # the demonstrations the evaluator retrieves are of the same task names
+    assert {r["task_name"] for r in read(ev / "icl/icl/corpus.json")} == expected
 
     for _, r in load_records(ev / "chat/msc/test.json", {"history": list, "query": str, "answers": list}):
         assert all(h.startswith("Speaker 1: ") and "\nSpeaker 2: " in h for h in r["history"])
-
-    for _, r in load_records(ev / "lrlm/wikipedia/test.json", {"text": str}):
-        assert len(r["text"]) >= 15_000  # well above the (16 + 2) x 128 LM tokens the evaluator needs
 
     for task, corpus_file in (("tool", "tool/toolbench/corpus.json"), ("convsearch", "convsearch/qrecc/corpus.json")):
         rows = load_records(ev / TEST_FILES[task], {"query": str, "pos_index": list})
         check_labels(ev / TEST_FILES[task], rows, Corpus.from_jsonl(ev / corpus_file, "{text}"))
 
 
+# ============================================================================ shapes (what evaluation assumes)
+def _labelled(quick: Path, task: str) -> dict[str, list[tuple[dict, dict]]]:
+    """Per split (train and the evaluation folders), each query record with the corpus row of its first positive."""
+    corpus_rel = {
+        "qa": "qa/nq/corpus.json",
+        "tool": "tool/toolbench/corpus.json",
+        "convsearch": "convsearch/qrecc/corpus.json",
+    }[task]
+    out = {
+        "train": [
+            (r, read(quick / "corpus" / f"{task}.jsonl")[r["pos_index"][0]])
+            for r in read(quick / "train" / f"{task}.json")
+        ]
+    }
+    for split in SPLIT_DIRS:
+        corpus = read(quick / split / corpus_rel)
+        out[split] = [(r, corpus[r["pos_index"][0]]) for r in read(quick / split / TEST_FILES[task])]
+    return out
+
+
+@needs_sources
+def test_qa_positive_passage_contains_the_answer(quick):
+    for split, pairs in _labelled(quick, "qa").items():
+        for r, row in pairs:
+            assert "____" in r["query"] and r["query"].startswith(row["title"] + ": "), split
+            # the question is a sentence of its passage with the answer blanked
+            assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) in row["text"], split
+
+
+@needs_sources
+def test_tool_positive_is_the_function_called(quick):
+    """Checked against BFCL's own answer files: the gold call of the request names the positive."""
+    data = Path(locate_sources(["bfcl"])["bfcl"]) / "data"
+    called: dict[str, set[str]] = {}
+    for answers in sorted((data / "possible_answer").glob("BFCL_v4_*.json")):
+        requests = {json.loads(line)["id"]: json.loads(line) for line in (data / answers.name).read_text().splitlines()}
+        for line in answers.read_text(encoding="utf-8").splitlines():
+            a = json.loads(line)
+            q = requests.get(a["id"], {}).get("question", [[]])[0]
+            if q and isinstance(q, list) and len(a["ground_truth"]) == 1 and isinstance(a["ground_truth"][0], dict):
+                text = " ".join(" ".join(str(m.get("content", "")).split()) for m in q if m.get("role") == "user")
+                called.setdefault(text, set()).add(next(iter(a["ground_truth"][0])))
+    for split, pairs in _labelled(quick, "tool").items():
+        for r, row in pairs:
+            assert row["name"] in called[r["query"]], (split, r["query"])
+
+
+@needs_sources
+def test_chat_history_is_the_earlier_turns_of_the_same_conversation(quick):
+    from llm_embedder.data.demo.chitchat import read_chitchat
+
+    turns_of = {c.key: c.turns for c in read_chitchat(locate_sources(["chitchat"])["chitchat"])}
+    records = read(quick / "train/chat.json") + [r for s in SPLIT_DIRS for r in read(quick / s / TEST_FILES["chat"])]
+    for r in records:
+        turns = turns_of[r["conversation"]]
+        q = 2 * len(r["history"])
+        assert r["query"] == turns[q] and r["answers"] == [turns[q + 1]]
+        assert r["history"] == [f"Speaker 1: {turns[j]}\nSpeaker 2: {turns[j + 1]}" for j in range(0, q, 2)]
+
+
+@needs_sources
+def test_convsearch_positive_answers_the_last_question_which_leans_on_the_conversation(quick):
+    from llm_embedder.data.demo.convsearch import REFERENCES
+
+    pronouns = {"it", "its", "they", "them", "their", "he", "him", "his", "she", "her"}
+    for split, pairs in _labelled(quick, "convsearch").items():
+        assert pairs
+        for r, row in pairs:
+            assert row["title"] == r["subject"] and r["answers"][0] in row["text"], split
+            assert 2 <= r["turn"] <= 4 and r["reference"] in REFERENCES
+            # the query is the last question, then the earlier turns; only the earlier turns name the subject
+            last = r["question"]
+            assert r["query"].startswith(last + " ") and "____" in last
+            name = re.sub(r"\s*\(.*\)$", "", r["subject"])  # "Algorithms (journal)" is named "Algorithms"
+            named = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.I)
+            assert not named.search(last) and named.search(r["query"][len(last) :])
+            words = set(re.findall(r"[a-z]+", last.lower()))
+            assert (r["reference"] == "pronoun") == bool(words & pronouns) or r["reference"] == "ellipsis"
+
+
+@needs_sources
+@pytest.mark.parametrize("split", SPLIT_DIRS)
+def test_lrlm_documents_are_long_enough_for_the_evaluator(quick, split):
+    """The evaluator predicts the last 8 of 128-token chunks with 8 retrieved chunk pairs: it needs
+    (16 + 2) x 128 tokens; 15,000 characters is well above that for English prose."""
+    for r in read(quick / split / TEST_FILES["lrlm"]):
+        assert len(r["text"]) >= 15_000 and r["title"]
+
+
+@needs_sources
+def test_icl_training_positives_are_same_task_demonstrations(quick):
+    corpus = read(quick / "corpus/icl.jsonl")
+    for r in read(quick / "train/icl.json"):
+        assert {corpus[i]["task_name"] for i in r["pos_index"]} == {r["task_name"]}
+
+
 # ============================================================================ disjoint splits
+def _query_sets(quick: Path, task: str) -> dict[str, list[str]]:
+    out = {"train": [norm(r["query"]) for r in read(quick / "train" / f"{task}.json")]}
+    for split in SPLIT_DIRS:
+        out[split] = [norm(r.get("query", r.get("title", ""))) for r in read(quick / split / TEST_FILES[task])]
+    return out
+
+
+def _assert_disjoint(sets: dict[str, set], what: str) -> None:
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not sets[a] & sets[b], (what, a, b, sorted(sets[a] & sets[b])[:3])
+
+
 @needs_sources
 @pytest.mark.parametrize("task", [t for t in TASKS if t != "lrlm"])
-def test_no_query_is_in_both_train_and_test(quick, task):
-    train = read(quick / "train" / f"{task}.json")
-    test = read(quick / "eval" / TEST_FILES[task])
-    train_queries = {norm(r["query"]) for r in train}
-    assert len(train_queries) == len(train)  # unique within train too
-    assert not train_queries & {norm(r["query"]) for r in test}
-    if task in ("qa", "convsearch"):  # test questions come from other passages / turns
-        assert not {i for r in train for i in r["pos_index"]} & {i for r in test for i in r["pos_index"]}
-    if task == "icl":  # the demonstration pool is disjoint from both query sets
-        pool = {norm(r["contents"].rsplit("\n", 1)[0]) for r in read(quick / "eval/icl/icl/corpus.json")}
-        assert not pool & train_queries and not pool & {norm(r["query"]) for r in test}
+def test_no_query_is_in_two_splits(quick, task):
+    queries = _query_sets(quick, task)
+    for split, items in queries.items():
+        assert len(set(items)) == len(items), split  # unique within a split too
+    _assert_disjoint({k: set(v) for k, v in queries.items()}, "query")
+    if task == "icl":  # the demonstration pools are disjoint from every query set
+        for folder in ("eval", "ood"):
+            pool = {norm(r["contents"].rsplit("\n", 1)[0]) for r in read(quick / folder / "icl/icl/corpus.json")}
+            assert not pool & set().union(*map(set, queries.values()))
 
 
 @needs_sources
-def test_lrlm_train_and_test_use_different_documents(quick):
-    train = read(quick / "train/lrlm.json")
-    test = read(quick / "eval/lrlm/wikipedia/test.json")
-    assert not {r["title"] for r in train} & {r["title"] for r in test}
-    test_text = "\n".join(r["text"] for r in test)
-    assert not any(r["query"] in test_text for r in train)
+@pytest.mark.parametrize("task", ["qa", "convsearch", "tool"])
+def test_splits_share_no_source_item(quick, task):
+    """qa and convsearch: no article in two splits; tool: no gold function in two splits."""
+    field = "name" if task == "tool" else "title"
+    sources = {split: {row[field] for _, row in pairs} for split, pairs in _labelled(quick, task).items()}
+    _assert_disjoint(sources, field)
 
 
 @needs_sources
-def test_chat_and_convsearch_use_different_conversations(quick):
-    chat_turns = {norm(t) for r in read(quick / "train/chat.json") for t in [r["query"], r["answers"][0]]}
-    conv_targets = {norm(r["pos"][0]) for r in read(quick / "train/convsearch.json")}
-    assert not chat_turns & conv_targets
+def test_wikipedia_tasks_share_one_article_partition(quick):
+    """lrlm documents too: an article of one split is in no other split of any Wikipedia task; ood
+    is the biographies."""
+    titles = {
+        split: {row["title"] for task in ("qa", "convsearch") for _, row in _labelled(quick, task)[split]}
+        for split in ("train", *SPLIT_DIRS)
+    }
+    titles["train"] |= {r["title"] for r in read(quick / "train/lrlm.json")}
+    for split in SPLIT_DIRS:
+        titles[split] |= {r["title"] for r in read(quick / split / TEST_FILES["lrlm"])}
+    _assert_disjoint(titles, "article")
+    assert {"Abraham Lincoln", "Albert Einstein"} & titles["ood"]
+    test_text = "\n".join(r["text"] for s in SPLIT_DIRS for r in read(quick / s / TEST_FILES["lrlm"]))
+    assert not any(r["query"] in test_text for r in read(quick / "train/lrlm.json"))
+
+
+@needs_sources
+def test_chat_splits_use_different_conversations_and_ood_other_prompts(quick):
+    convs = {"train": {r["conversation"] for r in read(quick / "train/chat.json")}}
+    for split in SPLIT_DIRS:
+        convs[split] = {r["conversation"] for r in read(quick / split / TEST_FILES["chat"])}
+    _assert_disjoint(convs, "conversation")
+    data = json.loads((locate_sources(["chitchat"])["chitchat"] / "dataset.json").read_text(encoding="utf-8"))
+    prompts = {s: {data[k].get("prompt") for k in keys} for s, keys in convs.items()}
+    assert not prompts["ood"] & (prompts["train"] | prompts["eval"] | prompts["dev"])
+
+
+@needs_sources
+def test_ood_never_reaches_training(quick):
+    """No ood positive, query or corpus row is in a training file or a training corpus."""
+    train_text = "\n".join((quick / "train" / f"{t}.json").read_text(encoding="utf-8") for t in TASKS)
+    train_text += "\n".join((quick / "corpus" / f"{t}.jsonl").read_text(encoding="utf-8") for t in KEY_TEMPLATES)
+    for task in ("qa", "tool", "convsearch"):
+        for r, row in _labelled(quick, task)["ood"]:
+            assert row["text"] not in train_text and r["query"] not in train_text, task
 
 
 # ============================================================================ sizes
@@ -234,21 +385,23 @@ def test_quick_sizes(quick):
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))["tasks"]
     for task in TASKS:
         assert len(read(quick / "train" / f"{task}.json")) == size.train == manifest[task]["train"]
-        expected_test = size.lrlm_test_docs if task == "lrlm" else size.test
-        assert len(read(quick / "eval" / TEST_FILES[task])) == expected_test == manifest[task]["test"]
+        expected = {"lrlm": size.lrlm_test_docs, "icl": size.llm_test, "chat": size.llm_test}.get(task, size.test)
+        for split, folder in (("test", "eval"), ("dev", "dev"), ("ood", "ood")):
+            assert len(read(quick / folder / TEST_FILES[task])) == expected == manifest[task][split], (task, split)
     assert len(read(quick / "corpus/qa.jsonl")) == size.qa_corpus
     assert len(read(quick / "corpus/tool.jsonl")) == size.tool_corpus
     assert len(read(quick / "corpus/convsearch.jsonl")) == size.convsearch_corpus
     assert 0.75 * 4 * size.icl_pool_per_task <= len(read(quick / "corpus/icl.jsonl")) <= 4 * size.icl_pool_per_task
-    assert 0.75 * size.test <= len(read(quick / "eval/qa/mmlu/test.json")) <= size.test
+    for folder in SPLIT_DIRS:
+        assert 0.75 * size.test <= len(read(quick / folder / "qa/mmlu/test.json")) <= size.test
     assert all(6 <= len(r["history"]) <= size.candidates for r in read(quick / "train/chat.json"))
     for r in read(quick / "train/lrlm.json"):
         assert r["pos"] == [] and r["context"] == "" and len(r["neg"]) == size.candidates
         assert 300 <= len(r["query"]) <= 520 and r["answers"][0]
     assert all(1 <= len(r["pos"]) <= 3 for r in read(quick / "train/icl.json"))
-    # the default size is about three times as large
+    # the default size: enough test queries for a real difference to show
     small = SIZES["small"]
-    assert small.train == 3 * size.train and small.test == 3 * size.test
+    assert small.test >= 200 and small.llm_test >= 100 and small.lrlm_test_docs * 8 >= 100
 
 
 @needs_sources
@@ -267,8 +420,8 @@ def test_qa_labels_are_findable_by_bm25(quick):
 
 # ============================================================================ errors
 def test_missing_source_fails_naming_the_pip_install(monkeypatch, tmp_path, capsys):
-    real = demo_builder.find_spec
-    monkeypatch.setattr(demo_builder, "find_spec", lambda name: None if name == "bfcl_eval" else real(name))
+    real = demo_sources.find_spec
+    monkeypatch.setattr(demo_sources, "find_spec", lambda name: None if name == "bfcl_eval" else real(name))
     with pytest.raises(MissingSourceError, match=r"bfcl-eval \(not installed\), install with: pip install --no-deps"):
         build_demo(tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
@@ -281,7 +434,7 @@ def test_missing_source_fails_naming_the_pip_install(monkeypatch, tmp_path, caps
 
 
 def test_every_missing_source_is_listed(monkeypatch):
-    monkeypatch.setattr(demo_builder, "find_spec", lambda name: None)
+    monkeypatch.setattr(demo_sources, "find_spec", lambda name: None)
     with pytest.raises(MissingSourceError) as info:
         locate_sources()
     message = str(info.value)
@@ -307,7 +460,7 @@ def test_unknown_size_is_refused(tmp_path):
 def test_cloze_blanks_one_year_or_name_and_keeps_the_rest():
     import numpy as np
 
-    from llm_embedder.data.demo_builder import cloze_spans, make_cloze
+    from llm_embedder.data.demo.qa import cloze_spans, make_cloze
 
     sentence = "In 1816 the family moved north across the Ohio River to Indiana, a free territory."
     spans = {sentence[a:b]: kind for a, b, kind in cloze_spans(sentence, "Abraham Lincoln")}
@@ -323,7 +476,7 @@ def test_cloze_blanks_one_year_or_name_and_keeps_the_rest():
 
 
 def test_wikitext_cleaning_keeps_prose_and_link_text():
-    from llm_embedder.data.demo_builder import GAP, clean_wikitext
+    from llm_embedder.data.demo.wikipedia import GAP, clean_wikitext
 
     text = (
         "{{Infobox person|name=X}}\n'''Ada''' ({{IPAc-en|x}}; born 1815) was a [[mathematics|mathematician]] "

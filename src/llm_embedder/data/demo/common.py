@@ -1,0 +1,117 @@
+"""What every demo source module shares: sizes, the task order, seeded randomness and small text helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MANIFEST_KIND = "llm-embedder-demo-data"
+LAYOUT_VERSION = 2
+"""Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages); a
+cached build of another version is stale."""
+TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
+
+
+EVAL_SPLITS = {"test": "eval", "dev": "dev", "ood": "ood"}
+"""Evaluation split -> its folder in the output.  Each folder has the same layout (the one
+`llm-embedder eval --data` reads), so any of them can be evaluated without a change to the harness."""
+
+
+# ============================================================================ sizes
+@dataclass(frozen=True)
+class DemoSize:
+    """How much of each task to build.  ``dev`` and ``ood`` have the size of ``test`` where the
+    sources allow it."""
+
+    train: int
+    """Training queries per task."""
+    test: int
+    """Test queries of the retrieval-measured tasks (qa, tool, convsearch)."""
+    llm_test: int
+    """Test queries of the tasks only the LLM measures (icl, chat)."""
+    lrlm_test_docs: int
+    """Held-out Wikipedia articles for the lrlm evaluation.  Each gives 8 predicted chunks, and each
+    of those is a forward pass of up to 4,096 LM tokens (16 retrieved + 16 local chunks of 128), about
+    a minute per article and retriever for SmolLM2-135M on 2 CPU cores."""
+    qa_corpus: int
+    tool_corpus: int
+    convsearch_corpus: int
+    icl_pool_per_task: int
+    """Demonstrations per ICL task name in the ICL corpus."""
+    candidates: int = 8
+    """Candidates of the chat (history entries, at most) and lrlm (earlier chunks) records."""
+
+
+SIZES: dict[str, DemoSize] = {
+    # ~150 train queries per task; at least 200 test queries per retrieval column and 100 per
+    # LLM-scored one (13 lrlm articles = 104 predicted chunks), so that a real difference shows.
+    "small": DemoSize(
+        train=150, test=200, llm_test=100, lrlm_test_docs=13, qa_corpus=2000, tool_corpus=1500,
+        convsearch_corpus=2000, icl_pool_per_task=150,
+    ),
+    # CI-sized: a build takes seconds
+    "quick": DemoSize(
+        train=50, test=16, llm_test=16, lrlm_test_docs=1, qa_corpus=700, tool_corpus=500, convsearch_corpus=700,
+        icl_pool_per_task=50,
+    ),
+}  # fmt: skip
+
+
+# ============================================================================ small helpers
+def norm_text(text: str) -> str:
+    """Key for "the same query": case- and whitespace-insensitive."""
+    return " ".join(text.lower().split())
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def cut_words(text: str, max_chars: int) -> str:
+    """``text`` cut at a word boundary to at most ``max_chars`` characters."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars].rsplit(" ", 1)[0] + " …"
+
+
+def task_rng(seed: int, task: str) -> np.random.Generator:
+    return np.random.default_rng([seed, TASK_ORDER.index(task) if task in TASK_ORDER else 99])
+
+
+def shuffled(items: list, rng: np.random.Generator) -> list:
+    return [items[i] for i in rng.permutation(len(items))]
+
+
+@dataclass
+class TaskData:
+    """What one task contributes to the output folder."""
+
+    train: list[dict[str, Any]]
+    query_file: str
+    """Path of the task's query file inside an evaluation folder (``qa/popqa/test.json``)."""
+    files: dict[str, list[dict[str, Any]]]
+    """Path under the output folder (``eval/...``, ``dev/...``, ``ood/...``) -> records."""
+    corpus_file: str | None = None
+    """Path under the output folder of the task's training corpus, also written as ``corpus/<task>.jsonl``."""
+    linked: dict[str, str] = field(default_factory=dict)
+    """Extra path -> path it is the same file as (the dev split's corpus is the test split's)."""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def split_counts(total: int, parts: int) -> list[int]:
+    """``total`` spread over ``parts`` as evenly as possible, the first ones larger."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def round_robin(groups: list[list[Any]], need: int) -> list[Any]:
+    """Up to ``need`` items taken one per group in turn (the first of each group, then the second,
+    ...): many groups are represented, none dominates."""
+    out: list[Any] = []
+    depth = 0
+    while len(out) < need and any(depth < len(g) for g in groups):
+        out += [g[depth] for g in groups if depth < len(g)][: need - len(out)]
+        depth += 1
+    return out

@@ -1,0 +1,214 @@
+"""icl: four real in-context-learning task sets (sentiment, topic, analogy, trivia)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llm_embedder.data.demo.common import DemoSize, TaskData, norm_text, shuffled, split_counts, word_count
+from llm_embedder.data.demo.sources import SOURCES
+
+
+def read_polarity(gensim_dir: Path) -> list[tuple[str, str]]:
+    """``(label, sentence)`` of the Pang & Lee polarity sample (``negative``/``positive``); the file is
+    Windows-1252 text (lower-cased and tokenised, as released)."""
+    out = []
+    for line in (gensim_dir / SOURCES["gensim"].files[2]).read_bytes().decode("cp1252").splitlines():
+        label, _, text = line.strip().partition(" ")
+        if label in ("__label__neg", "__label__pos") and text.strip():
+            out.append(("positive" if label.endswith("pos") else "negative", text.strip()))
+    return out
+
+
+def read_analogies(gensim_dir: Path) -> list[tuple[str, list[str]]]:
+    """``(section, [a, b, c, d])`` of the word2vec analogy questions."""
+    out, section = [], ""
+    for line in (gensim_dir / SOURCES["gensim"].files[1]).read_text(encoding="utf-8").splitlines():
+        if line.startswith(":"):
+            section = line[1:].strip()
+        elif len(line.split()) == 4:
+            out.append((section, line.split()))
+    return out
+
+
+def read_chatterbot(chatterbot_dir: Path, name: str) -> list[list[str]]:
+    """The conversations (lists of strings) of one English chatterbot-corpus file."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader where libyaml is there: 10x faster
+    data = yaml.load((chatterbot_dir / "data" / "english" / f"{name}.yml").read_text(encoding="utf-8"), Loader=loader)
+    return [[str(x).strip() for x in conv] for conv in data.get("conversations", []) if isinstance(conv, list)]
+
+
+TOPICS = ("coding", "money", "movies", "science", "sports", "tech_support")
+OOD_TOPICS = ("ai", "emotion", "humor", "literature", "psychology")
+"""Topic files of the ood topic task, none of them among ``TOPICS``."""
+
+Tasks = dict[str, tuple[list["Demo"], list[str] | None]]
+
+
+@dataclass(frozen=True)
+class Demo:
+    input: str
+    output: str
+    group: str
+    """Demonstrations of the same group are the labelled positives (same class / same relation)."""
+
+
+def _topic_demos(
+    chatterbot_dir: Path, topics: tuple[str, ...], rng: np.random.Generator
+) -> tuple[list[Demo], list[str]]:
+    """First messages of the topics' chatterbot conversations -> the topic, round-robin over topics
+    so that every split sees every topic (tech support is 1,000+ long)."""
+    names = [t.replace("_", " ") for t in topics]
+    question = "Which topic is this message about: " + ", ".join(names[:-1]) + f" or {names[-1]}?"
+    by_topic = []
+    for topic, name in zip(topics, names, strict=True):
+        firsts = [conv[0] for conv in read_chatterbot(chatterbot_dir, topic) if conv and word_count(conv[0]) >= 2]
+        by_topic.append(shuffled([Demo(f"Message: {m}\n{question}", name, name) for m in firsts], rng))
+    return [d for group in zip_longest(*by_topic) for d in group if d is not None], names
+
+
+def _analogy_demos(gensim_dir: Path, grammar: bool) -> list[Demo]:
+    """The word2vec analogy questions of the semantic sections, or of the grammatical (``gram*``) ones."""
+    return [
+        Demo(f"Complete the analogy: {a} is to {b} as {c} is to", d, section)
+        for section, (a, b, c, d) in read_analogies(gensim_dir)
+        if section.startswith("gram") == grammar
+    ]
+
+
+def _unique(tasks: Tasks, rng: np.random.Generator, keep_order: tuple[str, ...]) -> Tasks:
+    """Each task's examples shuffled (except ``keep_order``), first of each input kept."""
+    out = {}
+    for name, (demos, options) in tasks.items():
+        demos = demos if name in keep_order else shuffled(demos, rng)
+        unique, seen = [], set()
+        for d in demos:
+            if norm_text(d.input) not in seen:
+                seen.add(norm_text(d.input))
+                unique.append(d)
+        out[name] = (unique, options)
+    return out
+
+
+def icl_tasks(gensim_dir: Path, chatterbot_dir: Path, rng: np.random.Generator) -> Tasks:
+    """The ICL task names, each with its examples (shuffled, unique inputs) and options (classification) or None."""
+    tasks: Tasks = {}
+    sentiment = [
+        Demo(f"Review: {text}\nIs this movie review positive or negative?", label, label)
+        for label, text in read_polarity(gensim_dir)
+    ]
+    tasks["sentiment"] = (sentiment, ["negative", "positive"])
+    topic_demos, topic_names = _topic_demos(chatterbot_dir, TOPICS, rng)
+    tasks["topic"] = (topic_demos, topic_names)
+    tasks["analogy"] = (_analogy_demos(gensim_dir, grammar=False), None)
+    trivia = [
+        Demo(f"Question: {conv[0]}", conv[1].rstrip(". "), "trivia")
+        for conv in read_chatterbot(chatterbot_dir, "trivia")
+        if len(conv) >= 2 and conv[1].rstrip(". ")
+    ]
+    tasks["trivia"] = (trivia, None)
+    return _unique(tasks, rng, keep_order=("topic",))
+
+
+def ood_icl_tasks(gensim_dir: Path, chatterbot_dir: Path, rng: np.random.Generator) -> Tasks:
+    """The ood ICL task names: other topics, grammatical analogies."""
+    topic_demos, topic_names = _topic_demos(chatterbot_dir, OOD_TOPICS, rng)
+    tasks: Tasks = {
+        "topic-other": (topic_demos, topic_names),
+        "analogy-grammar": (_analogy_demos(gensim_dir, grammar=True), None),
+    }
+    return _unique(tasks, rng, keep_order=("topic-other",))
+
+
+def _test_record(d: Demo, name: str, options: list[str] | None) -> dict[str, Any]:
+    record: dict[str, Any] = {"query": d.input, "answers": [d.output], "task_name": name}
+    if options:
+        record["options"] = options
+    return record
+
+
+def _pool_rows(pool: list[Demo], name: str) -> list[dict[str, Any]]:
+    return [{"contents": f"{d.input}\n{d.output}", "task_name": name} for d in pool]
+
+
+def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.random.Generator) -> TaskData:
+    """In-context learning over four real task names.
+
+    - ``sentiment`` (classification): a Pang & Lee movie-review sentence -> positive / negative;
+    - ``topic`` (classification): the first message of a chatterbot-corpus conversation -> the topic
+      file it comes from (coding, money, movies, science, sports, tech support);
+    - ``analogy`` (generation): a word2vec analogy question of a semantic section (capitals,
+      currencies, cities in states, family) "a is to b as c is to" -> d;
+    - ``trivia`` (generation): a chatterbot trivia question -> its answer.
+
+    Each task's unique examples are shuffled and split into test queries, dev queries, training
+    queries and the demonstration pool (the corpus, ``contents`` = "input\noutput"); the four are
+    disjoint.  A training record's ``pos`` are 3 pool demonstrations of the same group (class,
+    analogy relation, or any trivia) drawn at random; the LLM teacher re-ranks them later;
+    negatives are mined.
+
+    ood (its own corpus of demonstrations): ``topic-other``, the topic task over other chatterbot
+    files (ai, emotion, humor, literature, psychology), and ``analogy-grammar``, the grammatical
+    analogy sections (adjective to adverb, plurals, tenses, ...), which no other split uses.
+    """
+    tasks = icl_tasks(gensim_dir, chatterbot_dir, rng)
+    names = list(tasks)
+    test_n = split_counts(size.llm_test, len(names))
+    train_n = split_counts(size.train, len(names))
+    corpus: list[dict[str, Any]] = []
+    train, test, dev = [], [], []
+    for t, name in enumerate(names):
+        demos, options = tasks[name]
+        a, b = test_n[t], 2 * test_n[t] + train_n[t]
+        if len(demos) < b + 10:
+            raise RuntimeError(f"icl/{name}: {len(demos)} examples, {b + 10} needed")
+        pool = demos[b : b + size.icl_pool_per_task]
+        start = len(corpus)
+        corpus += _pool_rows(pool, name)
+        by_group: dict[str, list[int]] = {}
+        for j, d in enumerate(pool):
+            by_group.setdefault(d.group, []).append(start + j)
+        test += [_test_record(d, name, options) for d in demos[:a]]
+        dev += [_test_record(d, name, options) for d in demos[a : 2 * a]]
+        for d in demos[2 * a : b]:
+            same = by_group.get(d.group) or list(range(start, len(corpus)))
+            pos = sorted(rng.choice(same, min(3, len(same)), replace=False).tolist())
+            train.append(
+                {
+                    "query": d.input,
+                    "answers": [d.output],
+                    "pos": [corpus[i]["contents"] for i in pos],
+                    "pos_index": pos,
+                    "task": "icl",
+                    "task_name": name,
+                }
+            )
+    ood_tasks = ood_icl_tasks(gensim_dir, chatterbot_dir, rng)
+    ood_n = split_counts(size.llm_test, len(ood_tasks))
+    ood, ood_corpus = [], []
+    for n, (name, (demos, options)) in zip(ood_n, ood_tasks.items(), strict=True):
+        ood += [_test_record(d, name, options) for d in demos[:n]]
+        ood_corpus += _pool_rows(demos[n : n + size.icl_pool_per_task], name)
+    for records in (train, test, dev, ood):
+        for i, r in enumerate(records):
+            r["query_id"] = i
+    return TaskData(
+        train,
+        "icl/icl/test.json",
+        {
+            "eval/icl/icl/test.json": test,
+            "eval/icl/icl/corpus.json": corpus,
+            "dev/icl/icl/test.json": dev,
+            "ood/icl/icl/test.json": ood,
+            "ood/icl/icl/corpus.json": ood_corpus,
+        },
+        corpus_file="eval/icl/icl/corpus.json",
+        linked={"dev/icl/icl/corpus.json": "eval/icl/icl/corpus.json"},
+        notes={"task_names": names, "ood_task_names": list(ood_tasks)},
+    )

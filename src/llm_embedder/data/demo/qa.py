@@ -1,0 +1,225 @@
+"""qa: PopQA-style cloze questions and MMLU-style multiple choice over Wikipedia passages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llm_embedder.data.demo.common import (
+    EVAL_SPLITS,
+    DemoSize,
+    TaskData,
+    norm_text,
+    round_robin,
+    shuffled,
+    word_count,
+)
+from llm_embedder.data.demo.wikipedia import GAP, Article, passage_corpus, split_sentences
+
+_YEAR = re.compile(r"(?<![\d$£€.,])\b(1[0-9]{3}|20[0-2][0-9])\b(?![\d,])")
+_UPPER, _LOWER = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
+_NAME = re.compile(
+    rf"(?<![\w'’–-])[{_UPPER}][{_LOWER}]+"
+    rf"(?:[ -](?:(?:of|de|da|del|von|van|the|la|le|al) )?[{_UPPER}][{_LOWER}]+){{0,3}}"
+    r"(?![\w'’–-])(?!\s?\d)"
+)
+_JOINERS = {"of", "de", "da", "del", "von", "van", "the", "la", "le", "al"}
+_NOT_NAMES_TEXT = (
+    "The A An In On At He She It They We I This That These Those His Her Its Their Our However After Before During "
+    "Although While When Where Since As By For From With Of And But Or If There Some Many Most Other Such Both Each "
+    "All One Two Three Four Five First Second Third Later Also Then Today According Although Because Despite "
+    "Following Under Over Between Among Within Without Through Until Unlike Like Another Several Following "
+    "January February March April May June July August September October November December "
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday Mr Mrs Dr St Saint Sir God"
+)
+_NOT_NAMES = frozenset(_NOT_NAMES_TEXT.split())
+
+
+@dataclass(frozen=True)
+class Cloze:
+    query: str
+    answer: str
+    kind: str
+    """``year`` or ``name``."""
+    sentence: str
+
+
+def cloze_spans(sentence: str, title: str, lower_words: frozenset[str] = frozenset()) -> list[tuple[int, int, str]]:
+    """Blankable spans of a sentence: 4-digit years and capitalised names (1-4 words, not the
+    first word, not a function word, sharing no word with the article title, once in the sentence,
+    and not made only of words the article also writes in lower case, like "Office" or "Western")."""
+    title_words = {w.lower() for w in re.findall(r"[A-Za-z]+", title) if len(w) > 2}
+    spans = []
+    for m in _YEAR.finditer(sentence):
+        if sentence.count(m.group()) == 1 and m.group() not in title:
+            spans.append((m.start(), m.end(), "year"))
+    for m in _NAME.finditer(sentence):
+        words = m.group().replace("-", " ").split()
+        if m.start() == 0 or words[0] in _NOT_NAMES or (len(words) == 1 and len(words[0]) < 4):
+            continue
+        if sentence[: m.start()].rstrip().endswith((".", ":", '"', "(")):
+            continue
+        if {w.lower() for w in words} & title_words or sentence.count(m.group()) != 1:
+            continue
+        if all(w.lower() in lower_words for w in words if w not in _JOINERS):
+            continue
+        spans.append((m.start(), m.end(), "name"))
+    return spans
+
+
+def make_cloze(
+    sentence: str, title: str, rng: np.random.Generator, lower_words: frozenset[str] = frozenset()
+) -> Cloze | None:
+    """A fill-in-the-blank question from one Wikipedia sentence, or None when it is unsuitable.
+
+    Query: ``"<article title>: <sentence with one span replaced by ____>"``; answer: the span.
+    """
+    if GAP in sentence or not 10 <= word_count(sentence) <= 45 or not sentence.endswith("."):
+        return None
+    if re.search(r"[\[\]{}|=<>_]|\(\s*\)|\s[,.;]", sentence) or sentence.count('"') % 2:
+        return None
+    spans = cloze_spans(sentence, title, lower_words)
+    if not spans:
+        return None
+    start, end, kind = spans[int(rng.integers(len(spans)))]
+    query = f"{title}: {sentence[:start]}____{sentence[end:]}"
+    return Cloze(query, sentence[start:end], kind, sentence)
+
+
+def _article_spans(article: Article) -> dict[str, list[str]]:
+    """All blankable years and names of an article, sorted: the distractors of its multiple-choice questions."""
+    found: dict[str, set[str]] = {"year": set(), "name": set()}
+    for paragraph in article.paragraphs:
+        for sentence in split_sentences(paragraph.replace(GAP, "")):
+            for start, end, kind in cloze_spans(sentence, article.title, article.lower_words):
+                found[kind].add(sentence[start:end])
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def passage_clozes(
+    article: Article, rng: np.random.Generator, prefer: Callable[[str], bool] | None = None
+) -> list[tuple[int, Cloze]]:
+    """At most one cloze question per passage of the article: ``(passage index, cloze)``, passages
+    in a seeded order, the question from the first sentence (in a seeded order, those ``prefer``
+    accepts first) that makes one."""
+    out = []
+    for p in rng.permutation(len(article.passages)).tolist():
+        sentences = article.passages[p]
+        order = rng.permutation(len(sentences)).tolist()
+        if prefer is not None:
+            order = [s for s in order if prefer(sentences[s])] + [s for s in order if not prefer(sentences[s])]
+        for s in order:
+            cloze = make_cloze(sentences[s], article.title, rng, article.lower_words)
+            if cloze:
+                out.append((p, cloze))
+                break
+    return out
+
+
+def _multiple_choice(picks: list[tuple[Article, int, Cloze]], rng: np.random.Generator) -> list[dict[str, Any]]:
+    """MMLU-style records of the questions whose article offers three distractors of the answer's kind."""
+    out: list[dict[str, Any]] = []
+    for article, _, c in picks:
+        pool = [s for s in _article_spans(article)[c.kind] if s.lower() != c.answer.lower() and s not in c.sentence]
+        if c.kind == "name":
+            gold_words = set(c.answer.lower().split())
+            pool = [s for s in pool if not set(s.lower().split()) & gold_words]
+        if len(pool) < 3:
+            continue
+        distractors = [pool[i] for i in rng.choice(len(pool), 3, replace=False).tolist()]
+        gold = int(rng.integers(4))
+        choices = distractors[:gold] + [c.answer] + distractors[gold:]
+        out.append(
+            {"query": c.query, "choices": choices, "answer": gold, "subject": article.title, "query_id": len(out)}
+        )
+    return out
+
+
+def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Generator) -> TaskData:
+    """Open-QA (PopQA-style) and multiple-choice (MMLU-style) cloze questions over Wikipedia passages.
+
+    Passages: each article paragraph, split into passages of at most ~110 words at sentence ends.
+    Questions (cloze, not natural questions): a sentence of 10-45 words of a passage with one span
+    replaced by ``____``, prefixed by the article title: ``"<title>: <sentence with ____>"``.  The
+    span is a 4-digit year or a capitalised name of 1-4 words that is not the first word, shares no
+    word with the title, occurs once in the sentence and is not a word the article also writes in
+    lower case.  ``answers`` = [the span]; ``pos`` = the passage (as ``"<title> <text>"``, the eval
+    key template) with its ``pos_index``.  At most one question per passage, taken from the split's
+    articles in turn (one per article per round).  Train, dev, test and ood use different articles
+    (ood: the biographies).  Other passages may contain the answer too (unlabelled positives, as in
+    real data).
+
+    Every test, dev and ood question carries its source passage as ``pos_index`` (the qa retrieval
+    column, ``qa/nq/test.json``, is the same file as ``qa/popqa/test.json``).
+
+    Multiple choice (``qa/mmlu``): each question whose article offers three other spans of the same
+    kind (years or names) not in the sentence; the choices are those three and the answer in a
+    random order; the subject is the article title.
+
+    Corpus (test and dev): every train, dev and test question's passage plus a seeded sample of the
+    other passages of those articles.  Corpus (ood): the ood questions' passages plus a seeded
+    sample of all other passages.  Negatives are left to mining.
+    """
+    seen: set[str] = set()
+    picks: dict[str, list[tuple[Article, int, Cloze]]] = {}
+    for split, need in (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test)):
+        groups = []
+        for article in shuffled(parts[split], rng):
+            group = []
+            for p, cloze in passage_clozes(article, rng):
+                if norm_text(cloze.query) not in seen:
+                    seen.add(norm_text(cloze.query))
+                    group.append((article, p, cloze))
+            groups.append(group)
+        picks[split] = round_robin(groups, need)
+        if len(picks[split]) < need and split != "ood":
+            raise RuntimeError(f"qa: only {len(picks[split])} {split} questions could be made, {need} needed")
+
+    in_domain = parts["test"] + parts["dev"] + parts["train"]
+    chosen = [(a, p) for split in ("test", "dev", "train") for a, p, _ in picks[split]]
+    corpus, row_of = passage_corpus(chosen, in_domain, size.qa_corpus, rng)
+    ood_corpus, ood_row_of = passage_corpus(
+        [(a, p) for a, p, _ in picks["ood"]], parts["ood"] + in_domain, size.qa_corpus, rng
+    )
+
+    def key(row: dict[str, str]) -> str:  # the corpus row as the eval key template "{title} {text}" renders it
+        return f"{row['title']} {row['text']}"
+
+    train = [
+        {
+            "query": c.query,
+            "answers": [c.answer],
+            "pos": [key(corpus[row_of[a.title, p]])],
+            "pos_index": [row_of[a.title, p]],
+            "task": "qa",
+            "query_id": i,
+        }
+        for i, (a, p, c) in enumerate(picks["train"])
+    ]
+    files: dict[str, list[dict[str, Any]]] = {"eval/qa/nq/corpus.json": corpus, "ood/qa/nq/corpus.json": ood_corpus}
+    linked = {"dev/qa/nq/corpus.json": "eval/qa/nq/corpus.json"}
+    notes: dict[str, Any] = {"articles": {k: len(v) for k, v in parts.items()}}
+    for split, folder in EVAL_SPLITS.items():
+        rows = ood_row_of if split == "ood" else row_of
+        files[f"{folder}/qa/popqa/test.json"] = [
+            {
+                "query": c.query,
+                "answers": [c.answer],
+                "pos_index": [rows[a.title, p]],
+                "answer_kind": c.kind,
+                "query_id": i,
+            }
+            for i, (a, p, c) in enumerate(picks[split])
+        ]
+        files[f"{folder}/qa/mmlu/test.json"] = mmlu = _multiple_choice(picks[split], rng)
+        linked[f"{folder}/qa/nq/test.json"] = f"{folder}/qa/popqa/test.json"
+        if mmlu:
+            linked[f"{folder}/qa/msmarco/corpus.json"] = f"{folder}/qa/nq/corpus.json"
+        notes[f"mmlu_{split}"] = len(mmlu)
+    return TaskData(
+        train, "qa/popqa/test.json", files, corpus_file="eval/qa/nq/corpus.json", linked=linked, notes=notes
+    )
