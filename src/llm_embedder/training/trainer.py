@@ -189,16 +189,22 @@ class Trainer:
             out.append((data.task, make_group(record, data.settings, rng)))
         return out
 
+    def _group_size(self, rows: list[tuple[str, Group]]) -> int:
+        # Every row of a global batch has the same group size (one task, or mixed batches of one size).
+        return self._settings[rows[0][0]].group_size
+
     def _features(self, rows: list[tuple[str, Group]]) -> tuple[dict, dict]:
-        """Tokenised queries and keys, each with its task's instruction and token budget."""
+        """Tokenised queries and keys, each with its task's instruction and token budget.  A short group is
+        padded to the group size with empty keys (cheap to encode), which ``_loss`` masks."""
         emb = self.embedder
+        group_size = self._group_size(rows)
         q_feats: dict[str, list] = defaultdict(list)
         k_feats: dict[str, list] = defaultdict(list)
         for task_name, group in rows:
             task = emb.tasks[task_name]
             for name, values in emb.tokenize([task.query_text(group.query)], task.query_max_length).items():
                 q_feats[name].extend(values)
-            keys = [task.key_text(k) for k in group.keys]
+            keys = [task.key_text(k) for k in group.keys] + [""] * (group_size - len(group.keys))
             for name, values in emb.tokenize(keys, task.key_max_length).items():
                 k_feats[name].extend(values)
         return emb.collate(q_feats, range(len(rows))), emb.collate(k_feats, range(len(k_feats["input_ids"])))
@@ -208,25 +214,32 @@ class Trainer:
         """(loss to back-propagate, {"loss": total, "loss/<task>": value}).  Each task present gets its own losses;
         in a mixed batch the other tasks' keys are extra negatives and the task losses are weighted
         by their share of the queries, so the total stays a mean over queries."""
-        group_size = len(rows[0][1].keys)
+        group_size = self._group_size(rows)
         teacher = torch.tensor(
-            [g.teacher_scores or [0.0] * group_size for _, g in rows], dtype=torch.float32, device=q.device
+            [[*(g.teacher_scores or ()), *[0.0] * (group_size - len(g.teacher_scores or ()))] for _, g in rows],
+            dtype=torch.float32,
+            device=q.device,
+        )
+        key_mask = torch.tensor(
+            [[j < len(g.keys) for j in range(group_size)] for _, g in rows], dtype=torch.bool, device=q.device
         )
         has_teacher = torch.tensor([g.teacher_scores is not None for _, g in rows], device=q.device)
         task_ids = torch.tensor([self._task_order.index(t) for t, _ in rows], device=q.device)
         cross = self.config.cross_device_negatives
         if cross:
             q, k = gather_with_grad(q), gather_with_grad(k)
-            teacher, has_teacher, task_ids = map(gather_no_grad, (teacher, has_teacher, task_ids))
+            teacher, has_teacher, task_ids, key_mask = map(gather_no_grad, (teacher, has_teacher, task_ids, key_mask))
         key_task_ids = task_ids.repeat_interleave(group_size)
+        real_keys = key_mask.reshape(-1)
         total, logs = q.new_zeros(()), {}
         for tid in task_ids.unique().tolist():
             name = self._task_order[tid]
             mine, mine_keys = task_ids == tid, key_task_ids == tid
             scores = teacher[mine] if bool(has_teacher[mine].all()) else None
-            extra = k[~mine_keys] if bool((~mine_keys).any()) else None
+            other_keys = ~mine_keys & real_keys  # other tasks' padded slots are no negatives either
+            extra = k[other_keys] if bool(other_keys.any()) else None
             loss, _ = compute_task_loss(
-                q[mine], k[mine_keys], scores, self._settings[name], self.config.temperature, extra
+                q[mine], k[mine_keys], scores, self._settings[name], self.config.temperature, extra, key_mask[mine]
             )
             total = total + loss * (mine.sum() / q.shape[0])
             logs[f"loss/{name}"] = float(loss.detach())
