@@ -247,7 +247,8 @@ def compute_task_loss(
     :func:`combine_losses`.  The group size G is read from the shapes (``k`` has ``B * G`` rows);
     ``settings.teacher_temperature`` goes to both distillation losses, ``settings.student_temperature``
     to the KL one.  ``extra_keys`` are further negatives for the contrastive and stable losses (the KL
-    loss only compares a query's own keys); ``key_mask`` [B, G] marks padded slots for every loss.  Raises ``ValueError`` when a distillation loss is active
+    loss only compares a query's own keys); ``key_mask`` [B, G] marks padded slots for every loss.
+    Raises ``ValueError`` when a distillation loss is active
     but ``teacher_scores`` is None.
     """
     active = {name: w for name, w in settings.losses.items() if w > 0}
