@@ -38,6 +38,7 @@ from llm_embedder.tasks import TaskTable
 from llm_embedder.training.config import TrainConfig, effective_settings
 from llm_embedder.training.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
 from llm_embedder.training.losses import compute_task_loss
+from llm_embedder.training.precision import resolve_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ class Progress:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
+
+
+def _allow_precision(mixed_precision: str) -> None:
+    """accelerate keeps one mixed-precision setting per process and refuses a second; a process that trains
+    in turn at two precisions (a float32 vs bf16 comparison) drops the old setting first.  The process
+    group (PartialState) is kept."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()
 
 
 def learning_rate_factor(step: int, max_steps: int, warmup_steps: int, shape: str = "linear") -> float:
@@ -130,12 +141,13 @@ class Trainer:
         self.config = config
         self.show_progress = show_progress
         self.output_dir = Path(config.output_dir)
+        # accelerate sets up a multi-process run on CPUs only when told cpu=True; without it,
+        # torchrun on a machine without CUDA would start N independent single-process runs.
+        on_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+        self.mixed_precision = resolve_mixed_precision(config.bf16, config.mixed_precision, on_cpu)
+        _allow_precision(self.mixed_precision)
         self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
-            # accelerate sets up a multi-process run on CPUs only when told cpu=True; without it,
-            # torchrun on a machine without CUDA would start N independent single-process runs.
-            cpu=config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()),
-            step_scheduler_with_optimizer=False,
+            mixed_precision=self.mixed_precision, cpu=on_cpu, step_scheduler_with_optimizer=False
         )
         set_seed(config.seed)
 
@@ -308,7 +320,10 @@ class Trainer:
         self._resume()
         if acc.is_main_process:
             sizes = ", ".join(f"{d.name} ({d.task}) {len(d)}" for d in self.datasets)
-            self._print(f"training {self.embedder!r}\n  on {sizes}; {len(self.sampler)} steps per epoch")
+            self._print(
+                f"training {self.embedder!r} (mixed precision: {self.mixed_precision})\n"
+                f"  on {sizes}; {len(self.sampler)} steps per epoch"
+            )
             for d in self.datasets:
                 if d.dropped:
                     self._print(f"  {d.path}: dropped {d.dropped}")
