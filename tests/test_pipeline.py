@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llm_embedder.cli import main
-from llm_embedder.pipeline import ABLATIONS, STAGE_FILE, Pipeline, PipelineConfig, _claim
+from llm_embedder.data.records import load_train_file, make_group
+from llm_embedder.pipeline import ABLATIONS, STAGE_FILE, Pipeline, PipelineConfig, _cap_candidates, _claim, _spread
+from llm_embedder.tasks import DEFAULT_TASKS
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo.yaml"
 VARIANTS = ("fine-tuned", "no-reward", "no-stable-distill", "no-instructions", "no-homogeneous")
@@ -62,6 +67,61 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
     markdown = (work / "eval" / "leaderboard.md").read_text()
     assert all(f"| {variant} |" in markdown for variant in VARIANTS)
     assert (work / "eval" / "leaderboard.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("group_size", [2, 3, 8])
+def test_no_training_group_from_the_scored_data_repeats_a_key(finished_run, group_size):
+    work, _ = finished_run
+    files = [p for p in [*(work / "scored").glob("*.json"), *(work / "mined").glob("*.json")] if p.name != STAGE_FILE]
+    assert {p.stem for p in files} >= {"qa", "icl", "chat", "lrlm", "tool", "convsearch"}
+    for path in files:
+        data = load_train_file(path, DEFAULT_TASKS)
+        settings = dataclasses.replace(data.settings, group_size=group_size)
+        for row, r in enumerate(data.records):
+            for seed in range(5):
+                g = make_group(r, settings, np.random.default_rng((seed, row)))
+                assert len(set(g.keys)) == len(g.keys), f"{path.name} line {r.line}: {g.keys}"
+                # and the group is as full as the record's distinct candidates allow
+                negatives = set(r.candidates[r.num_positives :]) - {g.keys[0]}
+                assert len(g.keys) == min(group_size, 1 + len(negatives))
+
+
+def test_cap_keeps_every_positive_on_top_of_the_negative_budget():
+    record = {"query": "q", "pos": ["p0", "p1", "p2"], "neg": ["n0", "n1", "n2", "n3"], "teacher_scores": [0] * 7}
+    capped = _cap_candidates(record, 2)
+    assert capped == {"query": "q", "pos": ["p0", "p1", "p2"], "neg": ["n0", "n1"]}  # scores of the old list go
+    assert _cap_candidates(record, 9)["neg"] == record["neg"]
+
+
+def test_spread_by_hand():
+    # 10 earlier chunks, cap 4: the nearest 2 (8, 9) and the centres of 2 halves of chunks 0..7 (2, 6)
+    assert _spread(10, 4) == [2, 6, 8, 9]
+    assert _spread(10, 5) == [1, 5, 7, 8, 9]  # nearest 3; two older: centres 1.75 and 5.25 of chunks 0..6
+    assert _spread(10, 1) == [9]
+    assert _spread(3, 4) == [0, 1, 2]
+
+
+def test_spread_brute_force_properties():
+    for n in range(1, 30):
+        for cap in range(1, 12):
+            got = _spread(n, cap)
+            assert got == sorted(set(got)) and all(0 <= i < n for i in got)
+            assert len(got) == min(n, cap)
+            near = math.ceil(cap / 2)
+            if n > cap:
+                assert got[-near:] == list(range(n - near, n))  # the nearest ones are always kept
+                older = got[: cap - near]
+                if len(older) > 1:  # evenly spaced: neighbouring gaps differ by at most one chunk
+                    gaps = np.diff(older)
+                    assert gaps.max() - gaps.min() <= 1
+
+
+def test_cap_of_lrlm_chunks_and_chat_history_keeps_the_nearest_and_a_spread():
+    chunks = [f"c{i}" for i in range(8)]
+    lrlm = _cap_candidates({"query": "q", "pos": [], "neg": chunks, "task": "lrlm"}, 4)
+    assert lrlm["neg"] == ["c1", "c4", "c6", "c7"]  # in document order, the two nearest last
+    chat = _cap_candidates({"query": "q", "history": chunks}, 4)
+    assert chat["history"] == ["c1", "c4", "c6", "c7"]
 
 
 def board_encoder(work: Path) -> str:

@@ -144,16 +144,36 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_mine(args: argparse.Namespace) -> int:
     from llm_embedder.retrieval.corpus import Corpus
     from llm_embedder.retrieval.searcher import Searcher
-    from llm_embedder.rewards.mine import MineSettings, mine_file, parse_rank_range
+    from llm_embedder.rewards.mine import MineSettings, mine_file, parse_rank_range, teacher_guard_file
 
+    if args.teacher_guard:
+        n, dropped = teacher_guard_file(args.queries, args.out)
+        print(f"teacher guard: dropped {dropped} negatives scored at least as high as the positive ({n} records)")
+        return 0
+    if args.corpus is None:
+        raise ValueError("mine: --corpus is required (except with --teacher-guard)")
     start, end = parse_rank_range(args.range)
-    settings = MineSettings(start, end, args.count, args.seed, args.filter_answers)
+    settings = MineSettings(start, end, args.count, args.seed, args.filter_answers, guard_margin=args.guard_margin)
     corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
-    embedder = _load_embedder(args) if args.method == "dense" else None
+    embedder = _load_embedder(args) if args.method == "dense" or args.guard_margin is not None else None
     if embedder is not None:
         embedder.tasks.get_task(args.task)
-    searcher = Searcher.build(corpus, args.method, task=args.task, embedder=embedder, show_progress=_progress(args))
-    n = mine_file(searcher, args.queries, args.out, settings, show_progress=_progress(args))
+    searcher = Searcher.build(
+        corpus,
+        args.method,
+        task=args.task,
+        embedder=embedder if args.method == "dense" else None,
+        show_progress=_progress(args),
+    )
+    n = mine_file(
+        searcher,
+        args.queries,
+        args.out,
+        settings,
+        show_progress=_progress(args),
+        guard_embedder=embedder,
+        task=args.task,
+    )
     print(f"mined negatives (ranks {start}-{end}, {args.count} each) for {n} queries into {args.out}")
     return 0
 
@@ -305,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mine", help="mine hard negatives for training queries (BM25 or dense)")
     p.add_argument("--queries", required=True, help="JSON-lines records with query (and pos / pos_index to exclude)")
-    p.add_argument("--corpus", required=True, help="JSON-lines corpus; a document's id is its row number")
+    p.add_argument("--corpus", default=None, help="JSON-lines corpus; a document's id is its row number (required)")
     p.add_argument("--out", required=True, help="output: the records with neg and neg_index filled in")
     p.add_argument("--method", choices=("dense", "bm25"), default="bm25")
     p.add_argument("--task", default="qa", help=f"task whose instructions apply ({tasks}); default qa")
@@ -315,6 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=16, help="negatives per query (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--filter-answers", action="store_true", help="also drop hits that contain an answer")
+    p.add_argument(
+        "--guard-margin",
+        type=float,
+        default=None,
+        help="false-negative guard: drop hits the --model encoder scores >= the best positive + MARGIN (default off)",
+    )
+    p.add_argument(
+        "--teacher-guard",
+        action="store_true",
+        help="instead of mining: copy the scored --queries file to --out less the negatives whose teacher score "
+        "is at least the best positive's",
+    )
     _add_model_args(p)
     p.set_defaults(func=cmd_mine)
 

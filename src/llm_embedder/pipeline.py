@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -379,11 +380,32 @@ class Pipeline:
 
 
 def _cap_candidates(record: dict[str, Any], cap: int) -> dict[str, Any]:
-    """Keep the positives and the first negatives (or the latest history turns) up to ``cap``."""
+    """The candidates a record keeps for scoring: every positive, and at most ``cap`` others.
+
+    - Positives never count against ``cap``: an ICL record with 3 positives keeps them and ``cap`` negatives.
+    - Mined negatives (``neg`` of a record with positives) are ranked, hardest first: the first ``cap``.
+    - Earlier parts of the same text, in document order (chat ``history``; lrlm ``neg``, which has no
+      positives): the nearest ``ceil(cap / 2)`` and ``cap - ceil(cap / 2)`` older ones evenly spread over
+      the rest (see ``_spread``), kept in document order.
+    """
     record = {k: v for k, v in record.items() if k not in ("teacher_scores", "neg_index")}
     if "history" in record:
-        record["history"] = record["history"][-cap:]
+        record["history"] = [record["history"][i] for i in _spread(len(record["history"]), cap)]
+    elif not record.get("pos"):  # lrlm: earlier chunks, oldest first
+        neg = record.get("neg", [])
+        record["neg"] = [neg[i] for i in _spread(len(neg), cap)]
     else:
-        pos = record.get("pos", [])
-        record["neg"] = record.get("neg", [])[: max(1, cap - len(pos))]
+        record["neg"] = record.get("neg", [])[:cap]
     return record
+
+
+def _spread(n: int, cap: int) -> list[int]:
+    """Indices into ``n`` items in document order (the last nearest the query): all of them when ``n <= cap``,
+    else the nearest ``ceil(cap / 2)`` plus the centres of ``cap - ceil(cap / 2)`` equal slices of the older
+    ones, ascending."""
+    if n <= cap:
+        return list(range(n))
+    near = math.ceil(cap / 2)
+    older, span = cap - near, n - near
+    # span > older, so the slice centres floor((2i + 1) * span / (2 * older)) are distinct.
+    return [(2 * i + 1) * span // (2 * older) for i in range(older)] + list(range(span, n))

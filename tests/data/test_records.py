@@ -6,6 +6,7 @@ calling the module's own helpers.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -409,10 +410,8 @@ def test_teacher_positive_for_history_records():
     s = DEFAULT_TASKS["chat"].training
     g = make_group(r, s, rng(0))
     assert g.keys[0] == "h1"
-    assert len(g.keys) == s.group_size == 8
-    # 3 remaining entries for 7 slots: repeated cyclically, so each appears 2 or 3 times
-    counts = Counter(g.keys[1:])
-    assert set(counts) == {"h0", "h2", "h3"} and sorted(counts.values()) == [2, 2, 3]
+    # 3 remaining entries for 7 slots: a group of 4, each entry once
+    assert s.group_size == 8 and sorted(g.keys[1:]) == ["h0", "h2", "h3"]
 
 
 def test_random_negatives_are_distinct_and_cover_the_pool():
@@ -456,25 +455,46 @@ def test_teacher_negatives_without_scores_fall_back_to_random():
     assert len(groups) > 1 and all(set(g[1:]) <= set(NEG) for g in groups)
 
 
-def test_too_few_negatives_repeated_cyclically_random():
+def test_too_few_negatives_give_a_smaller_group_random():
     r = record(["p"], ["a", "b"])
-    s = settings(group_size=6)  # need 5 from the pool a b a b a b (6 positions)
-    seen = set()
-    for seed in SEEDS:
-        negs = make_group(r, s, rng(seed)).keys[1:]
-        counts = Counter(negs)
-        assert len(negs) == 5 and set(counts) <= {"a", "b"}
-        assert sorted(counts.values()) == [2, 3]  # 5 distinct positions out of 3 a's and 3 b's
-        seen.add(negs)
-    assert len(seen) > 2
+    s = settings(group_size=6)
+    orders = {make_group(r, s, rng(seed)).keys for seed in SEEDS}
+    assert orders == {("p", "a", "b"), ("p", "b", "a")}
 
 
-def test_too_few_negatives_repeated_cyclically_teacher():
-    # pool a b c a b c a b c (need 7), best-first: a a a c c c b
+def test_too_few_negatives_give_a_smaller_group_teacher():
     r = record(["p"], ["a", "b", "c"], [0.0, 5.0, 1.0, 3.0])
     g = make_group(r, settings(group_size=8, select_negative="teacher"), rng(0))
-    assert g.keys == ("p", "a", "a", "a", "c", "c", "c", "b")
-    assert g.teacher_scores == (0.0, 5.0, 5.0, 5.0, 3.0, 3.0, 3.0, 1.0)
+    assert g.keys == ("p", "a", "c", "b")
+    assert g.teacher_scores == (0.0, 5.0, 3.0, 1.0)
+
+
+@pytest.mark.parametrize("select_negative", ["random", "teacher"])
+def test_repeated_texts_count_once_and_never_repeat_the_positive(select_negative):
+    # "a" twice and a negative equal to the positive's text: 3 distinct negatives (a, b, c).
+    r = record(["p"], ["a", "p", "b", "a", "c"], [0.0, 4.0, 3.0, 2.0, 4.0, 1.0])
+    for seed in range(50):
+        g = make_group(r, settings(group_size=8, select_negative=select_negative), rng(seed))
+        assert g.keys[0] == "p" and sorted(g.keys[1:]) == ["a", "b", "c"]
+        assert dict(zip(g.keys, g.teacher_scores, strict=True))["a"] == 4.0  # the first "a"
+
+
+def test_no_repeated_key_while_distinct_candidates_exist():
+    # Brute force over many random records: a group repeats no key and is full whenever it can be.
+    gen = np.random.default_rng(0)
+    for _ in range(300):
+        n_pos, n_neg, size = int(gen.integers(1, 4)), int(gen.integers(1, 9)), int(gen.integers(2, 9))
+        texts = [f"t{int(x)}" for x in gen.integers(0, 8, n_pos + n_neg)]
+        scores = gen.normal(size=n_pos + n_neg).tolist()
+        r = TrainRecord("q", tuple(texts), n_pos, tuple(scores), 1)
+        for pos_rule, neg_rule in itertools.product(["first", "random", "teacher"], ["random", "teacher"]):
+            s = settings(group_size=size, select_positive=pos_rule, select_negative=neg_rule)
+            g = make_group(r, s, rng(int(gen.integers(1000))))
+            assert len(set(g.keys)) == len(g.keys)
+            chosen = g.keys[0]
+            pool = set(texts[n_pos:]) - {chosen}  # negatives' texts, less the positive's (unchosen pos never)
+            assert len(g.keys) == min(size, 1 + len(pool))
+            assert set(g.keys[1:]) <= pool
 
 
 def test_stable_distill_orders_negatives_by_descending_teacher_score():
@@ -508,7 +528,7 @@ def test_teacher_scores_aligned_with_keys_on_toy_records(toy_dir, task):
     for r in data.records:
         for seed in range(5):
             g = make_group(r, data.settings, rng(seed))
-            assert len(g.keys) == data.settings.group_size
+            assert len(set(g.keys)) == len(g.keys) <= data.settings.group_size
             assert set(g.keys) <= set(r.candidates)
             if r.teacher_scores is None:
                 assert g.teacher_scores is None
@@ -541,7 +561,8 @@ def test_toy_positive_and_negatives_come_from_the_right_pool(toy_dir, toy_record
 
 def test_same_seed_same_group_different_seeds_differ():
     r = record(POS, NEG, [float(i) for i in range(9)])
-    for s in (settings(group_size=4, select_positive="random"), settings(losses={"stable_distill": 1.0})):
+    stable = settings(losses={"stable_distill": 1.0}, group_size=4)
+    for s in (settings(group_size=4, select_positive="random"), stable):
         a = [make_group(r, s, rng(seed)) for seed in range(20)]
         b = [make_group(r, s, rng(seed)) for seed in range(20)]
         assert a == b

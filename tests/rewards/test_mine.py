@@ -7,13 +7,20 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llm_embedder.cli import main as cli_main
 from llm_embedder.errors import InputError
 from llm_embedder.retrieval.corpus import Corpus
-from llm_embedder.retrieval.searcher import Searcher
-from llm_embedder.rewards.mine import MineSettings, mine_file, parse_rank_range
+from llm_embedder.retrieval.searcher import Hit, Searcher
+from llm_embedder.rewards.mine import (
+    MineSettings,
+    encoder_guard,
+    mine_file,
+    parse_rank_range,
+    teacher_guard_record,
+)
 
 
 def write_records(path: Path, records: list[dict]) -> Path:
@@ -295,3 +302,112 @@ def test_parse_rank_range_and_settings():
         MineSettings(0, 4, count=0)
     defaults = MineSettings()
     assert (defaults.start, defaults.end, defaults.count, defaults.seed) == (10, 100, 16, 0)
+
+
+# ============================================================================ false-negative guards
+
+
+class FakeEncoder:
+    """Hand-set unit vectors per text, so every cosine in the guard tests is known in advance (each text
+    holds the word "query", so BM25 finds them all)."""
+
+    VECTORS = {
+        "a query": [1.0, 0.0],
+        "query the positive": [0.8, 0.6],  # cos 0.8
+        "query alpha twin": [1.0, 0.0],  # cos 1.0: above the positive
+        "query beta tie": [0.8, -0.6],  # cos 0.8: ties the positive
+        "query gamma near": [0.6, 0.8],  # cos 0.6
+        "query delta far": [0.0, 1.0],  # cos 0.0
+    }
+
+    def __init__(self):
+        self.tasks_seen: set[str] = set()
+
+    def _encode(self, texts, task):
+        self.tasks_seen.add(task)
+        return np.array([self.VECTORS[t] for t in texts], dtype=np.float32)
+
+    encode_queries = _encode
+    encode_keys = _encode
+
+
+GUARD_POOL = [
+    Hit(i, 0.0, t) for i, t in enumerate(["query alpha twin", "query beta tie", "query gamma near", "query delta far"])
+]
+
+
+@pytest.mark.parametrize(
+    ("margin", "kept"),
+    [
+        (0.0, ["query gamma near", "query delta far"]),  # at or above the positive's 0.8 goes
+        (0.1, ["query beta tie", "query gamma near", "query delta far"]),  # only >= 0.9 goes
+        (0.5, ["query alpha twin", "query beta tie", "query gamma near", "query delta far"]),  # nothing reaches 1.3
+        (-0.25, ["query delta far"]),  # >= 0.55 goes
+    ],
+)
+def test_encoder_guard_by_hand(margin, kept):
+    enc = FakeEncoder()
+    out = encoder_guard([{"query": "a query"}], [["query the positive"]], [GUARD_POOL], enc, "qa", margin)
+    assert [h.text for h in out[0]] == kept and enc.tasks_seen == {"qa"}
+
+
+def test_encoder_guard_leaves_records_without_a_positive_alone():
+    out = encoder_guard([{"query": "a query"}], [[]], [GUARD_POOL], FakeEncoder(), "qa", 0.0)
+    assert out == [GUARD_POOL]
+
+
+def test_mine_file_with_the_encoder_guard(tmp_path):
+    texts = ["query the positive", "query alpha twin", "query beta tie", "query gamma near", "query delta far"]
+    searcher = Searcher.build(Corpus(texts, list(range(len(texts)))), "bm25", task="qa")
+    queries = write_records(tmp_path / "q.json", [{"query": "a query", "pos_index": [0]}])
+    settings = MineSettings(start=0, end=10, count=10, guard_margin=0.0)
+    mine_file(searcher, queries, tmp_path / "out.json", settings, guard_embedder=FakeEncoder())
+    # the positive is found by id (its text comes from the corpus); BM25 may rank the rest in any order
+    assert sorted(read_records(tmp_path / "out.json")[0]["neg"]) == ["query delta far", "query gamma near"]
+    with pytest.raises(ValueError, match="guard encoder"):
+        mine_file(searcher, queries, tmp_path / "out2.json", settings)
+
+
+def test_teacher_guard_by_hand():
+    record = {
+        "query": "q",
+        "pos": ["p0", "p1"],
+        "neg": ["a", "b", "c", "d"],
+        "neg_index": [10, 11, 12, 13],
+        "teacher_scores": [-1.0, -0.5, -0.2, -0.5, -0.7, 0.0],
+    }
+    out, dropped = teacher_guard_record(record)
+    # best positive -0.5: a (-0.2) and d (0.0) are above it, b ties it; only c stays
+    assert dropped == 3
+    assert out == {
+        "query": "q",
+        "pos": ["p0", "p1"],
+        "neg": ["c"],
+        "neg_index": [12],
+        "teacher_scores": [-1.0, -0.5, -0.7],
+    }
+    assert record["neg"] == ["a", "b", "c", "d"]  # the input is not changed
+
+
+def test_teacher_guard_leaves_unlabelled_and_unscored_records_alone():
+    chat = {"query": "q", "history": ["h0", "h1"], "teacher_scores": [0.0, 1.0]}
+    lrlm = {"query": "q", "pos": [], "neg": ["c0", "c1"], "teacher_scores": [0.0, 1.0]}
+    mined = {"query": "q", "pos": ["p"], "neg": ["a"]}
+    for record in (chat, lrlm, mined):
+        assert teacher_guard_record(record) == (record, 0)
+
+
+def test_mine_command_teacher_guard(tmp_path, capsys):
+    scored = write_records(
+        tmp_path / "scored.json",
+        [
+            {"query": "q1", "pos": ["p"], "neg": ["a", "b"], "teacher_scores": [-1.0, -0.5, -2.0]},
+            {"query": "q2", "pos": ["p"], "neg": ["c"], "teacher_scores": [0.0, -1.0]},
+        ],
+    )
+    out = tmp_path / "guarded.json"
+    assert cli_main(["mine", "--teacher-guard", "--queries", str(scored), "--out", str(out)]) == 0
+    assert [r["neg"] for r in read_records(out)] == [["b"], ["c"]]
+    assert "dropped 1 negatives" in capsys.readouterr().out
+    assert cli_main(["mine", "--queries", str(scored), "--out", str(out)]) == 2
+    assert "--corpus is required" in capsys.readouterr().err

@@ -418,3 +418,126 @@ def test_extra_keys_join_every_denominator(stable):
     torch.testing.assert_close(fast, slow, atol=1e-9, rtol=1e-9)
     for a, b in zip(torch.autograd.grad(fast, (q, k, extra)), torch.autograd.grad(slow, (q, k, extra)), strict=True):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Padded groups: a masked slot is no key at all.  The references below take the *ragged* batch
+# (each query with only its real keys) and loop over queries, so they never see a padded slot.
+
+
+def ragged_case(seed: int, n: int = 4, group_size: int = 5, dim: int = 6, extra: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [int(x) for x in torch.randint(1, group_size + 1, (n,), generator=gen)]
+    lengths[0] = group_size  # one full group, one of length 1 (positive only) and random ones
+    lengths[-1] = 1
+    q = F.normalize(torch.randn(n, dim, generator=gen, dtype=torch.float64), dim=-1).requires_grad_()
+    real = F.normalize(torch.randn(sum(lengths), dim, generator=gen, dtype=torch.float64), dim=-1).requires_grad_()
+    pad = (10 * torch.randn(n * group_size - sum(lengths), dim, generator=gen, dtype=torch.float64)).requires_grad_()
+    t_real = [-3 * torch.rand(m, generator=gen, dtype=torch.float64) for m in lengths]
+    extra_keys = F.normalize(torch.randn(extra, dim, generator=gen, dtype=torch.float64), dim=-1) if extra else None
+    # Padded tensors: real keys first in each group, garbage (large, random) in the padded slots.
+    mask = torch.tensor([[j < m for j in range(group_size)] for m in lengths])
+    order = torch.empty(n * group_size, dtype=torch.long)
+    order[mask.reshape(-1)] = torch.arange(sum(lengths))
+    order[~mask.reshape(-1)] = sum(lengths) + torch.arange(len(pad))
+    k = torch.cat([real, pad])[order]
+    t = torch.full((n, group_size), 50.0, dtype=torch.float64)  # a padded slot's score would dominate if used
+    t[mask] = torch.cat(t_real)
+    return q, real, pad, k, t, mask, lengths, t_real, extra_keys
+
+
+def _split(real, lengths):
+    return list(torch.split(real, lengths))
+
+
+def ragged_contrastive(q, real, lengths, tau, extra_keys=None):
+    keys = real if extra_keys is None else torch.cat([real, extra_keys])
+    offsets = [sum(lengths[:i]) for i in range(len(lengths))]
+    return sum(torch.logsumexp(keys @ q[i] / tau, 0) - real[o] @ q[i] / tau for i, o in enumerate(offsets)) / len(q)
+
+
+def ragged_kl(q, real, lengths, t_real, tau, t_teacher, t_student):
+    total = 0.0
+    for i, own in enumerate(_split(real, lengths)):
+        log_s = torch.log_softmax(own @ q[i] / tau / t_student, 0)
+        p_t = torch.softmax(t_real[i] / t_teacher, 0)
+        total = total + (p_t * (torch.log(p_t) - log_s)).sum()
+    return total / len(q)
+
+
+def ragged_stable(q, real, lengths, t_real, tau, t_teacher, extra_keys=None):
+    total = 0.0
+    groups = _split(real, lengths)
+    for i, own in enumerate(groups):
+        others = [g for m, g in enumerate(groups) if m != i] + ([] if extra_keys is None else [extra_keys])
+        p_t = torch.softmax(t_real[i] / t_teacher, 0)
+        for j in range(lengths[i]):
+            denominator = torch.cat([*others, own[j:]]) @ q[i] / tau
+            total = total + p_t[j] * (torch.logsumexp(denominator, 0) - own[j] @ q[i] / tau)
+    return total / len(q)
+
+
+def assert_masked_like_ragged(fast, slow, q, real, pad):
+    torch.testing.assert_close(fast, slow, atol=1e-9, rtol=1e-9)
+    gq, greal, gpad = torch.autograd.grad(fast, (q, real, pad))
+    sq, sreal = torch.autograd.grad(slow, (q, real))
+    torch.testing.assert_close(gq, sq, atol=1e-9, rtol=1e-8)
+    torch.testing.assert_close(greal, sreal, atol=1e-9, rtol=1e-8)
+    assert torch.equal(gpad, torch.zeros_like(gpad)), "a padded key must get no gradient"
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("extra", [0, 3])
+def test_masked_contrastive_equals_the_ragged_batch(seed, extra):
+    q, real, pad, k, _, mask, lengths, _, extra_keys = ragged_case(seed, extra=extra)
+    fast = contrastive_loss(q, k, 5, 0.05, extra_keys, key_mask=mask)
+    assert_masked_like_ragged(fast, ragged_contrastive(q, real, lengths, 0.05, extra_keys), q, real, pad)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("t_teacher", "t_student"), [(1.0, 1.0), (0.1, 0.5)])
+def test_masked_kl_equals_the_ragged_batch(seed, t_teacher, t_student):
+    q, real, pad, k, t, mask, lengths, t_real, _ = ragged_case(seed)
+    fast = kl_distill_loss(q, k, t, 0.05, t_teacher, t_student, key_mask=mask)
+    slow = ragged_kl(q, real, lengths, t_real, 0.05, t_teacher, t_student)
+    assert_masked_like_ragged(fast, slow, q, real, pad)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("extra", [0, 3])
+def test_masked_stable_equals_the_ragged_batch(seed, extra):
+    q, real, pad, k, t, mask, lengths, t_real, extra_keys = ragged_case(seed, extra=extra)
+    fast = stable_distill_loss(q, k, t, 0.05, 1.0, extra_keys, key_mask=mask)
+    slow = ragged_stable(q, real, lengths, t_real, 0.05, 1.0, extra_keys)
+    assert_masked_like_ragged(fast, slow, q, real, pad)
+
+
+def test_masked_stable_at_the_default_temperature_stays_finite():
+    # tau = 0.01 and garbage of norm ~25 in the padded slots: huge logits that must still vanish.
+    q, real, pad, k, t, mask, lengths, t_real, _ = ragged_case(7)
+    fast = stable_distill_loss(q, k, t, key_mask=mask)
+    assert_masked_like_ragged(fast, ragged_stable(q, real, lengths, t_real, 0.01, 1.0), q, real, pad)
+
+
+def test_compute_task_loss_passes_the_mask_to_every_loss():
+    q, real, pad, k, t, mask, lengths, t_real, _ = ragged_case(3)
+    s = TrainingSettings(losses={"contrastive": 0.5, "kl_distill": 1.0, "stable_distill": 2.0}, teacher_temperature=0.5)
+    fast, _ = compute_task_loss(q, k, t, s, 0.05, key_mask=mask)
+    slow = (
+        0.5 * ragged_contrastive(q, real, lengths, 0.05)
+        + ragged_kl(q, real, lengths, t_real, 0.05, 0.5, 1.0)
+        + 2.0 * ragged_stable(q, real, lengths, t_real, 0.05, 0.5)
+    )
+    assert_masked_like_ragged(fast, slow, q, real, pad)
+
+
+def test_an_all_true_mask_changes_nothing_and_a_masked_positive_is_refused():
+    q, k, t = make_inputs(3, 4, 0)
+    full = torch.ones(3, 4, dtype=torch.bool)
+    for loss in (stable_distill_loss, kl_distill_loss):
+        assert torch.equal(loss(q, k, t, key_mask=full), loss(q, k, t))
+    assert torch.equal(contrastive_loss(q, k, 4, key_mask=full), contrastive_loss(q, k, 4))
+    bad = full.clone()
+    bad[1, 0] = False
+    with pytest.raises(ValueError, match="positive"):
+        contrastive_loss(q, k, 4, key_mask=bad)

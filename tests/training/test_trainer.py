@@ -530,3 +530,49 @@ def test_two_processes_match_one_process_with_twice_the_batch(nodrop_encoder_dir
             torch.testing.assert_close(wa[name], wb[name], atol=1e-5, rtol=0, msg=name)
     texts = ["what is the capital of france", "the quick brown fox", "who wrote this song"]
     np.testing.assert_allclose(_embed(one / "model", texts), _embed(two / "model", texts), atol=1e-5)
+
+
+# ============================================================================ short groups
+
+
+def test_short_groups_are_padded_and_their_slots_masked(tiny_encoder_dir, tmp_path):
+    # qa records with 2 negatives: groups of 3 keys in a group size of GROUP = 4, so one padded slot each.
+    data = tmp_path / "qa.json"
+    rows = [
+        {
+            "query": f"question {i}",
+            "task": "qa",
+            "pos": [f"answer {i}"],
+            "neg": [f"other {i}", f"wrong {i}"],
+            "teacher_scores": [-0.5, -1.0 - i / 10, -2.0],
+        }
+        for i in range(4)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    recipe = {
+        "model": str(tiny_encoder_dir),
+        "datasets": [{"path": str(data)}],
+        "tasks": SMALL_TASKS,
+        "batch_size": 2,
+        "max_steps": 2,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "seed": 7,
+        "device": "cpu",
+        "output_dir": str(tmp_path / "out"),
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    trainer = Trainer(TrainConfig.from_yaml(tmp_path / "r.yaml"), show_progress=False)
+    groups = trainer._groups([0, 1], 0)
+    assert [len(g.keys) for _, g in groups] == [3, 3]
+    queries, keys = trainer._features(groups)
+    assert len(keys["input_ids"]) == 2 * GROUP
+    with torch.no_grad():
+        q, k = trainer.model(queries, keys)
+        loss, _ = trainer._loss(groups, q, k)
+        junk = k.clone()
+        junk[GROUP - 1 :: GROUP] = 5 * torch.randn(2, k.shape[1])  # the padded slots
+        assert torch.isfinite(loss)
+        assert float(trainer._loss(groups, q, junk)[0]) == pytest.approx(float(loss), rel=1e-6)
+    trainer.train()
+    assert all(math.isfinite(line["loss"]) for line in read_log(tmp_path / "out"))

@@ -4,8 +4,8 @@ One JSON-lines file is one dataset of one task.  A record has a ``query`` and a 
 candidate keys: ``pos`` + ``neg``, or ``history`` (chat).  ``teacher_scores``, when present, holds
 the LLM's reward for each candidate, aligned with ``pos + neg`` (or ``history``).
 
-At every visit a record becomes a *group*: the query, one positive and ``group_size - 1``
-negatives chosen by the task's settings, with the teacher scores of those keys.  The choice is
+At every visit a record becomes a *group*: the query, one positive and up to ``group_size - 1``
+distinct negatives chosen by the task's settings, with the teacher scores of those keys.  The choice is
 drawn from a generator seeded by (seed, step, row), so it is the same in every run, on every rank
 and after a resume, yet a record meets new negatives each time it is visited.
 """
@@ -51,7 +51,9 @@ class TrainDataset:
 
 @dataclass(frozen=True)
 class Group:
-    """What the encoder sees for one query: keys[0] is the positive, then the negatives."""
+    """What the encoder sees for one query: keys[0] is the positive, then the negatives.
+
+    At most ``group_size`` keys, no two with the same text; fewer when the record has fewer distinct candidates."""
 
     query: str
     keys: tuple[str, ...]
@@ -171,11 +173,13 @@ def load_train_file(
 
 
 def make_group(record: TrainRecord, settings: TrainingSettings, rng: np.random.Generator) -> Group:
-    """Choose the positive and ``group_size - 1`` negatives of one visit of ``record``.
+    """Choose the positive and up to ``group_size - 1`` negatives of one visit of ``record``.
 
     - positive: ``first`` labelled, a ``random`` labelled one, or the ``teacher``'s best candidate
       (when that is a negative it leaves the negatives; unchosen positives never become negatives);
-    - negatives: ``random`` ones or the ``teacher``'s highest-scored; too few are repeated cyclically;
+    - negatives: ``random`` ones or the ``teacher``'s highest-scored, never the same key text twice
+      nor the positive's text; with fewer distinct negatives than needed the group is *smaller*
+      (the trainer pads it and masks the missing slots in every loss);
     - with stable distillation the negatives are ordered by teacher score, best first, because
       that loss reads the group as a ranking (the positive stays first).
     """
@@ -187,10 +191,14 @@ def make_group(record: TrainRecord, settings: TrainingSettings, rng: np.random.G
         chosen = int(rng.integers(n_pos))
     else:
         chosen = 0
-    negatives = [i for i in range(n_pos, len(record.candidates)) if i != chosen]
-    need = settings.group_size - 1
-    if len(negatives) < need:
-        negatives = negatives * math.ceil(need / len(negatives))
+    # Distinct texts only: the first occurrence of a repeated negative stands for all of them.
+    seen = {record.candidates[chosen]}
+    negatives = []
+    for i in range(n_pos, len(record.candidates)):
+        if i != chosen and record.candidates[i] not in seen:
+            seen.add(record.candidates[i])
+            negatives.append(i)
+    need = min(settings.group_size - 1, len(negatives))
     if settings.select_negative == "teacher" and scores is not None:
         picked = sorted(range(len(negatives)), key=lambda j: -scores[negatives[j]])[:need]
     else:

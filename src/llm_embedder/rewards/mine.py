@@ -4,19 +4,31 @@ Hits ranked ``start``..``end`` (0-based, after removing the labelled positives) 
 seeded sample of ``count`` of them becomes the record's ``neg`` (texts) and ``neg_index`` (corpus
 ids), in rank order.  The top ranks are skipped by default because, for real data, many of them
 are unlabelled positives.  Old ``teacher_scores`` are removed: they belonged to other candidates.
+
+Two optional guards against negatives that are secretly positives (both off by default):
+
+* encoder guard (``guard_margin``): a hit is dropped from the pool when a base encoder scores it at
+  least ``guard_margin`` above the record's best labelled positive (cosine, the task's instructions);
+  ``0.0`` drops every hit the encoder ranks at or above the positive, a negative margin drops near ties too;
+* teacher guard (``teacher_guard``, applied to *scored* records by :func:`teacher_guard_record`): a
+  negative the teacher scores at least as high as the best labelled positive is dropped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import iter_jsonl, write_jsonl
 from llm_embedder.retrieval.searcher import Hit, Searcher
+
+if TYPE_CHECKING:
+    from llm_embedder.models.embedder import Embedder
 
 
 @dataclass
@@ -27,6 +39,10 @@ class MineSettings:
     seed: int = 0
     filter_answers: bool = False
     """Also drop hits that contain one of the record's answers (case-insensitive)."""
+    guard_margin: float | None = None
+    """Encoder guard: drop hits scored >= best positive + margin by the guard encoder (None: off)."""
+    teacher_guard: bool = False
+    """Teacher guard for scored records: drop negatives scored >= the best positive (see teacher_guard_record)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
@@ -74,15 +90,87 @@ def _pools(
     return pools
 
 
+def _positive_texts(record: dict[str, Any], searcher: Searcher) -> list[str]:
+    by_id = dict(zip(searcher.corpus.ids, searcher.corpus.texts, strict=True))
+    return list(record.get("pos", [])) + [by_id[i] for i in record.get("pos_index", []) if i in by_id]
+
+
+def encoder_guard(
+    records: Sequence[dict[str, Any]],
+    positives: Sequence[Sequence[str]],
+    pools: Sequence[Sequence[Hit]],
+    embedder: Embedder,
+    task: str,
+    margin: float,
+) -> list[list[Hit]]:
+    """Each pool less the hits that ``embedder`` scores at least ``margin`` above the record's best positive
+    (``cos(q, hit) >= max_p cos(q, p) + margin``).  Records without a positive text keep their pool."""
+    texts = list(
+        dict.fromkeys(t for pos, pool in zip(positives, pools, strict=True) for t in [*pos, *(h.text for h in pool)])
+    )
+    row = {t: i for i, t in enumerate(texts)}
+    keys = embedder.encode_keys(texts, task) if texts else np.empty((0, 0), dtype=np.float32)
+    queries = embedder.encode_queries([r["query"] for r in records], task)
+    out = []
+    for q, pos, pool in zip(queries, positives, pools, strict=True):
+        if not pos:
+            out.append(list(pool))
+            continue
+        best = max(float(keys[row[t]] @ q) for t in pos)
+        out.append([h for h in pool if float(keys[row[h.text]] @ q) < best + margin])
+    return out
+
+
+def teacher_guard_record(record: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """``(record, dropped)``: the scored record less the negatives whose teacher score is at least the best
+    labelled positive's, with ``neg``, ``neg_index`` and ``teacher_scores`` kept aligned.  A record without
+    teacher scores or without a labelled positive (chat, lrlm) is returned as it is."""
+    pos, neg, scores = record.get("pos", []), record.get("neg", []), record.get("teacher_scores")
+    if not pos or scores is None or len(scores) != len(pos) + len(neg):
+        return record, 0
+    best = max(scores[: len(pos)])
+    keep = [j for j in range(len(neg)) if scores[len(pos) + j] < best]
+    out = dict(
+        record, neg=[neg[j] for j in keep], teacher_scores=scores[: len(pos)] + [scores[len(pos) + j] for j in keep]
+    )
+    if "neg_index" in record and len(record["neg_index"]) == len(neg):
+        out["neg_index"] = [record["neg_index"][j] for j in keep]
+    return out, len(neg) - len(keep)
+
+
+def teacher_guard_file(in_path: str | Path, out_path: str | Path) -> tuple[int, int]:
+    """Apply :func:`teacher_guard_record` to every record of a scored file; returns (records, negatives dropped)."""
+    dropped = 0
+    rows = 0
+
+    def guarded() -> Any:
+        nonlocal dropped, rows
+        for _, record in iter_jsonl(in_path):
+            out, n = teacher_guard_record(record)
+            dropped += n
+            rows += 1
+            yield out
+
+    write_jsonl(out_path, guarded())
+    return rows, dropped
+
+
 def mine_file(
     searcher: Searcher,
     queries_path: str | Path,
     output_path: str | Path,
     settings: MineSettings | None = None,
     show_progress: bool | None = None,
+    guard_embedder: Embedder | None = None,
+    task: str = "qa",
 ) -> int:
-    """Write every query record of ``queries_path`` with mined ``neg``/``neg_index``; returns how many."""
+    """Write every query record of ``queries_path`` with mined ``neg``/``neg_index``; returns how many.
+
+    With ``settings.guard_margin`` set, ``guard_embedder`` (the base encoder, encoding with ``task``'s
+    instructions) removes suspected false negatives from each pool before the sample is drawn."""
     settings = settings or MineSettings()
+    if settings.guard_margin is not None and guard_embedder is None:
+        raise ValueError("guard_margin is set but no guard encoder was given")
     rows = list(iter_jsonl(queries_path))
     for line, record in rows:
         if not isinstance(record.get("query"), str):
@@ -91,6 +179,11 @@ def mine_file(
             if field in record and not isinstance(record[field], list):
                 raise InputError(queries_path, line, field, "expected a list")
     pools = _pools(searcher, [r for _, r in rows], settings, show_progress)
+    if settings.guard_margin is not None:
+        assert guard_embedder is not None
+        records = [r for _, r in rows]
+        positives = [_positive_texts(r, searcher) for r in records]
+        pools = encoder_guard(records, positives, pools, guard_embedder, task, settings.guard_margin)
 
     def mined() -> Any:
         for (line, record), pool in zip(rows, pools, strict=True):

@@ -78,6 +78,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
     """``no``, ``bf16`` or ``fp16`` (weights stay float32; autocast computes in low precision)."""
+    bf16: Any = False
+    """bf16 autocast: ``true``, ``false`` (``mixed_precision`` decides), or ``auto``: on where the device has
+    bf16 units (CPU flags avx512_bf16/amx_bf16, or a bf16 GPU); see ``training.precision``."""
     pooling: str | None = None
     """Override the encoder's pooling (``cls``, ``mean``, ``last``)."""
     device: str = "auto"
@@ -91,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"warmup_shape={self.warmup_shape!r}; expected linear or log")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision={self.mixed_precision!r}; expected no, bf16 or fp16")
+        if not (isinstance(self.bf16, bool) or self.bf16 == "auto"):
+            raise ValueError(f"setting bf16={self.bf16!r}: expected auto, true or false")
         for name in ("max_steps", "batch_size", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -10,6 +10,11 @@ Notation shared by every function (reference implementation §3, paper §1.3-1.4
 * ``tau``: similarity temperature, logits are ``<q, k> / tau`` (the caller L2-normalises, so with
   ``tau = 0.01`` a logit is 100 x cosine).
 
+* ``key_mask``: optional bool ``[B, G]``, False where a group is shorter than G and its slot is
+  padding.  A masked key is no key at all: never a negative of any query (own group, in-batch or
+  cross-device), no teacher mass, no term of its own; the loss and the gradients equal those of the
+  ragged batch without it.  Slot 0 (the positive) must be real.
+
 Under ``torch.distributed`` pass the gathered tensors (``training.distributed.gather_with_grad``)
 to every loss: the contrastive and stable losses then see cross-device negatives, and all losses are
 means over the global batch, which is what the gradient convention of ``training.distributed``
@@ -66,6 +71,26 @@ def _all_scores(
     return q.to(dtype) @ k.to(dtype).T / temperature
 
 
+def _check_mask(key_mask: torch.Tensor | None, n_queries: int, group_size: int) -> None:
+    if key_mask is None:
+        return
+    if key_mask.dtype != torch.bool or tuple(key_mask.shape) != (n_queries, group_size):
+        raise ValueError(f"key_mask must be bool [B, G] = [{n_queries}, {group_size}], got {tuple(key_mask.shape)}")
+    if not bool(key_mask[:, 0].all()):
+        raise ValueError("key_mask masks a positive (slot 0); every group needs its positive")
+
+
+def _mask_columns(scores: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Padded keys' columns (the first B*G of ``scores``) to finfo.min: they leave every softmax.
+
+    finfo.min rather than -inf keeps gradients free of NaN (exp underflows to an exact 0 either way)."""
+    if key_mask is None:
+        return scores
+    keep = torch.ones(scores.shape[-1], dtype=torch.bool, device=scores.device)
+    keep[: key_mask.numel()] = key_mask.reshape(-1)
+    return scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+
+
 def _own_scores(q: torch.Tensor, k: torch.Tensor, group_size: int, temperature: float) -> torch.Tensor:
     """s_ij = <q_i, k_{iG+j}> / tau, [B, G]: each query against its own group only."""
     dtype = _score_dtype(q)
@@ -79,6 +104,7 @@ def contrastive_loss(
     group_size: int,
     temperature: float = DEFAULT_TEMPERATURE,
     extra_keys: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE over all keys given (paper Eq. 2, reference §3.1).
 
@@ -86,10 +112,11 @@ def contrastive_loss(
     every other query is a negative, so gathered inputs give in-batch and cross-device negatives.
 
     Args: q [B, d]; k [B*G, d]; group_size G; temperature tau; ``extra_keys`` [E, d]: more negatives
-    for every query (other tasks' keys in a mixed batch).  Returns a scalar.
+    for every query (other tasks' keys in a mixed batch); ``key_mask`` [B, G].  Returns a scalar.
     """
     _check_inputs(q, k, group_size, temperature)
-    scores = _all_scores(q, k, temperature, extra_keys)
+    _check_mask(key_mask, q.shape[0], group_size)
+    scores = _mask_columns(_all_scores(q, k, temperature, extra_keys), key_mask)
     labels = torch.arange(q.shape[0], device=q.device) * group_size
     return F.cross_entropy(scores, labels)
 
@@ -101,6 +128,7 @@ def kl_distill_loss(
     temperature: float = DEFAULT_TEMPERATURE,
     teacher_temperature: float = 1.0,
     student_temperature: float = 1.0,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KL distillation over each query's own G keys (paper Eq. 3, reference §3.2).
 
@@ -109,14 +137,21 @@ def kl_distill_loss(
     No in-batch negatives.
 
     Args: q [B, d]; k [B*G, d]; teacher_scores t [B, G]; temperature tau; teacher_temperature T_t;
-    student_temperature T_s.  Returns a scalar.
+    student_temperature T_s; ``key_mask`` [B, G].  Returns a scalar.
     """
     group_size = _check_teacher(q, k, teacher_scores, temperature)
+    _check_mask(key_mask, q.shape[0], group_size)
     if teacher_temperature <= 0 or student_temperature <= 0:
         raise ValueError("teacher_temperature and student_temperature must be positive")
-    student = _own_scores(q, k, group_size, temperature)
-    log_p_student = F.log_softmax(student / student_temperature, dim=-1)
-    p_teacher = F.softmax(teacher_scores.detach().to(student.dtype) / teacher_temperature, dim=-1)
+    student = _own_scores(q, k, group_size, temperature) / student_temperature
+    teacher = teacher_scores.detach().to(student.dtype) / teacher_temperature
+    if key_mask is not None:
+        # Masked after the temperatures, so finfo.min is not divided into -inf; p_teacher = 0 there
+        # and kl_div's 0 * log 0 = 0 makes the slot vanish from the sum.
+        student = student.masked_fill(~key_mask, torch.finfo(student.dtype).min)
+        teacher = teacher.masked_fill(~key_mask, torch.finfo(teacher.dtype).min)
+    log_p_student = F.log_softmax(student, dim=-1)
+    p_teacher = F.softmax(teacher, dim=-1)
     return F.kl_div(log_p_student, p_teacher, reduction="batchmean")
 
 
@@ -127,6 +162,7 @@ def stable_distill_loss(
     temperature: float = DEFAULT_TEMPERATURE,
     teacher_temperature: float = 1.0,
     extra_keys: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stabilized (rank-aware, listwise) distillation (paper §2.2.3, reference §3.3).
 
@@ -139,13 +175,15 @@ def stable_distill_loss(
     original code has no teacher temperature (T_t = 1, the default here).
 
     Args: q [B, d]; k [B*G, d]; teacher_scores t [B, G]; temperature tau; teacher_temperature T_t;
-    ``extra_keys`` [E, d]: more negatives, always in every denominator.  Returns a scalar.
+    ``extra_keys`` [E, d]: more negatives, always in every denominator; ``key_mask`` [B, G]: a masked
+    position has no term and leaves every denominator.  Returns a scalar.
     """
     group_size = _check_teacher(q, k, teacher_scores, temperature)
+    _check_mask(key_mask, q.shape[0], group_size)
     if teacher_temperature <= 0:
         raise ValueError("teacher_temperature must be positive")
     n_queries = q.shape[0]
-    scores = _all_scores(q, k, temperature, extra_keys)
+    scores = _mask_columns(_all_scores(q, k, temperature, extra_keys), key_mask)
     rows = torch.arange(n_queries, device=scores.device)
     own_cols = rows[:, None] * group_size + torch.arange(group_size, device=scores.device)
     own = scores.gather(1, own_cols)  # [B, G]
@@ -156,7 +194,12 @@ def stable_distill_loss(
     others = scores.masked_fill(is_own, torch.finfo(scores.dtype).min).logsumexp(dim=-1, keepdim=True)
     own_suffix = own.flip(-1).logcumsumexp(dim=-1).flip(-1)  # [:, j] = logsumexp(own[:, j:])
     nll = torch.logaddexp(others, own_suffix) - own  # [B, G]
-    weights = F.softmax(teacher_scores.detach().to(scores.dtype) / teacher_temperature, dim=-1)
+    teacher = teacher_scores.detach().to(scores.dtype) / teacher_temperature
+    if key_mask is not None:
+        # A masked position's nll is ~ -finfo.min (it may overflow): select it away rather than weight it by 0.
+        teacher = teacher.masked_fill(~key_mask, torch.finfo(teacher.dtype).min)
+        nll = torch.where(key_mask, nll, torch.zeros_like(nll))
+    weights = F.softmax(teacher, dim=-1)
     return (weights * nll).sum(dim=-1).mean()
 
 
@@ -196,6 +239,7 @@ def compute_task_loss(
     settings: TrainingSettings,
     temperature: float = DEFAULT_TEMPERATURE,
     extra_keys: torch.Tensor | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted loss of one task's batch: ``(total, {name: unweighted part})``.
 
@@ -203,7 +247,8 @@ def compute_task_loss(
     :func:`combine_losses`.  The group size G is read from the shapes (``k`` has ``B * G`` rows);
     ``settings.teacher_temperature`` goes to both distillation losses, ``settings.student_temperature``
     to the KL one.  ``extra_keys`` are further negatives for the contrastive and stable losses (the KL
-    loss only compares a query's own keys).  Raises ``ValueError`` when a distillation loss is active
+    loss only compares a query's own keys); ``key_mask`` [B, G] marks padded slots for every loss.
+    Raises ``ValueError`` when a distillation loss is active
     but ``teacher_scores`` is None.
     """
     active = {name: w for name, w in settings.losses.items() if w > 0}
@@ -222,15 +267,21 @@ def compute_task_loss(
     parts: dict[str, torch.Tensor] = {}
     for name in active:
         if name == "contrastive":
-            parts[name] = contrastive_loss(q, k, group_size, temperature, extra_keys)
+            parts[name] = contrastive_loss(q, k, group_size, temperature, extra_keys, key_mask)
         elif name == "kl_distill":
             assert teacher_scores is not None
             parts[name] = kl_distill_loss(
-                q, k, teacher_scores, temperature, settings.teacher_temperature, settings.student_temperature
+                q,
+                k,
+                teacher_scores,
+                temperature,
+                settings.teacher_temperature,
+                settings.student_temperature,
+                key_mask,
             )
         else:
             assert teacher_scores is not None
             parts[name] = stable_distill_loss(
-                q, k, teacher_scores, temperature, settings.teacher_temperature, extra_keys
+                q, k, teacher_scores, temperature, settings.teacher_temperature, extra_keys, key_mask
             )
     return combine_losses(parts, active), parts

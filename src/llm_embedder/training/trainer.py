@@ -38,6 +38,7 @@ from llm_embedder.tasks import TaskTable
 from llm_embedder.training.config import TrainConfig, effective_settings
 from llm_embedder.training.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
 from llm_embedder.training.losses import compute_task_loss
+from llm_embedder.training.precision import resolve_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ class Progress:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
+
+
+def _allow_precision(mixed_precision: str) -> None:
+    """accelerate keeps one mixed-precision setting per process and refuses a second; a process that trains
+    in turn at two precisions (a float32 vs bf16 comparison) drops the old setting first.  The process
+    group (PartialState) is kept."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()
 
 
 def learning_rate_factor(step: int, max_steps: int, warmup_steps: int, shape: str = "linear") -> float:
@@ -130,12 +141,13 @@ class Trainer:
         self.config = config
         self.show_progress = show_progress
         self.output_dir = Path(config.output_dir)
+        # accelerate sets up a multi-process run on CPUs only when told cpu=True; without it,
+        # torchrun on a machine without CUDA would start N independent single-process runs.
+        on_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+        self.mixed_precision = resolve_mixed_precision(config.bf16, config.mixed_precision, on_cpu)
+        _allow_precision(self.mixed_precision)
         self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
-            # accelerate sets up a multi-process run on CPUs only when told cpu=True; without it,
-            # torchrun on a machine without CUDA would start N independent single-process runs.
-            cpu=config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()),
-            step_scheduler_with_optimizer=False,
+            mixed_precision=self.mixed_precision, cpu=on_cpu, step_scheduler_with_optimizer=False
         )
         set_seed(config.seed)
 
@@ -189,16 +201,22 @@ class Trainer:
             out.append((data.task, make_group(record, data.settings, rng)))
         return out
 
+    def _group_size(self, rows: list[tuple[str, Group]]) -> int:
+        # Every row of a global batch has the same group size (one task, or mixed batches of one size).
+        return self._settings[rows[0][0]].group_size
+
     def _features(self, rows: list[tuple[str, Group]]) -> tuple[dict, dict]:
-        """Tokenised queries and keys, each with its task's instruction and token budget."""
+        """Tokenised queries and keys, each with its task's instruction and token budget.  A short group is
+        padded to the group size with empty keys (cheap to encode), which ``_loss`` masks."""
         emb = self.embedder
+        group_size = self._group_size(rows)
         q_feats: dict[str, list] = defaultdict(list)
         k_feats: dict[str, list] = defaultdict(list)
         for task_name, group in rows:
             task = emb.tasks[task_name]
             for name, values in emb.tokenize([task.query_text(group.query)], task.query_max_length).items():
                 q_feats[name].extend(values)
-            keys = [task.key_text(k) for k in group.keys]
+            keys = [task.key_text(k) for k in group.keys] + [""] * (group_size - len(group.keys))
             for name, values in emb.tokenize(keys, task.key_max_length).items():
                 k_feats[name].extend(values)
         return emb.collate(q_feats, range(len(rows))), emb.collate(k_feats, range(len(k_feats["input_ids"])))
@@ -208,25 +226,32 @@ class Trainer:
         """(loss to back-propagate, {"loss": total, "loss/<task>": value}).  Each task present gets its own losses;
         in a mixed batch the other tasks' keys are extra negatives and the task losses are weighted
         by their share of the queries, so the total stays a mean over queries."""
-        group_size = len(rows[0][1].keys)
+        group_size = self._group_size(rows)
         teacher = torch.tensor(
-            [g.teacher_scores or [0.0] * group_size for _, g in rows], dtype=torch.float32, device=q.device
+            [[*(g.teacher_scores or ()), *[0.0] * (group_size - len(g.teacher_scores or ()))] for _, g in rows],
+            dtype=torch.float32,
+            device=q.device,
+        )
+        key_mask = torch.tensor(
+            [[j < len(g.keys) for j in range(group_size)] for _, g in rows], dtype=torch.bool, device=q.device
         )
         has_teacher = torch.tensor([g.teacher_scores is not None for _, g in rows], device=q.device)
         task_ids = torch.tensor([self._task_order.index(t) for t, _ in rows], device=q.device)
         cross = self.config.cross_device_negatives
         if cross:
             q, k = gather_with_grad(q), gather_with_grad(k)
-            teacher, has_teacher, task_ids = map(gather_no_grad, (teacher, has_teacher, task_ids))
+            teacher, has_teacher, task_ids, key_mask = map(gather_no_grad, (teacher, has_teacher, task_ids, key_mask))
         key_task_ids = task_ids.repeat_interleave(group_size)
+        real_keys = key_mask.reshape(-1)
         total, logs = q.new_zeros(()), {}
         for tid in task_ids.unique().tolist():
             name = self._task_order[tid]
             mine, mine_keys = task_ids == tid, key_task_ids == tid
             scores = teacher[mine] if bool(has_teacher[mine].all()) else None
-            extra = k[~mine_keys] if bool((~mine_keys).any()) else None
+            other_keys = ~mine_keys & real_keys  # other tasks' padded slots are no negatives either
+            extra = k[other_keys] if bool(other_keys.any()) else None
             loss, _ = compute_task_loss(
-                q[mine], k[mine_keys], scores, self._settings[name], self.config.temperature, extra
+                q[mine], k[mine_keys], scores, self._settings[name], self.config.temperature, extra, key_mask[mine]
             )
             total = total + loss * (mine.sum() / q.shape[0])
             logs[f"loss/{name}"] = float(loss.detach())
@@ -295,7 +320,10 @@ class Trainer:
         self._resume()
         if acc.is_main_process:
             sizes = ", ".join(f"{d.name} ({d.task}) {len(d)}" for d in self.datasets)
-            self._print(f"training {self.embedder!r}\n  on {sizes}; {len(self.sampler)} steps per epoch")
+            self._print(
+                f"training {self.embedder!r} (mixed precision: {self.mixed_precision})\n"
+                f"  on {sizes}; {len(self.sampler)} steps per epoch"
+            )
             for d in self.datasets:
                 if d.dropped:
                     self._print(f"  {d.path}: dropped {d.dropped}")
