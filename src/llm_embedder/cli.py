@@ -225,15 +225,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- merge
 def cmd_merge(args: argparse.Namespace) -> int:
-    from llm_embedder.models.merge import (
-        MergeError,
-        check_output,
-        load_models,
-        merge_embedders,
-        merge_record,
-        parse_weights,
-        save_merged,
-    )
+    from llm_embedder.models.merge import MergeError, merge_models, parse_weights
 
     if len(args.model) < 2:
         raise MergeError("give at least two --model (the fine-tuned one first)")
@@ -241,32 +233,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise MergeError("give either --weights W1,W2,... or --auto-weights DEV_DIR")
     if not 1 <= args.tasks_from <= len(args.model):
         raise MergeError(f"--tasks-from {args.tasks_from}: expected a model position from 1 to {len(args.model)}")
-    tasks_from = args.tasks_from - 1
-    check_output(args.out, args.overwrite)  # before loading anything
-    embedders = load_models(args.model, device=args.device)
-    auto = None
-    if args.auto_weights is not None:
-        from llm_embedder.evaluation.merge_weights import CRITERION, choose_weights, parse_grid
-
-        auto = choose_weights(
-            embedders,
-            args.model,
-            args.auto_weights,
-            parse_grid(args.grid),
-            tasks_from=tasks_from,
-            limit=args.limit,
-            show_progress=not args.quiet,
-        )
-        print(auto.table())
-        print(f"criterion: {CRITERION}")
-        weights = auto.weights
+    options = {"tasks_from": args.tasks_from - 1, "overwrite": args.overwrite, "device": args.device}
+    if args.auto_weights is None:
+        record = merge_models(args.model, parse_weights(args.weights), args.out, **options)
     else:
-        weights = parse_weights(args.weights)
-    merged = merge_embedders(embedders, weights, names=args.model, tasks_from=tasks_from)
-    record = merge_record(args.model, embedders, weights, tasks_from)
-    if auto is not None:
-        record["auto_weights"] = auto.record()
-    save_merged(merged, args.out, record, args.overwrite)
+        from llm_embedder.evaluation.merge_weights import CRITERION, auto_merge, parse_grid
+
+        grid = parse_grid(args.grid)
+        record, choice = auto_merge(
+            args.model, args.auto_weights, args.out, grid, limit=args.limit, show_progress=not args.quiet, **options
+        )
+        print(choice.table())
+        print(f"criterion: {CRITERION}")
     shares = ", ".join(f"{m['model']} {m['weight']:.4g}" for m in record["models"])
     print(f"merged {shares} into {args.out} (task table of {record['tasks_from']}; see merge.json)")
     return 0

@@ -26,7 +26,14 @@ from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import DenseRetriever
 from llm_embedder.fingerprint import files_digest
 from llm_embedder.models.embedder import Embedder
-from llm_embedder.models.merge import MergeError, merge_embedders
+from llm_embedder.models.merge import (
+    MergeError,
+    check_output,
+    load_models,
+    merge_embedders,
+    merge_record,
+    save_merged,
+)
 
 DEFAULT_GRID = tuple(i / 10 for i in range(11))
 CRITERION = (
@@ -156,3 +163,27 @@ def choose_weights(
         dev_data=str(dev_dir),
         dev_fingerprint=files_digest(files),
     )
+
+
+def auto_merge(
+    models: Sequence[str],
+    dev_dir: str | Path,
+    out: str | Path,
+    grid: Sequence[float] = DEFAULT_GRID,
+    *,
+    tasks_from: int = 0,
+    limit: int | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    show_progress: bool = False,
+) -> tuple[dict[str, Any], WeightChoice]:
+    """Choose the fine-tuned model's weight on ``dev_dir`` (``models[0]`` fine-tuned, ``models[1]``
+    the base), save that merge to ``out``; returns the ``merge.json`` record and the choice."""
+    check_output(out, overwrite)  # before minutes of scoring
+    embedders = load_models(models, device)
+    choice = choose_weights(
+        embedders, models, dev_dir, grid, tasks_from=tasks_from, limit=limit, show_progress=show_progress
+    )
+    merged = merge_embedders(embedders, choice.weights, names=models, tasks_from=tasks_from)
+    record = {**merge_record(models, embedders, choice.weights, tasks_from), "auto_weights": choice.record()}
+    return save_merged(merged, out, record, overwrite), choice
