@@ -45,7 +45,8 @@ class FixedRetriever:
     def __init__(self, picks: list[list[int]], name: str = "fixed"):
         self.picks, self.name = picks, name
 
-    def search(self, task, queries, corpus, k):
+    def search(self, task, queries, corpus, k, key_max_length=None):
+        self.key_max_length = key_max_length
         return [list(self.picks[i][:k]) for i in range(len(queries))]
 
     def rank(self, task, queries, pools, k):
@@ -221,6 +222,31 @@ def test_long_text_equals_per_target_reference(eval_lm, tiny_embedder, lrlm_file
         assert all(d["retrieved"] == [[], []] for d in result.details)
 
 
+class PoolRecorder(RecencyRetriever):
+    def rank(self, task, queries, pools, k):
+        self.pools = pools
+        return super().rank(task, queries, pools, k)
+
+
+def test_long_text_keeps_the_last_max_tokens(eval_lm, tmp_path):
+    """A document is left-truncated to its last ``max_tokens`` LM tokens before chunking (the
+    original's 32,768): the candidate chunks all come from that tail."""
+    text = words(1, 140)
+    file = write_jsonl(tmp_path / "x" / "test.json", [{"text": text}])
+    ids = eval_lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 120
+    for max_tokens in (len(ids), 84):
+        recorder = PoolRecorder()
+        LongText([file], chunk_size=CHUNK, window_chunks=WINDOW, target_chunks=TARGETS, top_k=TOP_K,
+                 max_tokens=max_tokens).run(eval_lm, recorder)  # fmt: skip
+        kept = ids[-max_tokens:]
+        n = len(kept) // CHUNK
+        kept = kept[len(kept) - n * CHUNK :]
+        expected = [eval_lm.tokenizer.decode(kept[c * CHUNK : (c + 1) * CHUNK]) for c in range(n - WINDOW - 1)]
+        assert recorder.pools == [expected] * TARGETS
+    assert LongText([file]).max_tokens == 32_768
+
+
 def test_long_text_window_checks(eval_lm, lrlm_files):
     with pytest.raises(ValueError, match=r"lrlm needs 4096 tokens .* the LM's window is 512"):
         LongText(lrlm_files).run(eval_lm, NoRetriever())  # the original's 8 x 2 chunks + 16 chunks of 128
@@ -241,14 +267,18 @@ PREDICT = {"What is 2 + 2?": "B", "Who came first?": "C", "Which war was longer?
 
 
 class LetterLM(RecordingLM):
-    """Prefers the letter ``PREDICT`` names for the question in the prompt."""
+    """Prefers the letter ``predict`` (default ``PREDICT``) names for the question in the prompt."""
+
+    def __init__(self, lm, predict: dict[str, str] | None = None):
+        super().__init__(lm)
+        self.predict = PREDICT if predict is None else predict
 
     def span_log_probs(self, spans, **kwargs):
         out = []
         for span in spans:
             prefix = self.lm.tokenizer.decode(span.ids[: span.start])
             letter = self.lm.tokenizer.decode(span.ids[span.start : span.end]).strip()
-            (wanted,) = [v for q, v in PREDICT.items() if q in prefix]
+            (wanted,) = [v for q, v in self.predict.items() if q in prefix]
             out.append((0.0, 1) if letter == wanted else (-3.0, 2))
         return out
 
@@ -291,6 +321,38 @@ def test_multiple_choice_scores_are_mean_option_log_probs(eval_lm, tmp_path):
     assert result.details[0]["prediction"] == int(np.argmax(expected))
 
 
+def test_multiple_choice_category_scores_and_key_budget(eval_lm, tmp_path):
+    """The original's four categories: the mean of their subjects' accuracies; subjects outside
+    MMLU's 57 count in ``accuracy`` but in no category.  Retrieval keys are cut to 128 tokens."""
+    rows = [  # subject, predicted letter, gold index
+        ("abstract_algebra", "A", 0),
+        ("college_physics", "B", 0),
+        ("college_physics", "A", 0),
+        ("sociology", "C", 2),
+        ("philosophy", "D", 0),
+        ("virology", "B", 1),
+        ("Moral Scenarios", "A", 0),  # spaces and capitals: the subject is still found
+        ("Quenmar", "A", 1),
+    ]
+    records = [
+        {"query": f"Question {i}?", "choices": ["a", "b", "c", "d"], "answer": gold, "subject": subject}
+        for i, (subject, _, gold) in enumerate(rows)
+    ]
+    test = write_jsonl(tmp_path / "test.json", records)
+    corpus = write_jsonl(tmp_path / "corpus.json", [{"title": "T", "text": "zero"}])
+    lm = LetterLM(eval_lm, {f"Question {i}?": letter for i, (_, letter, _) in enumerate(rows)})
+    retriever = FixedRetriever([[0]] * len(rows))
+    result = MultipleChoiceQA(test, corpus).run(lm, retriever)
+    assert retriever.key_max_length == 128
+    subject = {"abstract_algebra": 1.0, "college_physics": 0.5, "sociology": 1.0, "philosophy": 0.0}
+    subject |= {"virology": 1.0, "Moral Scenarios": 1.0, "Quenmar": 0.0}
+    assert result.metrics["category/STEM"] == pytest.approx((1.0 + 0.5) / 2)
+    assert result.metrics["category/Social Sciences"] == 1.0
+    assert result.metrics["category/Humanities"] == pytest.approx((0.0 + 1.0) / 2)
+    assert result.metrics["category/Others"] == 1.0
+    assert result.main == pytest.approx(sum(subject.values()) / len(subject))
+
+
 # ---------------------------------------------------------------------------- in-context learning
 def test_icl_small_budget_keeps_the_most_relevant_demos(eval_lm, tmp_path):
     demos = [f"Input: {words(10 + i, 6)}\nOutput: {WORDS[i]}" for i in range(4)]
@@ -328,7 +390,7 @@ def test_icl_classification_generation_and_task_mean(eval_lm, tmp_path):
     assert [d["gold"] for d in cls] == [1, 0]
     for d, query in zip(cls, ["great song! Sentiment?", "bad band. Sentiment?"], strict=True):
         # The option scored highest by the LM, checked against plain forwards of each option.
-        prompt = "\n".join([*reversed([f"demo {WORDS[j]}" for j in d["retrieved"]]), query]) + "\n"
+        prompt = "\n".join([*reversed([f"demo {WORDS[j]}" for j in d["retrieved"]]), query]) + "\n "
         means = []
         for option in options:
             total, count = full_forward_sum(eval_lm, prompt + option, len(prompt))
@@ -341,6 +403,23 @@ def test_icl_classification_generation_and_task_mean(eval_lm, tmp_path):
     sst2 = (cls[0]["score"] + cls[1]["score"]) / 2
     assert result.metrics["score/sst2"] == sst2 and result.metrics["score/nq"] == 0.5
     assert result.main == pytest.approx((sst2 + 0.5) / 2)  # mean over task names
+
+
+def test_icl_option_follows_a_newline_and_a_space(eval_lm, tmp_path):
+    """The original's option text: "\\n".join(demos + [query]) + "\\n " + option; the scored tokens
+    are the option's, " negative" as one word."""
+    corpus = write_jsonl(tmp_path / "corpus.json", [{"contents": "good film\npositive"}, {"contents": "bad\nnegative"}])
+    options = ["negative", "positive"]
+    query = "a dull song"
+    record = {"query": query, "answers": ["0"], "options": options, "task_name": "t"}
+    test = write_jsonl(tmp_path / "test.json", [record])
+    lm = RecordingLM(eval_lm)
+    InContextLearning(test, corpus).run(lm, FixedRetriever([[0, 1]]))
+    context = "bad\nnegative\ngood film\npositive\na dull song"
+    assert lm.prefixes == [context + "\n "] * 2
+    span = eval_lm.make_span(context + "\n ", "negative")
+    assert list(span.ids) == eval_lm.tokenizer(context + "\n negative")["input_ids"]
+    assert eval_lm.tokenizer.decode(span.ids[span.start : span.end]) == " negative"
 
 
 # ---------------------------------------------------------------------------- open QA
@@ -376,6 +455,53 @@ def test_open_qa_few_shot_is_deterministic(eval_lm, tmp_path):
     lm = RecordingLM(eval_lm, generation="x")
     OpenQA(test, corpus, few_shot=0, limit=1).run(lm, FixedRetriever([[0]]))
     assert lm.prompts == ["Knowledge: River The river is in Paris.\n\nQ: Who wrote the song? A:"]
+
+
+def popqa_records() -> list[dict]:
+    """Three relations (prop_id 22, 91, 106) of four questions each; ``obj`` is what a demo shows."""
+    out = []
+    for prop in (106, 22, 91):
+        for n in range(4):
+            out.append(
+                {"query": f"Question {prop}-{n}?", "possible_answers": [f"Gold {prop}-{n}", "Paris"], "prop_id": prop}
+            )
+            out[-1]["obj"] = f"Obj {prop}-{n}"
+    return out
+
+
+def test_open_qa_original_demos_and_rule(eval_lm, tmp_path):
+    """Demos: one per *other* relation, in relation order, from the first ``relation_pool`` rows of
+    each, answered with ``obj``; ``accuracy`` is the original substring rule, ``accuracy_normalized``
+    the word match; keys are cut to 128 tokens."""
+    records = popqa_records()
+    test = write_jsonl(tmp_path / "test.json", records)
+    corpus = write_jsonl(tmp_path / "corpus.json", [{"title": "River", "text": "The river is in Paris."}])
+    runs = []
+    for _ in range(2):
+        lm = RecordingLM(eval_lm, generation="PARIS, I think")
+        retriever = FixedRetriever([[0]] * len(records))
+        result = OpenQA(test, corpus, relation_pool=2, knowledge_tokens=0).run(lm, retriever)
+        assert retriever.key_max_length == 128
+        runs.append((result, lm.prompts))
+    (result, prompts), (again, prompts_again) = runs
+    assert prompts == prompts_again and result.metrics == again.metrics
+    chosen = set()
+    for record, prompt in zip(records, prompts, strict=True):
+        blocks = prompt.split("\n\n")
+        assert blocks[-1] == f"Q: {record['query']} A:" and len(blocks) == 3
+        others = [p for p in (22, 91, 106) if p != record["prop_id"]]  # relation order
+        for demo, prop in zip(blocks[:2], others, strict=True):
+            n = next(n for n in range(4) if demo.startswith(f"Q: Question {prop}-{n}? A: "))
+            assert n < 2 and demo == f"Q: Question {prop}-{n}? A: Obj {prop}-{n}"
+            chosen.add((prop, n))
+    assert len(chosen) > 3  # seeded per question, not one fixed set
+    # "PARIS" is no substring of any form of "Paris" (original rule) but the same word after normalising.
+    assert result.metrics["accuracy"] == 0.0 and result.metrics["accuracy_normalized"] == 1.0
+    lm = RecordingLM(eval_lm, generation="It is paris")
+    assert OpenQA(test, corpus, limit=2).run(lm, NoRetriever()).metrics["accuracy"] == 1.0
+    bad = write_jsonl(tmp_path / "bad.json", [records[0], {"query": "q", "answers": ["a"]}])
+    with pytest.raises(InputError, match=r"bad.json:2: field 'prop_id'"):
+        OpenQA(bad, corpus).run(eval_lm, NoRetriever())
 
 
 # ---------------------------------------------------------------------------- retrieval only

@@ -297,3 +297,37 @@ def test_cli_eval_lm_window_too_small_for_lrlm(data_dir, eval_lm_dir, tmp_path, 
     assert cli_main([*args, "--lm", str(eval_lm_dir), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "lrlm needs 4096 tokens" in err and "window is 512" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------- qa retrieval column
+def test_qa_retrieval_column_without_an_lm(tmp_path):
+    """PopQA questions whose records label their source passage get a ``qa-retrieval ndcg@10``
+    column; it needs no LLM (a missing LM folder is never loaded)."""
+    import math
+
+    from llm_embedder.evaluation.retrievers import BM25Retriever
+    from llm_embedder.retrieval.corpus import Corpus
+
+    passages = [
+        ("Paris", "Paris is the capital city of France."),
+        ("River", "The river bank is full of money."),
+        ("Fox", "The quick brown fox jumps over the lazy dog."),
+        ("Music", "A singer and a band play a song."),
+    ]
+    questions = [("What is the capital of France?", 0), ("Who jumps over the dog?", 2), ("Who plays the song?", 3)]
+    d = tmp_path / "data"
+    write_jsonl(d / "qa/nq/corpus.json", [{"title": t, "text": x} for t, x in passages])
+    write_jsonl(d / "qa/popqa/test.json", [{"query": q, "answers": ["x"], "pos_index": [p]} for q, p in questions])
+    evaluators = build_evaluators(d, ["qa"])
+    assert [e.name for e in evaluators] == ["popqa", "qa-retrieval"]
+    retrieval = evaluators[1]
+    board = run_grid([retrieval], ["bm25"], tmp_path / "out", lm_name=str(tmp_path / "no-lm"), show_progress=False)
+    assert board["columns"] == [{"evaluator": "qa-retrieval", "metric": "ndcg@10", "lower_is_better": False}]
+    corpus = Corpus.from_jsonl(d / "qa/nq/corpus.json", "{title} {text}")
+    rankings = BM25Retriever().search("qa", [q for q, _ in questions], corpus, 10)
+    expected = [1 / math.log2(r.index(p) + 2) if p in r else 0.0 for r, (_, p) in zip(rankings, questions, strict=True)]
+    assert board["rows"]["bm25"]["qa-retrieval"] == pytest.approx(sum(expected) / len(expected))
+    assert "qa-retrieval ndcg@10 ↑" in (tmp_path / "out" / "leaderboard.md").read_text(encoding="utf-8")
+    # The released PopQA file labels no passage: no column.
+    write_jsonl(d / "qa/popqa/test.json", [{"query": q, "answers": ["x"]} for q, _ in questions])
+    assert [e.name for e in build_evaluators(d, ["qa"])] == ["popqa"]

@@ -15,6 +15,7 @@ from llm_embedder.evaluation.metrics import (
     mrr_at_k,
     ndcg_at_k,
     normalize_answer,
+    popqa_match,
     recall_at_k,
     retrieval_metrics,
     token_f1,
@@ -99,3 +100,20 @@ def test_answer_metrics_hand_cases():
     assert contains_answer("The answer: New York City", ["new york"]) == 1.0
     assert contains_answer("Parisian food", ["Paris"]) == 0.0  # whole words only
     assert contains_answer("anything", ["", "the"]) == 0.0  # empty after normalisation never matches
+
+
+@pytest.mark.parametrize(
+    "generation,answers,original,normalized",
+    [
+        ("It was in paris.", ["Paris"], 1.0, 1.0),  # a.lower()
+        ("PARIS", ["Paris"], 0.0, 1.0),  # no case folding beyond lower/capitalize
+        ("New York City", ["new york"], 0.0, 1.0),  # "new york".capitalize() is "New york"
+        ("new york city", ["New York"], 1.0, 1.0),
+        ("Newark", ["New"], 1.0, 0.0),  # a substring, not a word
+        ("it is the fox", ["The Fox", "Vixen"], 1.0, 1.0),
+        ("nothing", ["Paris", "Rome"], 0.0, 0.0),
+    ],
+)
+def test_popqa_original_rule_and_normalised_match(generation, answers, original, normalized):
+    assert popqa_match(generation, answers) == original
+    assert contains_answer(generation, answers) == normalized

@@ -222,3 +222,21 @@ def test_make_retriever_specs(tiny_encoder_dir):
             make_retriever(bad)
         with pytest.raises(ValueError, match=r"known: none, random, recency, bm25, dense:<model>"):
             check_spec(bad)
+
+
+def test_dense_key_max_length_overrides_the_task_budget(tiny_embedder, tmp_path):
+    """``search(..., key_max_length=n)`` encodes the documents cut to n tokens (the MMLU/PopQA
+    setting), and the cache keeps the two budgets apart."""
+    corpus = Corpus(list(TEXTS), list(IDS))
+    r = DenseRetriever(tiny_embedder, "tiny", cache_dir=tmp_path)
+    short = r._corpus_vectors("qa", corpus, key_max_length=12)  # the instruction and a few words
+    assert np.array_equal(short, tiny_embedder.encode_keys(TEXTS, task="qa", max_length=12))
+    full = r._corpus_vectors("qa", corpus)
+    assert np.array_equal(full, tiny_embedder.encode_keys(TEXTS, task="qa"))
+    assert not np.allclose(short, full)
+    assert len(list(tmp_path.glob("qa-*.npy"))) == 2
+    q = tiny_embedder.encode_queries(QUERIES, task="qa")
+    hits = DenseRetriever(tiny_embedder, "tiny").search("qa", QUERIES, corpus, 3, key_max_length=12)
+    for v, row in zip(q, hits, strict=True):  # the top-3 scores of the cut keys (ties in any order)
+        scores = short @ v
+        assert [scores[IDS.index(i)] for i in row] == pytest.approx(sorted(scores, reverse=True)[:3], abs=1e-5)

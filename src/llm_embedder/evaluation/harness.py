@@ -4,6 +4,7 @@ Data follow the released LLM-Embedder evaluation layout under one folder (only t
 are evaluated):
 
     qa/mmlu/test.json + qa/msmarco/corpus.json        qa/popqa/test.json + qa/nq/corpus.json
+    (qa-retrieval: the popqa questions whose records carry ``pos_index``, ranked over qa/nq/corpus.json)
     icl/icl/test.json + icl/icl/corpus.json           chat/msc/test.json
     lrlm/<name>/test.json (any number of names)       tool/toolbench/test.json + corpus.json
     convsearch/qrecc/test.concat.json + corpus.json
@@ -31,7 +32,7 @@ from llm_embedder.evaluation.memory import Conversation, LongText
 from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
-from llm_embedder.fileio import write_json, write_jsonl
+from llm_embedder.fileio import iter_jsonl, write_json, write_jsonl
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
 Builder = Callable[[Path, int | None], Any]
@@ -71,6 +72,23 @@ def _tool(d: Path, limit: int | None):
     return RetrievalOnly(test, corpus, "tool", "tool", "ndcg@5", limit=limit) if _if_present(test, corpus) else None
 
 
+def _first_record_has(path: Path, field: str) -> bool:
+    records = iter_jsonl(path)
+    try:
+        return field in next(records, (0, {}))[1]
+    finally:
+        records.close()
+
+
+def _qa_retrieval(d: Path, limit: int | None):
+    """PopQA's questions against their source passages (``pos_index`` into the qa corpus), where the
+    eval file labels them (the demo data does; the released PopQA file does not)."""
+    test, corpus = d / "qa/popqa/test.json", d / "qa/nq/corpus.json"
+    if not (_if_present(test, corpus) and _first_record_has(test, "pos_index")):
+        return None
+    return RetrievalOnly(test, corpus, "qa-retrieval", "qa", "ndcg@10", key_template="{title} {text}", limit=limit)
+
+
 def _convsearch(d: Path, limit: int | None):
     test, corpus = d / "convsearch/qrecc/test.concat.json", d / "convsearch/qrecc/corpus.json"
     if not _if_present(test, corpus):
@@ -81,6 +99,7 @@ def _convsearch(d: Path, limit: int | None):
 EVALUATORS: dict[str, tuple[str, Builder]] = {
     "mmlu": ("qa", _mmlu),
     "popqa": ("qa", _popqa),
+    "qa-retrieval": ("qa", _qa_retrieval),
     "icl": ("icl", _icl),
     "msc": ("chat", _msc),
     "lrlm": ("lrlm", _lrlm),
@@ -161,7 +180,7 @@ def run_grid(
         bar.set_postfix_str(f"{evaluator.name} / {spec}")
         if spec not in retrievers:
             retrievers = {spec: make_retriever(spec, cache_dir=out / "cache", device=device)}  # one model in memory
-        if lm is None and getattr(evaluator, "task", None) not in ("tool", "convsearch"):
+        if lm is None and getattr(evaluator, "needs_lm", True):
             from llm_embedder.models.lm import CausalLM
 
             lm = CausalLM.from_pretrained(lm_name, device=device, dtype=lm_dtype)

@@ -2,7 +2,8 @@
 
 Demonstrations are added best first while they fit the budget, then laid out with the most
 relevant one next to the query (the original kept the least relevant ones when it had to cut).
-Classification picks the option with the highest mean log-likelihood per token; generation is
+Classification picks the option with the highest mean log-likelihood per token, the option written
+after the context as ``"\n " + option`` (the original's layout); generation is
 greedy up to a newline and scored by exact match and F1.  The score is the mean over task names.
 """
 
@@ -56,14 +57,15 @@ class InContextLearning:
             ids = hits[i] if hits else []
             room = self.context_tokens - len(lm.tokenizer(r["query"], add_special_tokens=False)["input_ids"])
             demos = fit_passages(lm, [text_of[j] for j in ids], room, cut=False)  # whole demos only
-            prompt = "\n".join([*reversed(demos), r["query"]]) + "\n"
+            context = "\n".join([*reversed(demos), r["query"]])
             detail = {"query": r["query"], "task_name": r["task_name"], "retrieved": ids[: len(demos)]}
             if isinstance(r.get("options"), list) and r["options"]:
                 detail["gold"] = self._gold_option(line, r)
                 detail["n_options"] = len(r["options"])
-                spans += [lm.make_span(prompt, option) for option in r["options"]]
+                # As the original: the option after a newline and a space, so " negative" is one word token.
+                spans += [lm.make_span(context + "\n ", option) for option in r["options"]]
             else:
-                prompts.append((i, prompt))
+                prompts.append((i, context + "\n"))
             details.append(detail)
         scores = lm.span_log_probs(spans)
         generations = lm.generate([p for _, p in prompts], max_new_tokens=self.max_new_tokens)

@@ -62,7 +62,9 @@ class LongText:
     predicted one by one.  For target chunk t, the chunk before it is the query, the chunks older
     than the window are the candidates, and each of the ``top_k`` picks is prepended with its
     continuation (the next chunk), in document order.  Several files are averaged (``perplexity``
-    = mean of the files' perplexities, as the original leaderboard).
+    = mean of the files' perplexities, as the original leaderboard).  As the original, a document
+    is its first ``max_chars`` characters, tokenised and left-truncated to its last ``max_tokens``
+    tokens (so retrieval searches at most that much history).
     """
 
     eval_files: list[Path]
@@ -71,6 +73,7 @@ class LongText:
     window_chunks: int = 16
     top_k: int = 8
     max_chars: int = 160_000
+    max_tokens: int = 32_768
     limit: int | None = None
     name: str = "lrlm"
     task: str = "lrlm"
@@ -92,7 +95,7 @@ class LongText:
         rows = load_records(path, {"text": str}, self.limit)
         size, doc_sums, details = self.chunk_size, [], []
         for line, r in rows:
-            ids = lm.tokenizer(r["text"][: self.max_chars], add_special_tokens=False)["input_ids"]
+            ids = lm.tokenizer(r["text"][: self.max_chars], add_special_tokens=False)["input_ids"][-self.max_tokens :]
             n = len(ids) // size
             if n < self.window_chunks + 2:  # at least one candidate chunk with its continuation
                 continue

@@ -90,6 +90,12 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
 
 
 def contains_answer(prediction: str, answers: Sequence[str]) -> float:
-    """1 if a normalised answer occurs in the normalised prediction (PopQA-style accuracy)."""
+    """1 if a normalised answer occurs (as whole words) in the normalised prediction."""
     pred = f" {normalize_answer(prediction)} "
     return float(any(f" {normalize_answer(a)} " in pred for a in answers if normalize_answer(a)))
+
+
+def popqa_match(prediction: str, answers: Sequence[str]) -> float:
+    """1 if an answer ``a``, ``a.lower()`` or ``a.capitalize()`` is a substring of the raw prediction:
+    the rule of the original PopQA evaluation (case-sensitive otherwise; no word boundaries)."""
+    return float(any(a in prediction or a.lower() in prediction or a.capitalize() in prediction for a in answers))

@@ -1,7 +1,8 @@
 """Knowledge for questions: multiple choice (MMLU-style) and open answers (PopQA-style).
 
 Both retrieve the top-k passages of a corpus for each question and put as many of them as fit in
-the knowledge budget in front of the question, best first.
+the knowledge budget in front of the question, best first.  Keys are encoded with at most
+``key_max_length`` = 128 tokens, as the original MMLU and PopQA evaluations did (training uses 256).
 """
 
 from __future__ import annotations
@@ -15,12 +16,95 @@ import numpy as np
 
 from llm_embedder.errors import InputError
 from llm_embedder.evaluation.base import EvalResult, fit_passages, load_records, require_lm
-from llm_embedder.evaluation.metrics import contains_answer
+from llm_embedder.evaluation.metrics import contains_answer, popqa_match
 from llm_embedder.evaluation.retrievers import Retriever
 from llm_embedder.models.lm import CausalLM
 from llm_embedder.retrieval.corpus import Corpus
 
 LETTERS = "ABCDEFGHIJ"
+# The original evaluation's retrieval key budget for MMLU and PopQA.
+QA_KEY_MAX_LENGTH = 128
+
+# The four MMLU categories of the original evaluation and their 57 subjects (18, 12, 13, 14).
+MMLU_CATEGORIES = {
+    "STEM": [
+        "abstract_algebra",
+        "astronomy",
+        "college_biology",
+        "college_chemistry",
+        "college_computer_science",
+        "college_mathematics",
+        "college_physics",
+        "computer_security",
+        "conceptual_physics",
+        "electrical_engineering",
+        "elementary_mathematics",
+        "high_school_biology",
+        "high_school_chemistry",
+        "high_school_computer_science",
+        "high_school_mathematics",
+        "high_school_physics",
+        "high_school_statistics",
+        "machine_learning",
+    ],
+    "Social Sciences": [
+        "econometrics",
+        "high_school_geography",
+        "high_school_government_and_politics",
+        "high_school_macroeconomics",
+        "high_school_microeconomics",
+        "high_school_psychology",
+        "human_sexuality",
+        "professional_psychology",
+        "public_relations",
+        "security_studies",
+        "sociology",
+        "us_foreign_policy",
+    ],
+    "Humanities": [
+        "formal_logic",
+        "high_school_european_history",
+        "high_school_us_history",
+        "high_school_world_history",
+        "international_law",
+        "jurisprudence",
+        "logical_fallacies",
+        "moral_disputes",
+        "moral_scenarios",
+        "philosophy",
+        "prehistory",
+        "professional_law",
+        "world_religions",
+    ],
+    "Others": [
+        "anatomy",
+        "business_ethics",
+        "clinical_knowledge",
+        "college_medicine",
+        "global_facts",
+        "human_aging",
+        "management",
+        "marketing",
+        "medical_genetics",
+        "miscellaneous",
+        "nutrition",
+        "professional_accounting",
+        "professional_medicine",
+        "virology",
+    ],
+}
+SUBJECT_CATEGORY = {subject: category for category, subjects in MMLU_CATEGORIES.items() for subject in subjects}
+
+
+def category_scores(subject_acc: dict[str, float]) -> dict[str, float]:
+    """``category/<name>``: the mean accuracy of the category's subjects present (as the original:
+    a mean over subjects, not questions).  Subjects outside the 57 of MMLU belong to no category."""
+    per_category = defaultdict(list)
+    for subject, acc in subject_acc.items():
+        category = SUBJECT_CATEGORY.get(subject.strip().lower().replace(" ", "_"))
+        if category is not None:
+            per_category[category].append(acc)
+    return {f"category/{c}": sum(v) / len(v) for c in MMLU_CATEGORIES if (v := per_category.get(c))}
 
 
 def _knowledge(lm: CausalLM, corpus: Corpus | None, ids: list[int], budget: int, header: str) -> str:
@@ -31,12 +115,23 @@ def _knowledge(lm: CausalLM, corpus: Corpus | None, ids: list[int], budget: int,
     return header + "\n".join(kept) + "\n\n" if kept else ""
 
 
+def _retrieve(evaluator, retriever: Retriever, queries: list[str]) -> tuple[Corpus | None, list[list[int]] | None]:
+    """The corpus and each query's top-k ids, keys cut to the evaluator's ``key_max_length``; none without retrieval."""
+    if retriever.name == "none":
+        return None, None
+    corpus = Corpus.from_jsonl(evaluator.corpus_file, evaluator.key_template)
+    hits = retriever.search(evaluator.task, queries, corpus, evaluator.top_k, key_max_length=evaluator.key_max_length)
+    return corpus, hits
+
+
 @dataclass
 class MultipleChoiceQA:
     """Accuracy of picking the option letter the LLM finds most likely, with retrieved knowledge.
 
     Eval records: ``query``, ``choices`` (list), ``answer`` (index or letter), ``subject``.
-    ``accuracy`` averages per subject first (as the MMLU leaderboard does); ``accuracy_micro`` per question.
+    ``accuracy`` averages per subject first (as the MMLU leaderboard does); ``accuracy_micro`` per
+    question; ``category/STEM``, ``category/Social Sciences``, ``category/Humanities`` and
+    ``category/Others`` average the subjects of each of the original's four categories.
     """
 
     eval_file: Path
@@ -44,6 +139,7 @@ class MultipleChoiceQA:
     key_template: str = "{title} {text}"
     top_k: int = 3
     knowledge_tokens: int = 512
+    key_max_length: int | None = QA_KEY_MAX_LENGTH
     limit: int | None = None
     name: str = "mmlu"
     task: str = "qa"
@@ -54,8 +150,7 @@ class MultipleChoiceQA:
             self.eval_file, {"query": str, "choices": list, "answer": (int, str), "subject": str}, self.limit
         )
         gold = [self._gold(line, r) for line, r in rows]
-        corpus = None if retriever.name == "none" else Corpus.from_jsonl(self.corpus_file, self.key_template)
-        hits = retriever.search(self.task, [r["query"] for _, r in rows], corpus, self.top_k) if corpus else None
+        corpus, hits = _retrieve(self, retriever, [r["query"] for _, r in rows])
         spans, details = [], []
         for i, (_, r) in enumerate(rows):
             ids = hits[i] if hits else []
@@ -80,6 +175,7 @@ class MultipleChoiceQA:
         metrics = {
             "accuracy": sum(subject_acc.values()) / len(subject_acc),
             "accuracy_micro": sum(d["prediction"] == d["gold"] for d in details) / len(details),
+            **category_scores(subject_acc),
             **{f"accuracy/{s}": a for s, a in sorted(subject_acc.items())},
         }
         return EvalResult(metrics, "accuracy", details=details)
@@ -99,12 +195,20 @@ class MultipleChoiceQA:
 
 @dataclass
 class OpenQA:
-    """Greedy answers with retrieved knowledge; correct when a gold answer appears in the output.
+    """Greedy answers with retrieved knowledge, scored as the original PopQA evaluation did.
 
-    Eval records: ``query`` and ``answers`` (or PopQA's ``possible_answers``, a list or a JSON list).
-    Few-shot demonstrations ("Q: ... A: ...") come from other records of the same file, seeded.
-    Also reports ``answer_loglik``: the mean log-likelihood per token of the first gold answer, a
-    steadier signal than generation for small LMs.
+    Eval records: ``query`` and ``answers`` (or PopQA's ``possible_answers``, a list or a JSON list);
+    optionally ``prop_id`` (the relation) and ``obj`` (the answer a demonstration shows).
+
+    Few-shot demonstrations ("Q: ... A: ...") come from other records of the same file, seeded:
+    when records carry ``prop_id``, as the original, one per *other* relation (drawn from that
+    relation's first ``relation_pool`` records, in relation order) answered with ``obj``; else
+    ``few_shot`` other records answered with their first answer.  ``few_shot=0``: no demonstrations.
+
+    ``accuracy`` is the original rule (an answer, its lower case or its capitalisation is a substring
+    of the generation); ``accuracy_normalized`` matches SQuAD-normalised answers as whole words.
+    ``answer_loglik``: the mean log-likelihood per token of the first gold answer, a steadier
+    signal than generation for small LMs.
     """
 
     eval_file: Path
@@ -112,7 +216,9 @@ class OpenQA:
     key_template: str = "{title} {text}"
     top_k: int = 3
     knowledge_tokens: int = 512
+    key_max_length: int | None = QA_KEY_MAX_LENGTH
     few_shot: int = 3
+    relation_pool: int = 15
     max_new_tokens: int = 16
     limit: int | None = None
     seed: int = 0
@@ -130,28 +236,63 @@ class OpenQA:
             raise InputError(self.eval_file, line, "answers", "missing: a list of gold answers")
         return answers
 
+    def _demos(self, rows: list[tuple[int, dict]], answers: list[list[str]]) -> list[list[tuple[int, str]]]:
+        """Per record, its demonstrations as (record index, answer shown)."""
+        if self.few_shot <= 0:
+            return [[] for _ in rows]
+        if any("prop_id" in r for _, r in rows):
+            missing = next((line for line, r in rows if "prop_id" not in r), None)
+            if missing is not None:
+                raise InputError(self.eval_file, missing, "prop_id", "missing, while other records name their relation")
+            by_relation: dict = defaultdict(list)
+            for j, (_, r) in enumerate(rows):
+                by_relation[r["prop_id"]].append(j)
+            relations = sorted(by_relation, key=lambda v: (isinstance(v, str), v))
+            out = []
+            for i, (_, r) in enumerate(rows):
+                rng = np.random.default_rng((self.seed, i))
+                picks = [int(rng.choice(by_relation[k][: self.relation_pool])) for k in relations if k != r["prop_id"]]
+                out.append([(j, self._shown_answer(j, rows, answers)) for j in picks])
+            return out
+        out = []
+        for i in range(len(rows)):
+            rng = np.random.default_rng((self.seed, i))
+            others = [j for j in rng.permutation(len(rows)).tolist() if j != i][: self.few_shot]
+            out.append([(j, self._shown_answer(j, rows, answers)) for j in others])
+        return out
+
+    def _shown_answer(self, j: int, rows: list[tuple[int, dict]], answers: list[list[str]]) -> str:
+        line, record = rows[j]
+        obj = record.get("obj", answers[j][0])
+        if not isinstance(obj, str):
+            raise InputError(self.eval_file, line, "obj", f"expected a string, got {type(obj).__name__}")
+        return obj
+
     def run(self, lm: CausalLM | None, retriever: Retriever, show_progress: bool = False) -> EvalResult:
         lm = require_lm(lm, self.name)
         rows = load_records(self.eval_file, {"query": str}, self.limit)
         answers = [self._answers(line, r) for line, r in rows]
-        corpus = None if retriever.name == "none" else Corpus.from_jsonl(self.corpus_file, self.key_template)
-        hits = retriever.search(self.task, [r["query"] for _, r in rows], corpus, self.top_k) if corpus else None
+        corpus, hits = _retrieve(self, retriever, [r["query"] for _, r in rows])
         prompts, spans, details = [], [], []
-        for i, (_, r) in enumerate(rows):
+        for i, ((_, r), demos) in enumerate(zip(rows, self._demos(rows, answers), strict=True)):
             ids = hits[i] if hits else []
-            rng = np.random.default_rng((self.seed, i))
-            others = [j for j in rng.permutation(len(rows)).tolist() if j != i][: self.few_shot]
-            demos = "".join(f"Q: {rows[j][1]['query']} A: {answers[j][0]}\n\n" for j in others)
-            prompt = _knowledge(lm, corpus, ids, self.knowledge_tokens, "Knowledge: ") + demos + f"Q: {r['query']} A:"
+            shots = "".join(f"Q: {rows[j][1]['query']} A: {shown}\n\n" for j, shown in demos)
+            prompt = _knowledge(lm, corpus, ids, self.knowledge_tokens, "Knowledge: ") + shots + f"Q: {r['query']} A:"
             prompts.append(prompt)
             spans.append(lm.make_span(prompt, f" {answers[i][0]}"))
             details.append({"query": r["query"], "retrieved": ids, "answers": answers[i]})
         generations = lm.generate(prompts, max_new_tokens=self.max_new_tokens)
         logliks = [s / c for s, c in lm.span_log_probs(spans)]
         for d, text, ll in zip(details, generations, logliks, strict=True):
-            d.update(generation=text, correct=contains_answer(text, d["answers"]), answer_loglik=ll)
+            d.update(
+                generation=text,
+                correct=popqa_match(text, d["answers"]),
+                correct_normalized=contains_answer(text, d["answers"]),
+                answer_loglik=ll,
+            )
         metrics = {
             "accuracy": sum(d["correct"] for d in details) / len(details),
+            "accuracy_normalized": sum(d["correct_normalized"] for d in details) / len(details),
             "answer_loglik": sum(logliks) / len(logliks),
         }
         return EvalResult(metrics, "accuracy", details=details)

@@ -1,9 +1,11 @@
-"""Tasks measured on the ranking itself (tool retrieval, conversational search): no LLM involved."""
+"""Tasks measured on the ranking itself (tool retrieval, conversational search, finding a question's
+source passage): no LLM involved."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from llm_embedder.evaluation.base import EvalResult, check_labels, load_records
 from llm_embedder.evaluation.metrics import retrieval_metrics
@@ -25,6 +27,7 @@ class RetrievalOnly:
     key_template: str = "{text}"
     cutoffs: tuple[int, ...] = (1, 3, 5, 10)
     limit: int | None = None
+    needs_lm: ClassVar[bool] = False
 
     def run(self, lm: CausalLM | None, retriever: Retriever, show_progress: bool = False) -> EvalResult:
         if retriever.name == "none":

@@ -1,7 +1,9 @@
 """Retrievers for evaluation, behind one small interface so users can plug in their own.
 
 A retriever answers two questions:
-- ``search(task, queries, corpus, k)``: the ids of the top-k documents of a shared corpus;
+- ``search(task, queries, corpus, k, key_max_length=None)``: the ids of the top-k documents of a
+  shared corpus (``key_max_length``: a token budget for the documents that overrides the task's,
+  for encoders; others ignore it);
 - ``rank(task, queries, pools, k)``: for each query, the top-k positions in its *own* candidate
   pool (a conversation's earlier turns, a document's earlier chunks).
 
@@ -33,7 +35,9 @@ class NotApplicable(ValueError):
 class Retriever(Protocol):
     name: str
 
-    def search(self, task: str, queries: list[str], corpus: Corpus, k: int) -> list[list[int]]: ...
+    def search(
+        self, task: str, queries: list[str], corpus: Corpus, k: int, key_max_length: int | None = None
+    ) -> list[list[int]]: ...
 
     def rank(self, task: str, queries: list[str], pools: list[list[str]], k: int) -> list[list[int]]: ...
 
@@ -43,7 +47,7 @@ class NoRetriever:
 
     name = "none"
 
-    def search(self, task, queries, corpus, k):
+    def search(self, task, queries, corpus, k, key_max_length=None):
         return [[] for _ in queries]
 
     def rank(self, task, queries, pools, k):
@@ -61,7 +65,7 @@ class RandomRetriever:
     def _pick(self, i: int, n: int, k: int) -> list[int]:
         return np.random.default_rng((self.seed, i)).permutation(n)[:k].tolist()
 
-    def search(self, task, queries, corpus, k):
+    def search(self, task, queries, corpus, k, key_max_length=None):
         return [[corpus.ids[j] for j in self._pick(i, len(corpus), k)] for i in range(len(queries))]
 
     def rank(self, task, queries, pools, k):
@@ -73,7 +77,7 @@ class RecencyRetriever:
 
     name = "recency"
 
-    def search(self, task, queries, corpus, k):
+    def search(self, task, queries, corpus, k, key_max_length=None):
         raise NotApplicable("the recency retriever needs per-query candidate pools (chat, lrlm), not a corpus")
 
     def rank(self, task, queries, pools, k):
@@ -86,7 +90,7 @@ class BM25Retriever:
     def __init__(self) -> None:
         self._cached: tuple[Corpus, BM25Index] | None = None
 
-    def search(self, task, queries, corpus, k):
+    def search(self, task, queries, corpus, k, key_max_length=None):
         # One corpus at a time (evaluations run task by task).  The corpus itself is kept with its
         # index: keying by id() alone reused a stale index once a freed corpus's id came back.
         if self._cached is None or self._cached[0] is not corpus:
@@ -120,10 +124,11 @@ class DenseRetriever:
         # The name alone would serve a model retrained into the same folder its old embeddings.
         self._model_key = f"{self.name}|{embedder_fingerprint(embedder)}"
 
-    def _corpus_vectors(self, task: str, corpus: Corpus) -> np.ndarray:
+    def _corpus_vectors(self, task: str, corpus: Corpus, key_max_length: int | None = None) -> np.ndarray:
         spec = self.embedder.tasks.get_task(task)
+        max_length = key_max_length or spec.key_max_length
         digest = hashlib.sha1()
-        for part in (self._model_key, spec.key_instruction, str(spec.key_max_length), *corpus.texts):
+        for part in (self._model_key, spec.key_instruction, str(max_length), *corpus.texts):
             digest.update(part.encode("utf-8"))
             digest.update(b"\0")
         key = digest.hexdigest()[:20]
@@ -133,16 +138,16 @@ class DenseRetriever:
         if file is not None and file.exists():
             vectors = np.load(file)
         else:
-            vectors = self.embedder.encode_keys(corpus.texts, task=task)
+            vectors = self.embedder.encode_keys(corpus.texts, task=task, max_length=max_length)
             if file is not None:
                 with atomic_path(file) as tmp, tmp.open("wb") as handle:
                     np.save(handle, vectors)
         self._memory = {key: vectors}
         return vectors
 
-    def search(self, task, queries, corpus, k):
+    def search(self, task, queries, corpus, k, key_max_length=None):
         index = DenseIndex(self.embedder.dim)
-        index.add(self._corpus_vectors(task, corpus), corpus.ids)
+        index.add(self._corpus_vectors(task, corpus, key_max_length), corpus.ids)
         _, ids = index.search(self.embedder.encode_queries(queries, task=task), min(k, len(corpus)))
         return [[int(i) for i in row if i >= 0] for row in ids]
 

@@ -177,15 +177,20 @@ class Embedder(torch.nn.Module):
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def encode_queries(self, texts: Sequence[str], task: str, **kwargs: Any) -> np.ndarray:
+    def encode_queries(
+        self, texts: Sequence[str], task: str, max_length: int | None = None, **kwargs: Any
+    ) -> np.ndarray:
+        """Queries of ``task`` with its query instruction, cut to ``max_length`` tokens (default: the task's)."""
         _check_texts(texts)
         spec = self.tasks.get_task(task)
-        return self.encode([spec.query_text(t) for t in texts], max_length=spec.query_max_length, **kwargs)
+        texts = [spec.query_text(t) for t in texts]
+        return self.encode(texts, max_length=max_length or spec.query_max_length, **kwargs)
 
-    def encode_keys(self, texts: Sequence[str], task: str, **kwargs: Any) -> np.ndarray:
+    def encode_keys(self, texts: Sequence[str], task: str, max_length: int | None = None, **kwargs: Any) -> np.ndarray:
+        """Keys of ``task`` with its key instruction, cut to ``max_length`` tokens (default: the task's)."""
         _check_texts(texts)
         spec = self.tasks.get_task(task)
-        return self.encode([spec.key_text(t) for t in texts], max_length=spec.key_max_length, **kwargs)
+        return self.encode([spec.key_text(t) for t in texts], max_length=max_length or spec.key_max_length, **kwargs)
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, list[list[int]]]:
         """Token ids without padding, truncated to ``max_length``."""
