@@ -405,6 +405,9 @@ def format_comparison(rows: list[dict[str, Any]], row_a: str, row_b: str) -> str
     return "\n".join(text)
 
 
+_COLORS = {"better": "#55a868", "worse": "#c44e52", "same": "#4c72b0"}
+
+
 def _chart(
     path: Path, columns: list[tuple[str, str, bool]], table: dict, confidence: dict, specs: list[str]
 ) -> None:
@@ -421,11 +424,12 @@ def _chart(
         cis = [confidence[s][name] for s in specs]
         below = [v - c["interval"][0] if c else 0.0 for v, c in zip(values, cis, strict=True)]
         above = [c["interval"][1] - v if c else 0.0 for v, c in zip(values, cis, strict=True)]
-        ax.bar(range(len(specs)), values, color="#4c72b0", yerr=[below, above], capsize=2, ecolor="#333333")
-        for x, (v, up, c) in enumerate(zip(values, above, cis, strict=True)):
-            if c and c.get("vs_reference"):
-                mark = stats.MARKS[c["vs_reference"]["verdict"]]
-                ax.annotate(mark, (x, v + up), ha="center", va="bottom", fontsize=8)
+        verdicts = [((c or {}).get("vs_reference") or {}).get("verdict") for c in cis]  # None: reference, no test
+        colors = [_COLORS[v or "same"] for v in verdicts]
+        ax.bar(range(len(specs)), values, color=colors, yerr=[below, above], capsize=2, ecolor="#333333")
+        for x, (v, up, verdict) in enumerate(zip(values, above, verdicts, strict=True)):
+            if verdict:
+                ax.annotate(stats.MARKS[verdict], (x, v + up), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(specs)), [split_label(s)[0] for s in specs], rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{name}\n{metric} ({'lower' if low else 'higher'} is better)", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
