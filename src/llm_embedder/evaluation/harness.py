@@ -262,7 +262,7 @@ _STATISTICS = {
     "alpha": stats.ALPHA,
     "resamples": stats.RESAMPLES,
     "seed": stats.SEED,
-    "interval": "percentile bootstrap over examples (within each group of a macro average)",
+    "interval": "percentile bootstrap over examples (a macro average over the groups each resample holds)",
     "test": "paired permutation test (swaps of each example's two results), two-sided",
 }
 

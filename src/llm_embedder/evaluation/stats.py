@@ -9,8 +9,10 @@ and the column's number = the mean over groups of ``transform(mean of the group'
   so a resample's perplexity is exp of *its* mean log-loss, never a mean of perplexities (lrlm
   averages the perplexities of its files: those are the groups).
 
-Intervals are percentile bootstrap intervals, resampling examples with replacement within each
-group (a macro average keeps every group).  Two rows evaluated on the same examples are compared
+Intervals are percentile bootstrap intervals: a resample draws n examples with replacement from the
+n test examples and computes the column as the evaluator would on that test set (a macro average
+over the groups the resample holds; resampling within groups instead would give a one-question MMLU
+subject no variance at all).  Two rows evaluated on the same examples are compared
 by the paired bootstrap of the difference (interval) and by a paired permutation test (p-value):
 under "no difference" each example's two results are exchangeable, so the test swaps them at random
 (for one group and an identity transform, a sign flip of the per-example differences; for 0/1
@@ -88,8 +90,11 @@ class Sample:
 
 
 def _combine(sums: np.ndarray, counts: np.ndarray, transform: str) -> np.ndarray:
-    """The column's number from group sums ``[..., G]``: mean over groups of transform(group mean)."""
-    return TRANSFORMS[transform](sums / counts).mean(axis=-1)
+    """The column's number from group sums and sizes ``[..., G]``: the mean over the groups present
+    (size > 0) of transform(group mean)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.where(counts > 0, counts, 1), np.nan)
+    return np.nanmean(TRANSFORMS[transform](means), axis=-1)
 
 
 def statistic(sample: Sample) -> float:
@@ -99,20 +104,27 @@ def statistic(sample: Sample) -> float:
 
 def _bootstrap_sums(
     columns: list[np.ndarray], groups: np.ndarray, resamples: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Group sums ``[resamples, G]`` of each value column, resampling examples within each group;
-    all columns share the same draws (a paired bootstrap when there are two)."""
-    n_groups = int(groups.max()) + 1
-    out = [np.empty((resamples, n_groups)) for _ in columns]
-    members = [np.flatnonzero(groups == g) for g in range(n_groups)]
-    block = max(1, _CHUNK_ELEMENTS // len(groups))
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Group sums ``[resamples, G]`` of each value column and group sizes ``[resamples, G]`` on
+    resamples of the examples (n draws with replacement); all columns share the same draws (a
+    paired bootstrap when there are two)."""
+    n, n_groups = len(groups), int(groups.max()) + 1
+    sums = [np.empty((resamples, n_groups)) for _ in columns]
+    sizes = np.full((resamples, n_groups), float(n))
+    block = max(1, _CHUNK_ELEMENTS // n)
     for start in range(0, resamples, block):
         stop = min(resamples, start + block)
-        for g, idx in enumerate(members):
-            draws = rng.integers(0, len(idx), size=(stop - start, len(idx)))
-            for values, sums in zip(columns, out, strict=True):
-                sums[start:stop, g] = values[idx][draws].sum(axis=1)
-    return out
+        draws = rng.integers(0, n, size=(stop - start, n))
+        if n_groups == 1:
+            for values, out in zip(columns, sums, strict=True):
+                out[start:stop, 0] = values[draws].sum(axis=1)
+            continue
+        cells = (groups[draws] + n_groups * np.arange(stop - start)[:, None]).ravel()  # (resample, group) of a draw
+        length = (stop - start) * n_groups
+        sizes[start:stop] = np.bincount(cells, minlength=length).reshape(-1, n_groups)
+        for values, out in zip(columns, sums, strict=True):
+            out[start:stop] = np.bincount(cells, weights=values[draws].ravel(), minlength=length).reshape(-1, n_groups)
+    return sums, sizes
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -124,8 +136,8 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
 def bootstrap_distribution(sample: Sample, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
     """The column's number on each of ``resamples`` bootstrap resamples of the examples."""
     rng = np.random.default_rng(seed)
-    (sums,) = _bootstrap_sums([sample.values], sample.groups, resamples, rng)
-    return _combine(sums, sample.counts, sample.transform)
+    (sums,), sizes = _bootstrap_sums([sample.values], sample.groups, resamples, rng)
+    return _combine(sums, sizes, sample.transform)
 
 
 def bootstrap_interval(
@@ -196,8 +208,8 @@ def paired_test(
     sums_a, sums_b = a.group_sums(), b.group_sums()
     observed = float(_combine(sums_a, counts, transform) - _combine(sums_b, counts, transform))
 
-    boot_a, boot_b = _bootstrap_sums([a.values, b.values], a.groups, resamples, rng)
-    interval = _percentiles(_combine(boot_a, counts, transform) - _combine(boot_b, counts, transform), level)
+    (boot_a, boot_b), sizes = _bootstrap_sums([a.values, b.values], a.groups, resamples, rng)
+    interval = _percentiles(_combine(boot_a, sizes, transform) - _combine(boot_b, sizes, transform), level)
 
     differ = a.values != b.values  # swapping equal results changes nothing
     m = int(differ.sum())
