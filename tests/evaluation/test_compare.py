@@ -109,7 +109,7 @@ def test_cli_compare_without_details_shows_numbers_only(results, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["{dir}", "--rows", "tuned,nope"], "reference row 'nope' is not on the leaderboard; rows: base, bm25, tuned"),
+        (["{dir}", "--rows", "tuned,nope"], "row 'nope' is not on the leaderboard; rows: base, bm25, tuned"),
         (["{dir}/missing", "--rows", "tuned,base"], "not an evaluation results folder (no cells/*.json)"),
         (["{dir}", "--rows", "tuned"], "--rows takes two row names separated by a comma, got 'tuned'"),
         (["{dir}", "--rows", "base,base"], "--rows names the same row twice ('base')"),

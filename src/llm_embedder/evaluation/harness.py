@@ -205,12 +205,13 @@ def write_leaderboard(
 ) -> dict[str, Any]:
     """Markdown, JSON and a PNG chart (one panel per evaluator) from the cell files, each number with
     its bootstrap interval and its paired test against the ``reference`` row (see :func:`reference_row`)."""
-    cells = {}
+    cells, files = {}, {}
     for spec in specs:
         for name in evaluator_names:
             file = out / "cells" / f"{name}__{_slug(spec)}.json"
             if file.exists():
                 cells[(name, spec)] = json.loads(file.read_text(encoding="utf-8"))
+                files[(name, spec)] = file
     columns = []
     for name in evaluator_names:
         done = [c for (n, _), c in cells.items() if n == name and "metrics" in c]
@@ -223,11 +224,7 @@ def write_leaderboard(
         }
         for spec in specs
     }
-    samples = {
-        key: _cell_sample(out / "cells" / f"{key[0]}__{_slug(key[1])}.json", cell)
-        for key, cell in cells.items()
-        if "metrics" in cell
-    }
+    samples = {key: _cell_sample(files[key], cell) for key, cell in cells.items() if "metrics" in cell}
     ref = reference_row(specs, reference)
     confidence = {
         spec: {
@@ -267,17 +264,20 @@ _STATISTICS = {
 }
 
 
-def reference_row(specs: list[str], reference: str | None) -> str | None:
-    """The spec of the row every other row is compared with: the one labelled ``reference`` (or
-    given as that spec); by default the row labelled ``base`` if there is one."""
-    wanted = reference or "base"
+def find_row(specs: list[str], name: str, what: str = "row") -> str:
+    """The spec of the row labelled ``name`` (or given as that very spec)."""
     for spec in specs:
-        if wanted in (spec, split_label(spec)[0]):
+        if name in (spec, split_label(spec)[0]):
             return spec
-    if reference is None:
-        return None
-    rows = ", ".join(split_label(s)[0] for s in specs)
-    raise ValueError(f"reference row {reference!r} is not on the leaderboard; rows: {rows}")
+    raise ValueError(f"{what} {name!r} is not on the leaderboard; rows: {', '.join(split_label(s)[0] for s in specs)}")
+
+
+def reference_row(specs: list[str], reference: str | None) -> str | None:
+    """The spec of the row every other row is compared with: the one named ``reference``; by
+    default the row labelled ``base`` if there is one."""
+    if reference is not None:
+        return find_row(specs, reference, "reference row")
+    return next((s for s in specs if "base" in (s, split_label(s)[0])), None)
 
 
 def _cell_sample(cell_file: Path, cell: dict[str, Any]) -> stats.Sample | None:
@@ -358,7 +358,7 @@ def compare_rows(out_dir: str | Path, row_a: str, row_b: str) -> list[dict[str, 
         cell = json.loads(file.read_text(encoding="utf-8"))
         cells[(cell["evaluator"], cell["retriever"])] = (file, cell)
     specs = list(dict.fromkeys(spec for _, spec in cells))
-    a, b = (reference_row(specs, row) for row in (row_a, row_b))
+    a, b = (find_row(specs, row) for row in (row_a, row_b))
     if a == b:
         raise ValueError(f"--rows names the same row twice ({row_a!r})")
     order = {name: i for i, name in enumerate(EVALUATORS)}
