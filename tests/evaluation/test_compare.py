@@ -122,6 +122,12 @@ def test_cli_compare_bad_input_exits_2_with_one_line(results, capsys, args, mess
     assert err.startswith("llm-embedder: error: ") and message in err and err.count("\n") == 1
 
 
+def test_cli_compare_names_a_broken_cell_file(results, capsys):
+    (results / "cells" / "zz.json").write_text("{oops", encoding="utf-8")
+    code, _, err = run_cli(capsys, str(results), "--rows", "tuned,base")
+    assert code == 2 and err == f"llm-embedder: error: {results / 'cells' / 'zz.json'}: not a JSON cell file\n"
+
+
 def test_cli_eval_without_its_options_exits_2(capsys, tmp_path):
     """``eval`` options are optional to argparse (``eval compare`` has none of them), so eval checks them."""
     assert cli_main(["eval", "--data", str(tmp_path)]) == 2

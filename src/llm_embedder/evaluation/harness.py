@@ -30,6 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from llm_embedder.errors import InputError
 from llm_embedder.evaluation import stats
 from llm_embedder.evaluation.base import EvalResult
 from llm_embedder.evaluation.icl import InContextLearning
@@ -355,7 +356,13 @@ def compare_rows(out_dir: str | Path, row_a: str, row_b: str) -> list[dict[str, 
         raise FileNotFoundError(f"{out}: not an evaluation results folder (no cells/*.json)")
     cells = {}
     for file in files:
-        cell = json.loads(file.read_text(encoding="utf-8"))
+        try:
+            cell = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(file, None, None, "not a JSON cell file") from None
+        for field in ("evaluator", "retriever"):
+            if not isinstance(cell.get(field), str):
+                raise InputError(file, None, field, "missing: not a cell file of `llm-embedder eval`")
         cells[(cell["evaluator"], cell["retriever"])] = (file, cell)
     specs = list(dict.fromkeys(spec for _, spec in cells))
     a, b = (find_row(specs, row) for row in (row_a, row_b))
