@@ -227,6 +227,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from llm_embedder.evaluation.harness import build_evaluators, run_grid
 
+    missing = [flag for flag in ("--data", "--retriever", "--out") if not getattr(args, flag[2:])]
+    if missing:  # optional for argparse only because `eval compare` has none of them
+        raise ValueError(f"eval needs {', '.join(missing)} (or: eval compare RESULTS_DIR --rows A,B)")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     evaluators = build_evaluators(args.data, tasks, limit=args.limit)
     board = run_grid(
@@ -237,6 +240,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lm_dtype=args.lm_dtype,
         device=args.device,
         show_progress=not args.quiet,
+        reference=args.reference,
     )
     print((Path(args.out) / "leaderboard.md").read_text(encoding="utf-8"), end="")
     print(f"leaderboard: {args.out}/leaderboard.{{md,json,png}} ({len(board['rows'])} retrievers)")
@@ -267,6 +271,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(f"criterion: {CRITERION}")
     shares = ", ".join(f"{m['model']} {m['weight']:.4g}" for m in record["models"])
     print(f"merged {shares} into {args.out} (task table of {record['tasks_from']}; see merge.json)")
+    return 0
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    from llm_embedder.evaluation.harness import compare_rows, format_comparison
+
+    rows = [r.strip() for r in args.rows.split(",")]
+    if len(rows) != 2 or not all(rows):
+        raise ValueError(f"--rows takes two row names separated by a comma, got {args.rows!r}")
+    print(format_comparison(compare_rows(args.results_dir, *rows), *rows))
     return 0
 
 
@@ -415,20 +429,32 @@ def build_parser() -> argparse.ArgumentParser:
         description=harness.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", required=True, help="folder in the released evaluation layout (below)")
+    p.add_argument("--data", help="folder in the released evaluation layout (below); required")
     p.add_argument("--tasks", default="qa,icl,chat,lrlm,tool,convsearch", help="comma-separated tasks")
     p.add_argument(
         "--retriever",
         action="append",
-        required=True,
         help="none, random, recency, bm25 or dense:<model>, optionally LABEL=SPEC; repeat the flag for a grid",
     )
     p.add_argument("--lm", default=None, help="causal LM (default smollm2-135m)")
     p.add_argument("--lm-dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default), float16")
-    p.add_argument("--out", required=True, help="output folder; rerun to resume")
+    p.add_argument("--out", help="output folder; rerun to resume; required")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most N examples per file")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--reference", default=None, help="row the others are tested against (▲/▼/=); default: base, if present"
+    )
     p.set_defaults(func=cmd_eval)
+    compare = p.add_subparsers(dest="eval_command", metavar="compare")
+    p = compare.add_parser(
+        "compare",
+        help="paired comparison of two rows of a results folder, every column",
+        description="For each column: both numbers, the difference A - B with its paired bootstrap interval, "
+        "the paired permutation test's p-value and the verdict for A.",
+    )
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="an `eval --out` folder (or a pipeline's eval/)")
+    p.add_argument("--rows", required=True, metavar="A,B", help="two row labels (or retriever specs)")
+    p.set_defaults(func=cmd_eval_compare)
 
     p = sub.add_parser(
         "merge",

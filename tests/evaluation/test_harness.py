@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from llm_embedder.cli import main as cli_main
-from llm_embedder.evaluation import harness
+from llm_embedder.evaluation import harness, stats
 from llm_embedder.evaluation.harness import build_evaluators, run_grid
 from llm_embedder.evaluation.icl import InContextLearning
 from llm_embedder.evaluation.memory import LongText
+from llm_embedder.evaluation.retrievers import split_label
+from llm_embedder.fileio import read_jsonl
 
 TASKS = ["qa", "icl", "chat", "lrlm", "tool", "convsearch"]
 COLUMNS = [
@@ -154,16 +156,84 @@ def test_grid_writes_leaderboard_md_json_png(full_run, grid):
         "| retriever | mmlu accuracy ↑ | icl score ↑ | msc perplexity ↓ | lrlm perplexity ↓ | tool ndcg@5 ↑ "
         "| convsearch ndcg@3 ↑ |"
     )
-    assert len(lines) == 2 + len(grid)
-    for spec, line in zip(grid, lines[2:], strict=True):
+    assert len(lines) == 4 + len(grid) and lines[-2] == ""
+    assert lines[-1].startswith("[low, high]: 95% bootstrap interval") and "▲" not in lines[-1]  # no `base` row
+    assert board["reference"] is None
+    for spec, line in zip(grid, lines[2:-2], strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == spec
         for (name, _, _), text in zip(COLUMNS, cells[1:], strict=True):
-            value = board["rows"][spec][name]
-            assert text == ("–" if value is None else f"{value:.4f}"), (spec, name)
+            value, confidence = board["rows"][spec][name], board["confidence"][spec][name]
+            if value is None:
+                assert text == "–" and confidence is None, (spec, name)
+                continue
+            d = 3 if value < 10 else 2 if value < 1000 else 1
+            low, high = confidence["interval"]
+            assert text == f"{value:.{d}f} [{low:.{d}f}, {high:.{d}f}]", (spec, name)
+            assert "vs_reference" not in confidence
 
     png = (out / "leaderboard.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_every_cell_interval_comes_from_its_details(full_run, grid):
+    """Each evaluator's details reproduce its number, and the interval is their bootstrap interval."""
+    out, board = full_run
+    for spec in grid:
+        for name, metric, _ in COLUMNS:
+            if board["rows"][spec][name] is None:
+                continue
+            details = read_jsonl(out / "details" / f"{name}__{harness._slug(spec)}.jsonl")
+            sample = stats.sample_from_details(metric, details)
+            assert stats.statistic(sample) == pytest.approx(board["rows"][spec][name], rel=1e-9), (spec, name)
+            assert board["confidence"][spec][name] == {
+                "n": EXAMPLES[name],
+                "interval": pytest.approx(list(stats.bootstrap_interval(sample))),
+            }
+
+
+def test_leaderboard_against_a_reference_row(full_run, grid, tmp_path):
+    out, board = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "details" / "icl__none.jsonl").unlink()  # as if made by a version that kept no details
+    names = [name for name, _, _ in COLUMNS]
+    again = harness.write_leaderboard(copy, names, grid, board["lm"], reference="bm25")
+    assert again["rows"] == board["rows"] and again["reference"] == "bm25"
+    assert again["statistics"]["resamples"] == stats.RESAMPLES and again["statistics"]["level"] == 0.95
+    lines = (copy / "leaderboard.md").read_text(encoding="utf-8").splitlines()
+    assert "▲ / ▼: significantly better / worse than `bm25`" in lines[-1]
+    rows = {line.strip("|").split("|")[0].strip(): line for line in lines[2:-2]}
+    assert not any(mark in rows["bm25"] for mark in "▲▼=")
+    icl_text = rows["none"].strip("|").split("|")[1 + names.index("icl")].strip()
+    assert again["confidence"]["none"]["icl"] is None and icl_text == f"{board['rows']['none']['icl']:.3f}"
+    compared = 0
+    for spec in ("none", grid[2], "recency"):
+        for name, metric, low in COLUMNS:
+            confidence = again["confidence"][spec][name]
+            if confidence is None or again["confidence"]["bm25"][name] is None:
+                assert confidence is None or "vs_reference" not in confidence
+                continue
+            pair = [
+                stats.sample_from_details(metric, read_jsonl(copy / "details" / f"{name}__{harness._slug(s)}.jsonl"))
+                for s in (spec, "bm25")
+            ]
+            expected = stats.paired_test(*pair)
+            versus = confidence["vs_reference"]
+            assert versus["p_value"] == pytest.approx(expected.p_value) and versus["exact"] == expected.exact
+            assert versus["difference"] == pytest.approx(board["rows"][spec][name] - board["rows"]["bm25"][name])
+            assert versus["verdict"] == expected.verdict(low)
+            assert stats.MARKS[versus["verdict"]] in rows[split_label(spec)[0]]
+            compared += 1
+    assert compared == 3 + 6 + 2  # none: no tool/convsearch, no icl details; recency: only msc and lrlm
+
+
+def test_unknown_reference_fails_before_any_cell(data_dir, eval_lm_dir, tmp_path):
+    evaluators = build_evaluators(data_dir, ["chat"])
+    calls = count_runs(evaluators)
+    with pytest.raises(ValueError, match="reference row 'base' is not on the leaderboard; rows: none, bm25"):
+        run_grid(evaluators, ["none", "bm25"], tmp_path / "out", lm_name=str(eval_lm_dir), reference="base")
+    assert calls == [] and not (tmp_path / "out").exists()
 
 
 def test_grid_cells_details_and_cache(full_run, grid):
@@ -257,15 +327,18 @@ def test_unknown_retriever_fails_before_any_cell(data_dir, eval_lm_dir, tmp_path
 def test_cli_eval_end_to_end(data_dir, eval_lm_dir, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["eval", "--data", str(data_dir), "--tasks", "chat,tool", "--retriever", "none", "--retriever", "bm25"]
-    args += ["--lm", str(eval_lm_dir), "--out", str(out), "--limit", "1", "--device", "cpu"]
+    args += ["--lm", str(eval_lm_dir), "--out", str(out), "--limit", "1", "--device", "cpu", "--reference", "bm25"]
     assert cli_main(args) == 0
     captured = capsys.readouterr()
     assert "| retriever | msc perplexity ↓ | tool ndcg@5 ↑ |" in captured.out
     assert "| none |" in captured.out and "| – |" in captured.out
+    assert "] = | – |" in captured.out  # one example: none is level with the reference bm25
+    assert "worse than `bm25`" in captured.out
     assert "leaderboard: " in captured.out
     assert "eval" in captured.err and "cell" in captured.err  # the progress bar
     board = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
     assert board["rows"]["none"]["tool"] is None and board["rows"]["bm25"]["tool"] is not None
+    assert board["reference"] == "bm25" and board["confidence"]["none"]["msc"]["vs_reference"]["p_value"] == 1.0
     assert len((out / "details" / "msc__none.jsonl").read_text().splitlines()) == 1  # --limit
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     assert cli_main(["-q", *args]) == 0  # a rerun resumes: nothing to do

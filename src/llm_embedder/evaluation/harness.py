@@ -12,6 +12,11 @@ are evaluated):
 Outputs under ``out``: ``cells/<evaluator>__<retriever>.json`` (metrics; a cell whose file exists is
 not run again), ``details/...jsonl`` (per example), ``cache/`` (corpus embeddings per model and
 task), and ``leaderboard.{md,json,png}``.
+
+Each number comes with a 95% bootstrap interval over the test examples, and each row is compared with
+a reference row (``--reference``, default ``base``) by a paired test on the same examples: ▲ / ▼ mark
+a row significantly better / worse (lower perplexity is better), = within noise (see ``stats.py``).
+``llm-embedder eval compare RESULTS_DIR --rows A,B`` prints the paired comparison of any two rows.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from llm_embedder.errors import InputError
+from llm_embedder.evaluation import stats
 from llm_embedder.evaluation.base import EvalResult
 from llm_embedder.evaluation.icl import InContextLearning
 from llm_embedder.evaluation.memory import Conversation, LongText
 from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
-from llm_embedder.fileio import iter_jsonl, write_json, write_jsonl
+from llm_embedder.fileio import iter_jsonl, read_jsonl, write_json, write_jsonl
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
 Builder = Callable[[Path, int | None], Any]
@@ -155,14 +162,17 @@ def run_grid(
     device: str = "auto",
     show_progress: bool = True,
     versions: dict[str, str] | None = None,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Run every cell not already done, then write and return the leaderboard.
 
+    ``reference`` names the row the others are tested against (default: ``base`` if present).
     ``versions`` maps a retriever spec to what its results depend on beyond the spec itself (the
     settings a model folder was trained from): a spec's cells made under another version are run again.
     """
     for spec in retriever_specs:  # a typo must fail now, not after hours of earlier cells
         check_spec(spec)
+    reference_row(retriever_specs, reference)
     out = Path(out_dir)
     cells_dir = out / "cells"
     if versions:
@@ -203,21 +213,25 @@ def run_grid(
         write_json(cells_dir / _cell_name(evaluator, spec), cell)
         bar.update(1)
     bar.close()
-    return write_leaderboard(out, [e.name for e in evaluators], retriever_specs, lm_name)
+    return write_leaderboard(out, [e.name for e in evaluators], retriever_specs, lm_name, reference)
 
 
 def _cell_name(evaluator: Any, spec: str) -> str:
     return f"{evaluator.name}__{_slug(spec)}.json"
 
 
-def write_leaderboard(out: Path, evaluator_names: list[str], specs: list[str], lm_name: str | None) -> dict[str, Any]:
-    """Markdown, JSON and a PNG chart (one panel per evaluator) from the cell files."""
-    cells = {}
+def write_leaderboard(
+    out: Path, evaluator_names: list[str], specs: list[str], lm_name: str | None, reference: str | None = None
+) -> dict[str, Any]:
+    """Markdown, JSON and a PNG chart (one panel per evaluator) from the cell files, each number with
+    its bootstrap interval and its paired test against the ``reference`` row (see :func:`reference_row`)."""
+    cells, files = {}, {}
     for spec in specs:
         for name in evaluator_names:
             file = out / "cells" / f"{name}__{_slug(spec)}.json"
             if file.exists():
                 cells[(name, spec)] = json.loads(file.read_text(encoding="utf-8"))
+                files[(name, spec)] = file
     columns = []
     for name in evaluator_names:
         done = [c for (n, _), c in cells.items() if n == name and "metrics" in c]
@@ -230,23 +244,199 @@ def write_leaderboard(out: Path, evaluator_names: list[str], specs: list[str], l
         }
         for spec in specs
     }
+    samples = {key: _cell_sample(files[key], cell) for key, cell in cells.items() if "metrics" in cell}
+    ref = reference_row(specs, reference)
+    confidence = {
+        spec: {
+            name: _confidence(samples.get((name, spec)), None if spec == ref else samples.get((name, ref)), low)
+            for name, _, low in columns
+        }
+        for spec in specs
+    }
     board = {
         "lm": lm_name,
         "columns": [{"evaluator": n, "metric": m, "lower_is_better": low} for n, m, low in columns],
         "rows": table,
+        "reference": ref,
+        "statistics": _STATISTICS,
+        "confidence": confidence,
     }
     write_json(out / "leaderboard.json", board)
     header = " | ".join(f"{n} {m} {'↓' if low else '↑'}" for n, m, low in columns)
     lines = [f"| retriever | {header} |", "|---" * (len(columns) + 1) + "|"]
     for spec in specs:
-        values = " | ".join("–" if table[spec][n] is None else f"{table[spec][n]:.4f}" for n, _, _ in columns)
+        values = " | ".join(_markdown_cell(table[spec][n], confidence[spec][n]) for n, _, _ in columns)
         lines.append(f"| {split_label(spec)[0]} | {values} |")
+    lines += ["", _legend(ref)]
     (out / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _chart(out / "leaderboard.png", columns, table, specs)
+    _chart(out / "leaderboard.png", columns, table, confidence, specs)
     return board
 
 
-def _chart(path: Path, columns: list[tuple[str, str, bool]], table: dict, specs: list[str]) -> None:
+# ----------------------------------------------------------------------------- confidence
+_STATISTICS = {
+    "level": stats.LEVEL,
+    "alpha": stats.ALPHA,
+    "resamples": stats.RESAMPLES,
+    "seed": stats.SEED,
+    "interval": "percentile bootstrap over examples (a macro average over the groups each resample holds)",
+    "test": "paired permutation test (swaps of each example's two results), two-sided",
+}
+
+
+def find_row(specs: list[str], name: str, what: str = "row") -> str:
+    """The spec of the row labelled ``name`` (or given as that very spec)."""
+    for spec in specs:
+        if name in (spec, split_label(spec)[0]):
+            return spec
+    raise ValueError(f"{what} {name!r} is not on the leaderboard; rows: {', '.join(split_label(s)[0] for s in specs)}")
+
+
+def reference_row(specs: list[str], reference: str | None) -> str | None:
+    """The spec of the row every other row is compared with: the one named ``reference``; by
+    default the row labelled ``base`` if there is one."""
+    if reference is not None:
+        return find_row(specs, reference, "reference row")
+    return next((s for s in specs if "base" in (s, split_label(s)[0])), None)
+
+
+def _cell_sample(cell_file: Path, cell: dict[str, Any]) -> stats.Sample | None:
+    """The per-example results of a finished cell, read from ``details/``; None when absent or when
+    they do not reproduce the cell's number (details of an older version)."""
+    details = cell_file.parent.parent / "details" / f"{cell_file.stem}.jsonl"
+    if not details.is_file():
+        return None
+    metric = cell["main_metric"]
+    return stats.sample_from_details(metric, read_jsonl(details), expected=cell["metrics"][metric])
+
+
+def _compare(a: stats.Sample, b: stats.Sample, lower_is_better: bool) -> dict[str, Any] | None:
+    try:
+        result = stats.paired_test(a, b)
+    except ValueError:  # not the same examples: no paired test
+        return None
+    return {
+        "difference": result.difference,
+        "interval": list(result.interval),
+        "p_value": result.p_value,
+        "exact": result.exact,
+        "verdict": result.verdict(lower_is_better),
+    }
+
+
+def _confidence(
+    sample: stats.Sample | None, reference: stats.Sample | None, lower_is_better: bool
+) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    out: dict[str, Any] = {"n": sample.n, "interval": list(stats.bootstrap_interval(sample))}
+    if reference is not None:
+        out["vs_reference"] = _compare(sample, reference, lower_is_better)
+    return out
+
+
+def _decimals(value: float) -> int:
+    return 3 if abs(value) < 10 else 2 if abs(value) < 1000 else 1
+
+
+def _markdown_cell(value: float | None, confidence: dict[str, Any] | None) -> str:
+    """``0.524 [0.471, 0.580] ▲``; the bare number when there are no per-example results."""
+    if value is None:
+        return "–"
+    d = _decimals(value)
+    if confidence is None:
+        return f"{value:.{d}f}"
+    low, high = confidence["interval"]
+    text = f"{value:.{d}f} [{low:.{d}f}, {high:.{d}f}]"
+    versus = confidence.get("vs_reference")
+    return f"{text} {stats.MARKS[versus['verdict']]}" if versus else text
+
+
+def _legend(reference: str | None) -> str:
+    text = (
+        f"[low, high]: {stats.LEVEL:.0%} bootstrap interval over the test examples "
+        f"({stats.RESAMPLES:,} resamples, seed {stats.SEED})."
+    )
+    if reference is not None:
+        text += (
+            f" ▲ / ▼: significantly better / worse than `{split_label(reference)[0]}` (paired permutation test, "
+            f"p < {stats.ALPHA}); =: within noise."
+        )
+    return text
+
+
+# ----------------------------------------------------------------------------- compare two rows
+def compare_rows(out_dir: str | Path, row_a: str, row_b: str) -> list[dict[str, Any]]:
+    """Row A against row B of a results folder, for every column both have: their numbers, the
+    difference A - B with its paired bootstrap interval, the p-value and the verdict for A."""
+    out = Path(out_dir)
+    files = sorted((out / "cells").glob("*.json")) if (out / "cells").is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{out}: not an evaluation results folder (no cells/*.json)")
+    cells = {}
+    for file in files:
+        try:
+            cell = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(file, None, None, "not a JSON cell file") from None
+        for field in ("evaluator", "retriever"):
+            if not isinstance(cell.get(field), str):
+                raise InputError(file, None, field, "missing: not a cell file of `llm-embedder eval`")
+        cells[(cell["evaluator"], cell["retriever"])] = (file, cell)
+    specs = list(dict.fromkeys(spec for _, spec in cells))
+    a, b = (find_row(specs, row) for row in (row_a, row_b))
+    if a == b:
+        raise ValueError(f"--rows names the same row twice ({row_a!r})")
+    order = {name: i for i, name in enumerate(EVALUATORS)}
+    names = sorted({name for name, _ in cells}, key=lambda n: (order.get(n, len(order)), n))
+    rows = []
+    for name in names:
+        (file_a, cell_a), (file_b, cell_b) = cells.get((name, a), (None, {})), cells.get((name, b), (None, {}))
+        if "metrics" not in cell_a or "metrics" not in cell_b:
+            continue
+        metric, low = cell_a["main_metric"], cell_a["lower_is_better"]
+        row = {"evaluator": name, "metric": metric, "lower_is_better": low}
+        row.update(a=cell_a["metrics"][metric], b=cell_b["metrics"][metric])
+        sample_a, sample_b = _cell_sample(file_a, cell_a), _cell_sample(file_b, cell_b)
+        row["comparison"] = _compare(sample_a, sample_b, low) if sample_a and sample_b else None
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"rows {row_a!r} and {row_b!r} share no finished column in {out}")
+    return rows
+
+
+def format_comparison(rows: list[dict[str, Any]], row_a: str, row_b: str) -> str:
+    """The table ``llm-embedder eval compare`` prints."""
+    head = ["column", row_a, row_b, "difference", f"{stats.LEVEL:.0%} interval", "p", "verdict"]
+    body = []
+    for r in rows:
+        d = _decimals(max(abs(r["a"]), abs(r["b"])))
+        line = [f"{r['evaluator']} {r['metric']} {'↓' if r['lower_is_better'] else '↑'}", f"{r['a']:.{d}f}"]
+        line.append(f"{r['b']:.{d}f}")
+        c = r["comparison"]
+        if c is None:
+            line += ["", "", "", "no paired per-example results"]
+        else:
+            low, high = c["interval"]
+            mark = stats.MARKS[c["verdict"]]
+            line += [f"{c['difference']:+.{d}f}", f"[{low:+.{d}f}, {high:+.{d}f}]", f"{c['p_value']:.4f}"]
+            line.append(f"{mark} {c['verdict']}" if c["verdict"] != "same" else f"{mark} within noise")
+        body.append(line)
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    text = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
+    text.append(
+        f"{row_a} - {row_b}: paired bootstrap interval ({stats.RESAMPLES:,} resamples, seed {stats.SEED}); "
+        f"p: paired permutation test; verdict for {row_a} at alpha {stats.ALPHA}"
+    )
+    return "\n".join(text)
+
+
+_COLORS = {"better": "#55a868", "worse": "#c44e52", "same": "#4c72b0"}
+
+
+def _chart(
+    path: Path, columns: list[tuple[str, str, bool]], table: dict, confidence: dict, specs: list[str]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,13 +444,22 @@ def _chart(path: Path, columns: list[tuple[str, str, bool]], table: dict, specs:
 
     if not columns:
         return
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.6), squeeze=False)
     for ax, (name, metric, low) in zip(axes[0], columns, strict=True):
-        values = [table[s][name] for s in specs]
-        ax.bar(range(len(specs)), [0 if v is None else v for v in values], color="#4c72b0")
+        values = [0.0 if table[s][name] is None else table[s][name] for s in specs]
+        cis = [confidence[s][name] for s in specs]
+        below = [v - c["interval"][0] if c else 0.0 for v, c in zip(values, cis, strict=True)]
+        above = [c["interval"][1] - v if c else 0.0 for v, c in zip(values, cis, strict=True)]
+        verdicts = [((c or {}).get("vs_reference") or {}).get("verdict") for c in cis]  # None: reference, no test
+        colors = [_COLORS[v or "same"] for v in verdicts]
+        ax.bar(range(len(specs)), values, color=colors, yerr=[below, above], capsize=2, ecolor="#333333")
+        for x, (v, up, verdict) in enumerate(zip(values, above, verdicts, strict=True)):
+            if verdict:
+                ax.annotate(stats.MARKS[verdict], (x, v + up), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(specs)), [split_label(s)[0] for s in specs], rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{name}\n{metric} ({'lower' if low else 'higher'} is better)", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
+        ax.margins(y=0.12)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -162,7 +162,7 @@ class MultipleChoiceQA:
                 f"{r['query']}{options}\nAnswer:"
             )
             spans += [lm.make_span(prefix, f" {LETTERS[j]}") for j in range(len(r["choices"]))]
-            details.append({"query": r["query"], "retrieved": ids, "gold": gold[i]})
+            details.append({"query": r["query"], "subject": r["subject"], "retrieved": ids, "gold": gold[i]})
         scores = lm.span_log_probs(spans)
         position, per_subject = 0, defaultdict(list)
         for i, (_, r) in enumerate(rows):

@@ -41,8 +41,9 @@ class RetrievalOnly:
         ]
         rankings = retriever.search(self.task, [r["query"] for _, r in rows], corpus, max(self.cutoffs))
         metrics = retrieval_metrics(rankings, labels, self.cutoffs)
-        details = [
+        details = [  # graded labels too, so that per-query metrics (confidence intervals) can be recomputed
             {"query": r["query"], "retrieved": ranking, "relevant": r["pos_index"]}
+            | ({"relevance": r["pos_relevance"]} if r.get("pos_relevance") else {})
             for (_, r), ranking in zip(rows, rankings, strict=True)
         ]
         return EvalResult(metrics, self.main_metric, details=details)
