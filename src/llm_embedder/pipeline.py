@@ -45,6 +45,10 @@ class PipelineConfig:
     train: dict[str, Any] = field(default_factory=dict)
     """TrainConfig settings (``max_steps``, ``batch_size``, ``learning_rate``, ...)."""
     eval: dict[str, Any] = field(default_factory=lambda: {"retrievers": ["none", "random", "bm25"], "limit": None})
+    train_data: dict[str, Any] = field(default_factory=dict)
+    """``holdout``: scored training records per task kept out for the diagnostics; ``teacher_guard``."""
+    merge: dict[str, Any] = field(default_factory=dict)
+    """``weight``: the fine-tuned model's share in the ``merged`` row (with the base encoder); none: no row."""
     select: dict[str, Any] = field(default_factory=dict)
     """Model selection on dev (``llm-embedder run --select``): ``variants`` (each a ``name`` and train
     settings), ``dev_evaluators`` and ``ood_evaluators`` (evaluator names), ``ood_floor``."""
@@ -228,11 +232,54 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------------ 4. train
+    def training_files(self, files: dict[str, Path], teacher_guard: bool = False) -> tuple[dict, dict]:
+        """``(train files, held-out files)``: ``train.holdout`` records per task (seeded) are kept out of
+        training for the diagnostics; with ``teacher_guard`` the negatives the teacher scores at least as
+        high as the labelled positive are dropped from the training part (false-negative guard)."""
+        import numpy as np
+
+        from llm_embedder.rewards.mine import teacher_guard_record
+
+        holdout = int(self.config.train_data.get("holdout", 0))
+        folder = self.work / ("split-guarded" if teacher_guard else "split")
+        _claim(folder, {**self.score_key, "holdout": holdout, "teacher_guard": teacher_guard})
+        train, held = {}, {}
+        for task, path in files.items():
+            train[task], held[task] = folder / "train" / f"{task}.json", folder / "holdout" / f"{task}.json"
+            if train[task].is_file() and held[task].is_file():
+                continue
+            records = [r for _, r in iter_jsonl(path)]
+            rng = np.random.default_rng([int(self.data_key["seed"]), len(records)])
+            out = set(rng.permutation(len(records))[: min(holdout, len(records) // 2)].tolist())
+            kept = [r for i, r in enumerate(records) if i not in out]
+            if teacher_guard:
+                kept = [teacher_guard_record(r)[0] for r in kept]
+            write_jsonl(held[task], [r for i, r in enumerate(records) if i in out])
+            write_jsonl(train[task], kept)
+        return train, {t: p for t, p in held.items() if _count(p)}
+
     def train(self, files: dict[str, Path]) -> dict[str, Path]:
-        variants = {"fine-tuned": {}}
+        variants: dict[str, dict[str, Any]] = {"fine-tuned": {}}
         for name in self.ablate:
             variants[f"no-{name.replace('_', '-')}"] = {"techniques": {name: False}}
-        return self._train_variants(files, variants, self.work / "models")
+        models = self._train_variants(files, variants, self.work / "models")
+        weight = self.config.merge.get("weight")
+        if weight is not None:
+            models["merged"] = self._merge(models["fine-tuned"], float(weight), self.work / "merged")
+        return models
+
+    def _merge(self, fine_tuned: Path, weight: float, folder: Path) -> Path:
+        """The fine-tuned model averaged with the base encoder (LM-Cocktail), ``weight`` on the fine-tuned one."""
+        from llm_embedder.models.merge import merge_models
+
+        name = folder.name
+        _claim(folder, {"fine-tuned": self.model_versions[fine_tuned.parent.name], "weight": weight})
+        self.model_versions[name] = _digest({"of": self.model_versions[fine_tuned.parent.name], "weight": weight})
+        out = folder / "model"
+        if not (out / "merge.json").is_file():
+            merge_models([str(fine_tuned), self.config.encoder], [weight, 1 - weight], out)
+            print(f"      {name}: {weight:g} x fine-tuned + {1 - weight:g} x {self.config.encoder}")
+        return out
 
     def _train_variants(self, files: dict[str, Path], variants: dict[str, dict[str, Any]], folder: Path):
         """Train each variant (recipe ``train`` settings updated by the variant's) into ``folder/<name>``."""
@@ -240,9 +287,12 @@ class Pipeline:
 
         models = {}
         for index, (name, changes) in enumerate(variants.items()):
+            changes = dict(changes)
+            guard = bool(changes.pop("teacher_guard", self.config.train_data.get("teacher_guard", False)))
+            train_files, held = self.training_files(files, teacher_guard=guard)
             settings = {
                 "model": self.config.encoder,
-                "datasets": [{"path": str(p), "name": t} for t, p in files.items()],
+                "datasets": [{"path": str(p), "name": t} for t, p in train_files.items()],
                 **self.config.train,
                 "output_dir": str(folder / name),
             }
@@ -264,7 +314,31 @@ class Pipeline:
             else:
                 print(f"[4/5] train: {name} is trained")
                 models[name] = Path(config.output_dir) / "model"
+            self._diagnose(name, models[name], held)
         return models
+
+    def _diagnose(self, name: str, model: Path, held: dict[str, Path]) -> None:
+        """Top-1 agreement on the held-out training records, base encoder beside the trained one (once per model)."""
+        from llm_embedder.models.embedder import Embedder
+        from llm_embedder.training.diagnostics import training_diagnostics
+
+        target = model.parent / "diagnostics.json"
+        if not held or target.is_file():
+            return
+        print(f"      {name}: top-1 agreement on {sum(_count(p) for p in held.values())} held-out training records")
+        results = {}
+        for label, path in (("base", self.config.encoder), (name, str(model))):
+            results[label] = training_diagnostics(Embedder.from_pretrained(path), list(held.values()), print_fn=None)
+        for file, trained in results[name].items():
+            base = results["base"][file]
+            parts = [
+                f"{what} {trained[f'{what}_top1']:.2f} "
+                f"(base {base[f'{what}_top1']:.2f}, chance {trained[f'{what}_chance']:.2f})"
+                for what in ("teacher", "positive")
+                if trained.get(f"{what}_top1") is not None
+            ]
+            print(f"        {file}: " + "; ".join(parts))
+        write_json(target, results)
 
     # ------------------------------------------------------------------ model selection (dev only)
     def select(self, files: dict[str, Path], data: Path) -> dict[str, Any]:
@@ -280,6 +354,10 @@ class Pipeline:
         if not variants:
             raise ValueError("select: the recipe lists no variants (select.variants: [{name: ..., <train settings>}])")
         models = self._train_variants(files, variants, self.work / "select" / "models")
+        for name in list(models):
+            for weight in settings.get("merge_weights", []):
+                merged = f"{name}+base@{weight:g}"
+                models[merged] = self._merge(models[name], float(weight), self.work / "select" / "models" / merged)
         specs = [f"base=dense:{self.config.encoder}", *(f"{n}=dense:{p}" for n, p in models.items())]
         versions = {f"{n}=dense:{p}": self.model_versions[n] for n, p in models.items()}
         boards = {}
@@ -313,7 +391,9 @@ class Pipeline:
         evaluators = build_evaluators(data_dir, present, settings.get("limit"), settings.get("options"))
         if names is not None:
             evaluators = [e for e in evaluators if e.name in names]
-        cells_key = {k: v for k, v in settings.items() if k != "retrievers"}
+        # Adding a retriever or an evaluator keeps the other cells; any other change redoes them all.
+        kept = ("retrievers", "evaluators", "ood_evaluators", "reference")
+        cells_key = {k: v for k, v in settings.items() if k not in kept}
         _claim(out, {"data": self.data_key, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key})
         return run_grid(
             evaluators,
@@ -323,40 +403,24 @@ class Pipeline:
             lm_dtype=self.config.lm_dtype,
             show_progress=self.show_progress,
             versions=versions,
+            reference=settings.get("reference", "base"),
         )
 
     # ------------------------------------------------------------------ 5. evaluate
     def evaluate(self, data: Path, models: dict[str, Path]) -> dict[str, Any]:
-        from llm_embedder.evaluation.harness import build_evaluators, run_grid
-
+        """The test grid (every row), then the out-of-domain check (base and trained rows) if the recipe asks."""
         settings = self.config.eval
         trained = {name: f"{name}=dense:{path}" for name, path in models.items()}
-        specs = [*settings.get("retrievers", ["none", "random", "bm25"]), f"base=dense:{self.config.encoder}"]
-        specs += trained.values()
-        tasks = settings.get("tasks", list(DEFAULT_TASKS))
-        evaluators = build_evaluators(data / "eval", tasks, settings.get("limit"), settings.get("options"))
-        # Adding a retriever keeps the other retrievers' cells; any other change redoes them all.
-        cells_key = {k: v for k, v in settings.items() if k != "retrievers"}
-        _claim(
-            self.work / "eval",
-            {"data": self.data_key, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key},
-        )
+        base = f"base=dense:{self.config.encoder}"
+        specs = [*settings.get("retrievers", ["none", "random", "bm25"]), base, *trained.values()]
         # A model trained again (other settings) must be evaluated again.
         versions = {spec: self.model_versions[name] for name, spec in trained.items()}
-        started = _stage(
-            5,
-            "evaluate",
-            f"{len(evaluators)} evaluations x {len(specs)} retrievers (minutes; the bar shows the time left)",
-        )
-        board = run_grid(
-            evaluators,
-            specs,
-            self.work / "eval",
-            lm_name=self.config.lm,
-            lm_dtype=self.config.lm_dtype,
-            show_progress=self.show_progress,
-            versions=versions,
-        )
+        started = _stage(5, "evaluate", f"{len(specs)} retrievers on the test split (the bar shows the time left)")
+        board = self._grid(data / "eval", self.work / "eval", specs, settings.get("evaluators"), versions)
+        ood = settings.get("ood_evaluators")
+        if ood and (data / "ood").is_dir():
+            print("      out-of-domain check", flush=True)
+            self._grid(data / "ood", self.work / "eval-ood", [base, *trained.values()], ood, versions)
         _done(started)
         return board
 
@@ -375,6 +439,9 @@ class Pipeline:
         board = self.evaluate(data, models)
         print()
         print((self.work / "eval" / "leaderboard.md").read_text(encoding="utf-8"), end="")
+        if (self.work / "eval-ood" / "leaderboard.md").is_file():
+            print("\nout-of-domain check (data the training never saw):")
+            print((self.work / "eval-ood" / "leaderboard.md").read_text(encoding="utf-8"), end="")
         print(f"\nall stages done in {(time.perf_counter() - started) / 60:.1f} min; outputs in {self.work}")
         return board
 
