@@ -272,19 +272,29 @@ def test_convsearch_positive_answers_the_last_question_which_leans_on_the_conver
     from llm_embedder.data.demo.convsearch import REFERENCES
 
     pronouns = {"it", "its", "they", "them", "their", "he", "him", "his", "she", "her"}
+    corpus_of = {"train": quick / "corpus/convsearch.jsonl"}
+    corpus_of |= {s: quick / s / "convsearch/qrecc/corpus.json" for s in SPLIT_DIRS}
     for split, pairs in _labelled(quick, "convsearch").items():
         assert pairs
-        for r, row in pairs:
-            assert row["title"] == r["subject"] and r["answers"][0] in row["text"], split
+        rows = read(corpus_of[split])
+        for r, _ in pairs:  # every positive is a passage of the subject's article with the answer
+            for i in r["pos_index"]:
+                assert rows[i]["title"] == r["subject"] and r["answers"][0] in rows[i]["text"], split
             assert 2 <= r["turn"] <= 4 and r["reference"] in REFERENCES
             # the query is the last question, then the earlier turns; only the earlier turns name the subject
             last = r["question"]
             assert r["query"].startswith(last + " ") and "____" in last
             name = re.sub(r"\s*\(.*\)$", "", r["subject"])  # "Algorithms (journal)" is named "Algorithms"
             named = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.I)
-            assert not named.search(last) and named.search(r["query"][len(last) :])
+            surname = re.compile(rf"(?<!\w){re.escape(name.split()[-1])}(?!\w)")  # people: "Dwan"
+            assert not named.search(last) and surname.search(r["query"][len(last) :])
             words = set(re.findall(r"[a-z]+", last.lower()))
             assert (r["reference"] == "pronoun") == bool(words & pronouns) or r["reference"] == "ellipsis"
+        # the sentence the last question was cut from is in no corpus row: it cannot be found word for word
+        corpus = "\n".join(row["text"] for row in rows)
+        for r, _ in pairs:
+            if r["reference"] == "ellipsis":
+                assert r["question"].replace("____", r["answers"][0]) not in corpus
 
 
 @needs_sources

@@ -56,7 +56,8 @@ CARDS: dict[str, tuple[str, str, str]] = {
         "retrieve the web passage that answers it (nDCG@3); the query is the question followed by the context.",
         "sessions of 2-4 cloze questions about one Wikipedia article; later questions refer to the subject by a "
         "pronoun or leave it out; the query is the last question then the earlier turns (QReCC's concat form); "
-        "the positive is the passage the last question was cut from; the corpus mixes passages of many articles.",
+        "the positives are the article's other passages that contain the answer (the passage the question was "
+        "cut from is in no corpus); the corpus mixes passages of many articles.",
         "questions are cloze statements and the pronoun substitution is mechanical; sessions are short and stay "
         "on one subject (QReCC's drift between topics is absent).",
     ),

@@ -10,7 +10,7 @@ import numpy as np
 
 from llm_embedder.data.demo.common import EVAL_SPLITS, DemoSize, TaskData, norm_text, round_robin, shuffled
 from llm_embedder.data.demo.qa import passage_clozes
-from llm_embedder.data.demo.wikipedia import Article, passage_corpus
+from llm_embedder.data.demo.wikipedia import Article, passage_corpus, passage_text
 
 REFERENCES = ("pronoun", "ellipsis")
 _POSSESSIVE = {"it": "its", "they": "their", "he": "his", "she": "her"}
@@ -90,6 +90,8 @@ class Turn:
     """``first`` (names the subject), ``pronoun`` or ``ellipsis``."""
     number: int
     """1 for the first turn of the session."""
+    answer_passages: tuple[int, ...] = ()
+    """The article's other passages that contain the answer: the ones that answer the question."""
 
     @property
     def answered(self) -> str:
@@ -103,6 +105,7 @@ def sessions_of(article: Article, rng: np.random.Generator) -> list[list[Turn]]:
     document order."""
     pronoun = pronoun_of(article)
     mentions = _mentions(article, pronoun)
+    texts = [passage_text(sentences) for sentences in article.passages]
     clozes = passage_clozes(article, rng, prefer=lambda sentence: bool(mentions.search(sentence)))
     naming = [pc for pc in clozes if mentions.search(pc[1].sentence)]
     other = [pc for pc in clozes if not mentions.search(pc[1].sentence)]
@@ -119,11 +122,17 @@ def sessions_of(article: Article, rng: np.random.Generator) -> list[list[Turn]]:
         question = blanked if mentions.search(blanked) else f"{article.subject}: {blanked}"
         turns = [Turn(question, cloze.answer, p, "first", 1)]
         for p, cloze in later:
-            if (asked := refer_back(cloze.query[len(article.title) + 2 :], article, pronoun)) is not None:
-                turns.append(Turn(asked[0], cloze.answer, p, asked[1], len(turns) + 1))
+            answered_in = tuple(q for q, text in enumerate(texts) if q != p and _contains(text, cloze.answer))
+            asked = refer_back(cloze.query[len(article.title) + 2 :], article, pronoun)
+            if asked is not None and answered_in:
+                turns.append(Turn(asked[0], cloze.answer, p, asked[1], len(turns) + 1, answered_in))
         if len(turns) >= 2:
             out.append(turns)
     return out
+
+
+def _contains(text: str, span: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(span)}(?![\w-])", text) is not None
 
 
 def concat_query(turns: list[Turn]) -> str:
@@ -148,49 +157,59 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
 
     Each later turn (2nd, 3rd, 4th) is a record: ``query`` = the current question, then the earlier
     turns (the question with its answer filled in), most recent first (QReCC's "concat" form);
-    ``pos`` = the passage the current question was cut from (``"<title> <passage>"``, the corpus
-    row's ``text``); ``answers`` = [the blanked span].  Records also carry ``question`` (the current
-    one), ``subject``, ``turn`` and ``reference`` (pronoun or ellipsis).  Sessions are taken from
-    the split's articles in turn; train, dev, test and ood share no article (ood: the biographies).
+    ``answers`` = [the blanked span]; ``pos`` = the article's other passages that contain the
+    answer (as a word).  The passage a later question was cut from is in no corpus, so the question
+    cannot find its own sentence word for word: a positive states the answer in other words, and
+    the subject (named only in the earlier turns) tells which article to look in.  A turn without
+    such a passage is no record.  Records also carry ``question`` (the current one), ``subject``,
+    ``turn`` and ``reference`` (pronoun or ellipsis).  Sessions are taken from the split's articles
+    in turn; train, dev, test and ood share no article (ood: the biographies).
 
-    Corpus (test and dev): every session passage plus other passages of the same and the other
-    articles (distractors from other subjects).  Corpus (ood): the ood passages plus a sample of
-    all other passages.
+    Corpus rows are ``{"title", "text": "<title> <passage>"}``.  Corpus (test and dev): every
+    positive plus a seeded sample of the other passages of the in-domain articles (the same and
+    other subjects).  Corpus (ood): the ood positives plus a sample of all other passages.
     """
-    records: dict[str, list[tuple[Article, Turn, str]]] = {}
+    splits = (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test))
+    sessions = {split: [(a, sessions_of(a, rng)) for a in shuffled(parts[split], rng)] for split, _ in splits}
+    # no passage a later question was cut from is in a corpus: the question must not find its own sentence
+    cut_from = {(a.title, t.passage) for found in sessions.values() for a, ss in found for s in ss for t in s[1:]}
+    records: dict[str, list[tuple[Article, Turn, str, list[int]]]] = {}
     seen: set[str] = set()
-    for split, need in (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test)):
+    for split, need in splits:
         groups = []
-        for article in shuffled(parts[split], rng):
+        for article, article_sessions in sessions[split]:
             group = []
-            for turns in sessions_of(article, rng):
+            for turns in article_sessions:
                 for t in range(1, len(turns)):
                     query = concat_query(turns[: t + 1])
-                    if norm_text(query) not in seen:
+                    answering = [q for q in turns[t].answer_passages if (article.title, q) not in cut_from]
+                    if answering and norm_text(query) not in seen:
                         seen.add(norm_text(query))
-                        group.append((article, turns[t], query))
+                        group.append((article, turns[t], query, answering))
             groups.append(group)
         records[split] = round_robin(groups, need)
         if len(records[split]) < need and split != "ood":
             raise RuntimeError(f"convsearch: only {len(records[split])} {split} turns, {need} needed")
 
     in_domain = parts["test"] + parts["dev"] + parts["train"]
-    chosen = [(a, t.passage) for split in ("test", "dev", "train") for a, t, _ in records[split]]
-    ood_chosen = [(a, t.passage) for a, t, _ in records["ood"]]
+    chosen = [(a, q) for split in ("test", "dev", "train") for a, _, _, pos in records[split] for q in pos]
+    ood_chosen = [(a, q) for a, _, _, pos in records["ood"] for q in pos]
     corpora = {
-        "in": passage_corpus(chosen, in_domain, size.convsearch_corpus, rng),
-        "ood": passage_corpus(ood_chosen, parts["ood"] + in_domain, size.convsearch_corpus, rng),
+        "in": passage_corpus(chosen, in_domain, size.convsearch_corpus, rng, exclude=cut_from),
+        "ood": passage_corpus(ood_chosen, parts["ood"] + in_domain, size.convsearch_corpus, rng, exclude=cut_from),
     }
     # the key is "<title> <passage>", as for qa, in one field: the harness reads convsearch with "{text}"
     for rows, _ in corpora.values():
         rows[:] = [{"title": r["title"], "text": f"{r['title']} {r['text']}"} for r in rows]
 
-    def record(i: int, article: Article, turn: Turn, query: str, rows: dict[tuple[str, int], int]) -> dict[str, Any]:
+    def record(
+        i: int, article: Article, turn: Turn, query: str, pos: list[int], rows: dict[tuple[str, int], int]
+    ) -> dict[str, Any]:
         return {
             "query": query,
             "question": turn.question,
             "answers": [turn.answer],
-            "pos_index": [rows[article.title, turn.passage]],
+            "pos_index": sorted(rows[article.title, q] for q in pos),
             "subject": article.title,
             "turn": turn.number,
             "reference": turn.reference,
@@ -201,14 +220,18 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
     for split, folder in EVAL_SPLITS.items():
         rows, row_of = corpora["ood" if split == "ood" else "in"]
         files[f"{folder}/convsearch/qrecc/test.concat.json"] = [
-            record(i, a, t, q, row_of) for i, (a, t, q) in enumerate(records[split])
+            record(i, a, t, q, pos, row_of) for i, (a, t, q, pos) in enumerate(records[split])
         ]
     files["eval/convsearch/qrecc/corpus.json"] = corpora["in"][0]
     files["ood/convsearch/qrecc/corpus.json"] = corpora["ood"][0]
     rows, row_of = corpora["in"]
     train = [
-        {**record(i, a, t, q, row_of), "pos": [rows[row_of[a.title, t.passage]]["text"]], "task": "convsearch"}
-        for i, (a, t, q) in enumerate(records["train"])
+        {
+            **(r := record(i, a, t, q, pos, row_of)),
+            "pos": [rows[j]["text"] for j in r["pos_index"]],
+            "task": "convsearch",
+        }
+        for i, (a, t, q, pos) in enumerate(records["train"])
     ]
     return TaskData(
         train,
@@ -218,7 +241,7 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
         linked={"dev/convsearch/qrecc/corpus.json": "eval/convsearch/qrecc/corpus.json"},
         notes={
             "test_references": {
-                r: sum(t.reference == r for _, t, _ in records["test"]) for r in ("pronoun", "ellipsis")
+                r: sum(t.reference == r for _, t, _, _ in records["test"]) for r in ("pronoun", "ellipsis")
             }
         },
     )

@@ -241,13 +241,17 @@ def partition_articles(articles: list[Article], seed: int) -> dict[str, list[Art
 
 
 def passage_corpus(
-    chosen: list[tuple[Article, int]], pool: list[Article], total: int, rng: np.random.Generator
+    chosen: list[tuple[Article, int]],
+    pool: list[Article],
+    total: int,
+    rng: np.random.Generator,
+    exclude: set[tuple[str, int]] | frozenset = frozenset(),
 ) -> tuple[list[dict[str, str]], dict[tuple[str, int], int]]:
     """A corpus of ``{"title", "text"}`` passages: every ``chosen`` (article, passage index) plus a
-    seeded sample of the other passages of ``pool`` up to ``total`` rows, in pool order; and the
-    row of each (title, passage index) in it."""
+    seeded sample of the other passages of ``pool`` (not in ``exclude``, as (title, passage index))
+    up to ``total`` rows, in pool order; and the row of each (title, passage index) in it."""
     keys = {(a.title, p) for a, p in chosen}
-    others = [(a.title, p) for a in pool for p in range(len(a.passages)) if (a.title, p) not in keys]
+    others = [(a.title, p) for a in pool for p in range(len(a.passages)) if (a.title, p) not in keys | exclude]
     keys |= {others[i] for i in rng.permutation(len(others))[: max(0, total - len(keys))].tolist()}
     by_title = {a.title: a for a in pool}
     order = [(a.title, p) for a in pool for p in range(len(a.passages)) if (a.title, p) in keys]
