@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import iter_jsonl, write_json, write_jsonl
+from llm_embedder.fileio import atomic_path, iter_jsonl, write_json, write_jsonl
+from llm_embedder.fingerprint import file_digest, files_digest
 from llm_embedder.tasks import DEFAULT_TASKS
 from llm_embedder.training.config import Techniques, TrainConfig, apply_override
 
@@ -105,6 +106,23 @@ def _claim(folder: Path, settings: dict[str, Any]) -> None:
     write_json(stamp, settings)
 
 
+def _bind(target: Path, inputs: list[Path]) -> None:
+    """Tie ``target`` (an output of this pipeline, in its own stage folder) to the content of ``inputs``.
+
+    Stage folders are keyed by settings; this catches the data itself changing under the same settings
+    (a rebuilt dataset): a target made from other input bytes is removed before it could be reused.
+    Recorded before the work starts, so a partial target of the same inputs still resumes.
+    """
+    stamp = target.with_name(f".{target.name}.inputs")
+    digest = files_digest(inputs)
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") == digest:
+        return
+    target.unlink(missing_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(digest, encoding="utf-8")
+
+
 def _digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -131,18 +149,20 @@ class Pipeline:
 
     # ------------------------------------------------------------------ 1. data
     def build_data(self) -> Path:
-        from llm_embedder.data.demo import build_demo
+        from llm_embedder.data.demo import build_demo, builder_digest, source_versions
 
         out = self.work / "data"
         size, seed = self.data_key["size"], self.data_key["seed"]
-        manifest = out / "manifest.json"
-        if manifest.is_file():
-            info = json.loads(manifest.read_text(encoding="utf-8"))
-            if info.get("size") == size and info.get("seed") == seed:
-                print(f"[1/5] data: {out} is built (size {size}, seed {seed})")
-                return out
+        # The builder's code and source versions are part of the key: a changed builder builds again
+        # (later stages follow the changed files through their input digests).
+        key = {"size": size, "seed": seed, "builder": builder_digest(), "sources": source_versions()}
+        stamp = self.work / ".data-stage.json"
+        if (out / "manifest.json").is_file() and stamp.is_file() and json.loads(stamp.read_text("utf-8")) == key:
+            print(f"[1/5] data: {out} is built (size {size}, seed {seed})")
+            return out
         started = _stage(1, "data", f"building the {size} six-task dataset (seconds)")
         build_demo(out, seed=seed, size=size, progress=self.show_progress)
+        write_json(stamp, key)
         _done(started)
         return out
 
@@ -166,6 +186,7 @@ class Pipeline:
                 files[task] = source
             else:
                 files[task] = self.work / "mined" / f"{task}.json"
+                _bind(files[task], [source, corpus])
                 if not files[task].is_file():
                     todo.append((task, source, corpus))
         if not todo:
@@ -207,9 +228,11 @@ class Pipeline:
         pending = []
         for task, path in todo.items():
             capped = self.work / "capped" / f"{task}.json"
+            _bind(capped, [path])
             if not capped.is_file():
                 write_jsonl(capped, (_cap_candidates(r, cap) for _, r in iter_jsonl(path)))
             out[task] = self.work / "scored" / f"{task}.json"
+            _bind(out[task], [capped])
             if not out[task].is_file() or _count(out[task]) < _count(capped):
                 pending.append((task, capped, out[task]))
         if not pending:
@@ -246,6 +269,8 @@ class Pipeline:
         train, held = {}, {}
         for task, path in files.items():
             train[task], held[task] = folder / "train" / f"{task}.json", folder / "holdout" / f"{task}.json"
+            _bind(train[task], [path])
+            _bind(held[task], [path])
             if train[task].is_file() and held[task].is_file():
                 continue
             records = [r for _, r in iter_jsonl(path)]
@@ -299,7 +324,7 @@ class Pipeline:
             for key, value in changes.items():
                 settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
             config = TrainConfig(**settings)
-            key = {**self.score_key, "train": config.to_dict()}
+            key = {**self.score_key, "train": config.to_dict(), "files": files_digest(train_files.values())}
             _claim(Path(config.output_dir), key)
             self.model_versions[name] = _digest(key)
             if finished_model(config) is None:
@@ -394,7 +419,8 @@ class Pipeline:
         # Adding a retriever or an evaluator keeps the other cells; any other change redoes them all.
         kept = ("retrievers", "evaluators", "ood_evaluators", "reference")
         cells_key = {k: v for k, v in settings.items() if k not in kept}
-        _claim(out, {"data": self.data_key, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key})
+        data = file_digest(data_dir)  # a rebuilt test set is evaluated again
+        _claim(out, {"data": data, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key})
         return run_grid(
             evaluators,
             specs,
