@@ -17,6 +17,7 @@ from llm_embedder.tasks import DEFAULT_TASKS
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo.yaml"
 VARIANTS = ("fine-tuned", "no-reward", "no-stable-distill", "no-instructions", "no-homogeneous")
+ROWS = (*VARIANTS, "merged")
 
 
 def _overrides(work: Path, encoder: Path, lm: Path) -> list[str]:
@@ -54,19 +55,22 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
         assert all(json.loads(line)["neg"] for line in (work / "mined" / f"{task}.json").read_text().splitlines())
     for variant in VARIANTS:
         assert (work / "models" / variant / "model" / "llm_embedder.json").is_file()
+        assert json.loads((work / "models" / variant / "diagnostics.json").read_text())[variant]
+    merge = json.loads((work / "merged" / "model" / "merge.json").read_text())
+    assert [m["weight"] for m in merge["models"]] == [0.5, 0.5]
     board = json.loads((work / "eval" / "leaderboard.json").read_text())
-    assert list(board["rows"]) == [
-        "none",
-        "random",
-        "bm25",
-        f"base=dense:{board_encoder(work)}",
-        *(f"{variant}=dense:{work / 'models' / variant / 'model'}" for variant in VARIANTS),
-    ]
+    trained = [f"{v}=dense:{work / 'models' / v / 'model'}" for v in VARIANTS]
+    merged = f"merged=dense:{work / 'merged' / 'model'}"
+    base = f"base=dense:{board_encoder(work)}"
+    assert list(board["rows"]) == ["none", "random", "bm25", base, *trained, merged]
     evaluators = {c["evaluator"] for c in board["columns"]}
-    assert evaluators == {"mmlu", "popqa", "icl", "msc", "lrlm", "tool", "convsearch"}
+    assert evaluators == {"mmlu", "popqa", "qa-retrieval", "icl", "msc", "lrlm", "tool", "convsearch"}
     markdown = (work / "eval" / "leaderboard.md").read_text()
-    assert all(f"| {variant} |" in markdown for variant in VARIANTS)
+    assert all(f"| {row} " in markdown for row in ROWS)
     assert (work / "eval" / "leaderboard.png").stat().st_size > 1000
+    ood = json.loads((work / "eval-ood" / "leaderboard.json").read_text())
+    assert list(ood["rows"]) == [base, *trained, merged]
+    assert {c["evaluator"] for c in ood["columns"]} == {"qa-retrieval", "tool", "convsearch", "msc"}
 
 
 @pytest.mark.parametrize("group_size", [2, 3, 8])
@@ -176,6 +180,32 @@ def test_claim_keeps_a_folder_only_for_the_same_settings(tmp_path):
     assert not (unstamped / "out.json").exists()
 
 
+def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, capsys):
+    work, args = finished_run
+    select = [
+        "--set",
+        'select={"variants": [{"name": "slow", "learning_rate": 1e-6}], "merge_weights": [0.5],'
+        ' "dev_evaluators": ["tool", "msc"], "ood_evaluators": ["tool"]}',
+    ]
+    assert main([*args, *select, "--select"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((work / "select" / "selection.json").read_text())
+    assert set(result["candidates"]) == {"slow", "slow+base@0.5"}
+    assert result["chosen"] in result["candidates"] and f"chosen: {result['chosen']}" in out
+    dev = json.loads((work / "select" / "eval-dev" / "leaderboard.json").read_text())
+    assert {c["evaluator"] for c in dev["columns"]} == {"tool", "msc"}
+    ood = json.loads((work / "select" / "eval-ood" / "leaderboard.json").read_text())
+    assert {c["evaluator"] for c in ood["columns"]} == {"tool"}
+    # the relative scores are the dev numbers divided by base's (tool: higher is better)
+    rows = dev["rows"]
+    base = next(v for k, v in rows.items() if k.startswith("base="))
+    slow = next(v for k, v in rows.items() if k.startswith("slow="))
+    value = [x if not isinstance(x, dict) else x["value"] for x in (slow["tool"], base["tool"])]
+    if value[1]:
+        relative = next(v for k, v in result["relative"]["dev"].items() if k.startswith("slow="))
+        assert relative["tool"] == pytest.approx(value[0] / value[1])
+
+
 def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finished_run, capsys):
     """Runs last in this module: it changes the finished run in place."""
     work, args = finished_run
@@ -184,9 +214,10 @@ def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finish
     assert main([*args, "--set", "train.learning_rate=1e-4"]) == 0
     out = capsys.readouterr().out
     assert "teacher scores are in place" in out
-    assert out.count("was made with other settings: starting it again") == len(VARIANTS)
+    # every trained model, and the merge of the fine-tuned one
+    assert out.count("was made with other settings: starting it again") == len(ROWS)
     assert {p: p.stat().st_mtime_ns for p in (work / "scored").iterdir()} == scored
     after = {p.name: p.stat().st_mtime_ns for p in (work / "eval" / "cells").iterdir()}
     redone = {name for name in cells if after[name] != cells[name]}
-    assert redone == {name for name in cells if any(f"__{variant}-dense" in name for variant in VARIANTS)}
+    assert redone == {name for name in cells if any(f"__{row}-dense" in name for row in ROWS)}
     assert redone
