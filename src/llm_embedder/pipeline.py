@@ -430,6 +430,7 @@ class Pipeline:
             show_progress=self.show_progress,
             versions=versions,
             reference=settings.get("reference", "base"),
+            encoder_dtype=settings.get("encoder_dtype"),
         )
 
     # ------------------------------------------------------------------ 5. evaluate

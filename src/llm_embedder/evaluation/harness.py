@@ -163,9 +163,12 @@ def run_grid(
     show_progress: bool = True,
     versions: dict[str, str] | None = None,
     reference: str | None = None,
+    encoder_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Run every cell not already done, then write and return the leaderboard.
 
+    ``encoder_dtype`` is the dense retrievers' (default float32 on CPU); cells are cached per spec, so
+    one results folder should keep one dtype.
     ``reference`` names the row the others are tested against (default: ``base`` if present).
     ``versions`` maps a retriever spec to what its results depend on beyond the spec itself (the
     settings a model folder was trained from): a spec's cells made under another version are run again.
@@ -189,7 +192,8 @@ def run_grid(
     for evaluator, spec in todo:
         bar.set_postfix_str(f"{evaluator.name} / {spec}")
         if spec not in retrievers:
-            retrievers = {spec: make_retriever(spec, cache_dir=out / "cache", device=device)}  # one model in memory
+            # one model in memory at a time
+            retrievers = {spec: make_retriever(spec, cache_dir=out / "cache", device=device, dtype=encoder_dtype)}
         if lm is None and getattr(evaluator, "needs_lm", True):
             from llm_embedder.models.lm import CausalLM
 

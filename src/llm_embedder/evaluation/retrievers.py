@@ -181,8 +181,10 @@ def check_spec(spec: str) -> str:
     raise ValueError(f"unknown retriever {spec!r}; known: {', '.join(SPECS)}")
 
 
-def make_retriever(spec: str, *, cache_dir: str | Path | None = None, device: str = "auto", seed: int = 0) -> Retriever:
-    """Build a retriever from its command-line spec (see ``SPECS``)."""
+def make_retriever(
+    spec: str, *, cache_dir: str | Path | None = None, device: str = "auto", seed: int = 0, dtype: str | None = None
+) -> Retriever:
+    """Build a retriever from its command-line spec (see ``SPECS``); ``dtype`` is a dense encoder's."""
     spec = check_spec(spec)
     if spec == "none":
         return NoRetriever()
@@ -196,5 +198,5 @@ def make_retriever(spec: str, *, cache_dir: str | Path | None = None, device: st
         from llm_embedder.models.embedder import Embedder
 
         model = spec.removeprefix("dense:")
-        return DenseRetriever(Embedder.from_pretrained(model, device=device), model, cache_dir)
+        return DenseRetriever(Embedder.from_pretrained(model, device=device, dtype=dtype), model, cache_dir)
     raise ValueError(f"unknown retriever {spec!r}; known: {', '.join(SPECS)}")

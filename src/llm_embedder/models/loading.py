@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,30 @@ _DTYPES = {
 }
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The bf16 flags among the CPU's (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
+
+
+def has_bf16_units(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (elsewhere it is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(cpu_bf16_flags())
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
@@ -26,9 +52,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None`` / ``"auto"``: float32 on CPU (exact), bfloat16 on a GPU that supports it."""
+    """``None`` / ``"auto"``: float32 on CPU (exact), bfloat16 on a GPU that supports it.
+    ``"fast"``: bfloat16 wherever the device has bf16 units (CPUs with AMX / AVX512-BF16 too), else float32."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "fast":
+        return torch.bfloat16 if has_bf16_units(device) else torch.float32
     if dtype in (None, "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16

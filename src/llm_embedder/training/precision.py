@@ -8,27 +8,11 @@ the losses score in float32 (``training.losses``).
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import torch
 
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+from llm_embedder.models.loading import BF16_CPU_FLAGS, cpu_bf16_flags
 
-
-@functools.cache
-def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
-    """The bf16 flags among the CPU's (Linux ``/proc/cpuinfo``); empty where they cannot be read."""
-    try:
-        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ()
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
-
+__all__ = ["BF16_CPU_FLAGS", "cpu_bf16_flags", "resolve_mixed_precision"]
 
 def resolve_mixed_precision(bf16: bool | str, mixed_precision: str, on_cpu: bool) -> str:
     """The ``mixed_precision`` handed to accelerate: ``bf16`` when ``bf16`` is true, or ``auto`` and the
