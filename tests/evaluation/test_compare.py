@@ -128,6 +128,14 @@ def test_cli_compare_names_a_broken_cell_file(results, capsys):
     assert code == 2 and err == f"llm-embedder: error: {results / 'cells' / 'zz.json'}: not a JSON cell file\n"
 
 
+def test_chart_draws_an_interval_that_misses_its_number(tmp_path):
+    """A percentile interval of a small or skewed sample can lie wholly on one side of the number."""
+    confidence = {"a": {"x": {"n": 2, "interval": [0.6, 0.9]}}, "b": {"x": None}}
+    table = {"a": {"x": 0.5}, "b": {"x": None}}
+    harness._chart(tmp_path / "chart.png", [("x", "accuracy", False)], table, confidence, ["a", "b"])
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_cli_eval_without_its_options_exits_2(capsys, tmp_path):
     """``eval`` options are optional to argparse (``eval compare`` has none of them), so eval checks them."""
     assert cli_main(["eval", "--data", str(tmp_path)]) == 2

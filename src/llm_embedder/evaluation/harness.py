@@ -452,8 +452,9 @@ def _chart(
     for ax, (name, metric, low) in zip(axes[0], columns, strict=True):
         values = [0.0 if table[s][name] is None else table[s][name] for s in specs]
         cis = [confidence[s][name] for s in specs]
-        below = [v - c["interval"][0] if c else 0.0 for v, c in zip(values, cis, strict=True)]
-        above = [c["interval"][1] - v if c else 0.0 for v, c in zip(values, cis, strict=True)]
+        # A percentile interval need not hold the number itself (small or skewed samples): clip the bars.
+        below = [max(0.0, v - c["interval"][0]) if c else 0.0 for v, c in zip(values, cis, strict=True)]
+        above = [max(0.0, c["interval"][1] - v) if c else 0.0 for v, c in zip(values, cis, strict=True)]
         verdicts = [((c or {}).get("vs_reference") or {}).get("verdict") for c in cis]  # None: reference, no test
         colors = [_COLORS[v or "same"] for v in verdicts]
         ax.bar(range(len(specs)), values, color=colors, yerr=[below, above], capsize=2, ecolor="#333333")
