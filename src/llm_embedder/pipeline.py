@@ -127,6 +127,17 @@ def _digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _concrete_dtypes(config: PipelineConfig) -> PipelineConfig:
+    """``fast`` dtypes resolved for this machine, so caches are keyed by what actually ran."""
+    from llm_embedder.models.loading import dtype_name, resolve_device, resolve_dtype
+
+    def concrete(name: str | None) -> str | None:
+        return dtype_name(resolve_dtype(name, resolve_device("auto"))) if name == "fast" else name
+
+    eval_settings = {**config.eval, "encoder_dtype": concrete(config.eval.get("encoder_dtype"))}
+    return dataclasses.replace(config, lm_dtype=concrete(config.lm_dtype), eval=eval_settings)
+
+
 def _count(path: Path) -> int:
     """Complete lines of a JSON-lines file (a line torn by a kill does not count)."""
     return path.read_bytes().count(b"\n")
@@ -137,7 +148,7 @@ class Pipeline:
         unknown = sorted(set(ablate) - set(ABLATIONS))
         if unknown:
             raise ValueError(f"unknown ablation {unknown[0]!r}; known: {', '.join(ABLATIONS)}")
-        self.config = config
+        self.config = config = _concrete_dtypes(config)
         self.ablate = ablate
         self.show_progress = show_progress
         self.work = Path(config.work_dir)
