@@ -174,9 +174,13 @@ def test_memory_train_files_load_once_scored(quick, tmp_path, task):
 @pytest.mark.parametrize("split", SPLIT_DIRS)
 def test_eval_files_pass_the_evaluators_checks(quick, split):
     ev = quick / split
-    # the harness finds one evaluator per file group: mmlu, popqa, icl, msc, lrlm, tool, convsearch
-    names = [e.name for e in build_evaluators(ev, list(TASKS))]
-    assert names == ["mmlu", "popqa", "icl", "msc", "lrlm", "tool", "convsearch"]
+    # the harness finds one evaluator per file group: mmlu, popqa, qa-retrieval, icl, msc, lrlm, tool, convsearch
+    evaluators = build_evaluators(ev, list(TASKS))
+    names = [e.name for e in evaluators]
+    assert names == ["mmlu", "popqa", "qa-retrieval", "icl", "msc", "lrlm", "tool", "convsearch"]
+    assert evaluators[2].eval_file == ev / "qa/retrieval/test.json"  # not popqa's own source passages
+    rows = load_records(evaluators[2].eval_file, {"query": str, "answers": list, "pos_index": list})
+    check_labels(evaluators[2].eval_file, rows, Corpus.from_jsonl(evaluators[2].corpus_file, "{title} {text}"))
 
     qa_corpus = Corpus.from_jsonl(ev / "qa/nq/corpus.json", "{title} {text}")
     rows = load_records(ev / "qa/popqa/test.json", {"query": str, "answers": list, "pos_index": list})
@@ -234,6 +238,33 @@ def test_qa_positive_passage_contains_the_answer(quick):
             assert "____" in r["query"] and r["query"].startswith(row["title"] + ": "), split
             # the question is a sentence of its passage with the answer blanked
             assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) in row["text"], split
+
+
+@needs_sources
+def test_qa_retrieval_positives_hold_the_answer_and_no_source_passage_is_in_its_corpus(quick):
+    """qa/retrieval: every positive is another passage of the question's article containing the answer as
+    a word; the sentence any qa question (popqa, train or retrieval) was cut from is in no row of its corpus."""
+    popqa = {s: {r["query"] for r in read(quick / s / "qa/popqa/test.json")} for s in SPLIT_DIRS}
+    train = [r["query"] for r in read(quick / "train/qa.json")]
+    for split in SPLIT_DIRS:
+        rows = read(quick / split / "qa/retrieval/corpus.json")
+        test = read(quick / split / "qa/retrieval/test.json")
+        assert len(test) >= 0.75 * SIZES["quick"].test and len({r["query"] for r in test}) == len(test)
+        # the popqa questions with a positive come first, in popqa's order
+        assert [r["query"] for r in test][: len(popqa[split] & {r["query"] for r in test})] == [
+            r["query"] for r in read(quick / split / "qa/popqa/test.json") if r["query"] in {t["query"] for t in test}
+        ]
+        corpus = "\n".join(f"{row['title']} {row['text']}" for row in rows)
+        for r in test:
+            title = r["query"].split(": ", 1)[0]
+            assert r["pos_index"] and len(set(r["pos_index"])) == len(r["pos_index"])
+            for i in r["pos_index"]:
+                assert 0 <= i < len(rows) and rows[i]["title"] == title
+                assert re.search(rf"(?<![\w-]){re.escape(r['answers'][0])}(?![\w-])", rows[i]["text"], re.I)
+        cut_from = [r["query"] for r in test] + train + [q for s in SPLIT_DIRS for q in popqa[s]]
+        for query in cut_from:
+            before, after = query.split(": ", 1)[1].split("____")
+            assert not re.search(re.escape(before) + ".{1,80}?" + re.escape(after), corpus), (split, query)
 
 
 @needs_sources

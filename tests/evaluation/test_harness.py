@@ -404,3 +404,21 @@ def test_qa_retrieval_column_without_an_lm(tmp_path):
     # The released PopQA file labels no passage: no column.
     write_jsonl(d / "qa/popqa/test.json", [{"query": q, "answers": ["x"]} for q, _ in questions])
     assert [e.name for e in build_evaluators(d, ["qa"])] == ["popqa"]
+
+
+def test_qa_retrieval_prefers_its_own_files(tmp_path):
+    """Where ``qa/retrieval/test.json`` + ``corpus.json`` exist (the demo data), the qa-retrieval column
+    ranks over them, not popqa's source passages; without them it falls back to popqa."""
+    d = tmp_path / "data"
+    write_jsonl(d / "qa/nq/corpus.json", [{"title": "A", "text": "alpha"}])
+    write_jsonl(d / "qa/popqa/test.json", [{"query": "alpha", "answers": ["x"], "pos_index": [0]}])
+    write_jsonl(d / "qa/retrieval/corpus.json", [{"title": "B", "text": "beta"}, {"title": "C", "text": "gamma"}])
+    write_jsonl(d / "qa/retrieval/test.json", [{"query": "gamma", "answers": ["x"], "pos_index": [1]}])
+    qa_retrieval = build_evaluators(d, ["qa"])[1]
+    assert qa_retrieval.name == "qa-retrieval"
+    assert (qa_retrieval.eval_file, qa_retrieval.corpus_file) == (
+        d / "qa/retrieval/test.json",
+        d / "qa/retrieval/corpus.json",
+    )
+    (d / "qa/retrieval/corpus.json").unlink()
+    assert build_evaluators(d, ["qa"])[1].eval_file == d / "qa/popqa/test.json"

@@ -4,7 +4,8 @@ Data follow the released LLM-Embedder evaluation layout under one folder (only t
 are evaluated):
 
     qa/mmlu/test.json + qa/msmarco/corpus.json        qa/popqa/test.json + qa/nq/corpus.json
-    (qa-retrieval: the popqa questions whose records carry ``pos_index``, ranked over qa/nq/corpus.json)
+    (qa-retrieval: qa/retrieval/test.json + corpus.json, else the popqa questions whose records carry
+    ``pos_index``, ranked over qa/nq/corpus.json)
     icl/icl/test.json + icl/icl/corpus.json           chat/msc/test.json
     lrlm/<name>/test.json (any number of names)       tool/toolbench/test.json + corpus.json
     convsearch/qrecc/test.concat.json + corpus.json
@@ -88,9 +89,13 @@ def _first_record_has(path: Path, field: str) -> bool:
 
 
 def _qa_retrieval(d: Path, limit: int | None):
-    """PopQA's questions against their source passages (``pos_index`` into the qa corpus), where the
-    eval file labels them (the demo data does; the released PopQA file does not)."""
-    test, corpus = d / "qa/popqa/test.json", d / "qa/nq/corpus.json"
+    """Retrieval for the qa questions: ``qa/retrieval/test.json`` + ``corpus.json`` where present (the
+    demo data: the positives are passages with the answer other than the one a question was cut
+    from, which is in no corpus row); else PopQA's questions against their source passages
+    (``pos_index`` into the qa corpus) where the eval file labels them (the released PopQA file does not)."""
+    test, corpus = d / "qa/retrieval/test.json", d / "qa/retrieval/corpus.json"
+    if not _if_present(test, corpus):
+        test, corpus = d / "qa/popqa/test.json", d / "qa/nq/corpus.json"
     if not (_if_present(test, corpus) and _first_record_has(test, "pos_index")):
         return None
     return RetrievalOnly(test, corpus, "qa-retrieval", "qa", "ndcg@10", key_template="{title} {text}", limit=limit)

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 MANIFEST_KIND = "llm-embedder-demo-data"
-LAYOUT_VERSION = 2
-"""Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages); a
-cached build of another version is stale."""
+LAYOUT_VERSION = 3
+"""Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages;
+3: qa/retrieval/ files for the qa-retrieval column); a cached build of another version is stale."""
 TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 

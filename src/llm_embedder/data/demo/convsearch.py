@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from llm_embedder.data.demo.common import EVAL_SPLITS, DemoSize, TaskData, norm_text, round_robin, shuffled
-from llm_embedder.data.demo.qa import passage_clozes
+from llm_embedder.data.demo.qa import contains_word, passage_clozes
 from llm_embedder.data.demo.wikipedia import Article, passage_corpus, passage_text
 
 REFERENCES = ("pronoun", "ellipsis")
@@ -122,17 +122,13 @@ def sessions_of(article: Article, rng: np.random.Generator) -> list[list[Turn]]:
         question = blanked if mentions.search(blanked) else f"{article.subject}: {blanked}"
         turns = [Turn(question, cloze.answer, p, "first", 1)]
         for p, cloze in later:
-            answered_in = tuple(q for q, text in enumerate(texts) if q != p and _contains(text, cloze.answer))
+            answered_in = tuple(q for q, text in enumerate(texts) if q != p and contains_word(text, cloze.answer))
             asked = refer_back(cloze.query[len(article.title) + 2 :], article, pronoun)
             if asked is not None and answered_in:
                 turns.append(Turn(asked[0], cloze.answer, p, asked[1], len(turns) + 1, answered_in))
         if len(turns) >= 2:
             out.append(turns)
     return out
-
-
-def _contains(text: str, span: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(span)}(?![\w-])", text) is not None
 
 
 def concat_query(turns: list[Turn]) -> str:

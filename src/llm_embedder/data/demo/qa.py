@@ -18,7 +18,7 @@ from llm_embedder.data.demo.common import (
     shuffled,
     word_count,
 )
-from llm_embedder.data.demo.wikipedia import GAP, Article, passage_corpus, split_sentences
+from llm_embedder.data.demo.wikipedia import GAP, Article, passage_corpus, passage_rows, passage_text, split_sentences
 
 _YEAR = re.compile(r"(?<![\d$£€.,])\b(1[0-9]{3}|20[0-2][0-9])\b(?![\d,])")
 _UPPER, _LOWER = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"
@@ -90,6 +90,11 @@ def make_cloze(
     return Cloze(query, sentence[start:end], kind, sentence)
 
 
+def contains_word(text: str, span: str, ignore_case: bool = False) -> bool:
+    """Whether ``span`` occurs in ``text`` as a whole word (not inside a longer word or hyphenated compound)."""
+    return re.search(rf"(?<![\w-]){re.escape(span)}(?![\w-])", text, re.I if ignore_case else 0) is not None
+
+
 def _article_spans(article: Article) -> dict[str, list[str]]:
     """All blankable years and names of an article, sorted: the distractors of its multiple-choice questions."""
     found: dict[str, set[str]] = {"year": set(), "name": set()}
@@ -139,6 +144,70 @@ def _multiple_choice(picks: list[tuple[Article, int, Cloze]], rng: np.random.Gen
     return out
 
 
+Pick = tuple[Article, int, Cloze]
+
+
+def _retrieval_files(
+    picks: dict[str, list[Pick]],
+    candidates: dict[str, list[Pick]],
+    need: int,
+    corpora: dict[str, tuple[dict[tuple[str, int], int], list[Article]]],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """The qa retrieval column's files (``qa/retrieval/test.json`` + ``corpus.json`` per evaluation
+    folder), where a question cannot find the sentence it was cut from.
+
+    Questions: the split's popqa questions, then its further cloze questions (``candidates``, the
+    same round-robin order; popqa's are its prefix) up to ``need``.  Positives: the other passages
+    of the question's article that contain the answer as a word (case ignored), none of them a
+    question's source passage; a question without one is dropped, and a further question cut from
+    an earlier question's positive too.  Corpus: the qa corpus's passages plus every positive, less
+    the source passage of every popqa/train question of any split and of every further question;
+    ``corpora`` maps ``in``/``ood`` to the qa corpus's (title, passage) -> row and its article pool.
+    """
+    source = {(a.title, p) for found in picks.values() for a, p, _ in found}
+    used: set[tuple[str, int]] = set()  # every chosen positive: no later question may be cut from one
+    positives: dict[str, list[tuple[Pick, list[int]]]] = {}
+    for split in EVAL_SPLITS:
+        positives[split] = []
+        for n, (a, p, c) in enumerate(candidates[split]):
+            if len(positives[split]) == need:
+                break
+            extra = n >= len(picks[split])
+            if extra and (a.title, p) in used:
+                continue
+            pos = [
+                q
+                for q, sentences in enumerate(a.passages)
+                if q != p
+                and (a.title, q) not in source
+                and contains_word(passage_text(sentences), c.answer, ignore_case=True)
+            ]
+            if pos:
+                positives[split].append(((a, p, c), pos))
+                used |= {(a.title, q) for q in pos}
+                source |= {(a.title, p)} if extra else set()
+    files: dict[str, list[dict[str, Any]]] = {}
+    rows_of: dict[str, dict[tuple[str, int], int]] = {}
+    for name, (row_of, pool) in corpora.items():
+        splits = ("ood",) if name == "ood" else ("test", "dev")
+        keys = set(row_of) | {(a.title, q) for s in splits for (a, _, _), pos in positives[s] for q in pos}
+        rows, rows_of[name] = passage_rows(keys - source, pool)
+        files[f"{EVAL_SPLITS['ood' if name == 'ood' else 'test']}/qa/retrieval/corpus.json"] = rows
+    for split, folder in EVAL_SPLITS.items():
+        row = rows_of["ood" if split == "ood" else "in"]
+        files[f"{folder}/qa/retrieval/test.json"] = [
+            {
+                "query": c.query,
+                "answers": [c.answer],
+                "pos_index": [row[a.title, q] for q in pos],
+                "answer_kind": c.kind,
+                "query_id": i,
+            }
+            for i, ((a, _, c), pos) in enumerate(positives[split])
+        ]
+    return files, {f"retrieval_{split}": len(found) for split, found in positives.items()}
+
+
 def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Generator) -> TaskData:
     """Open-QA (PopQA-style) and multiple-choice (MMLU-style) cloze questions over Wikipedia passages.
 
@@ -153,8 +222,11 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
     (ood: the biographies).  Other passages may contain the answer too (unlabelled positives, as in
     real data).
 
-    Every test, dev and ood question carries its source passage as ``pos_index`` (the qa retrieval
-    column, ``qa/nq/test.json``, is the same file as ``qa/popqa/test.json``).
+    Every test, dev and ood question carries its source passage as ``pos_index`` (``qa/nq/test.json``
+    is the same file as ``qa/popqa/test.json``).  The qa retrieval column reads its own files,
+    ``qa/retrieval/test.json`` + ``corpus.json`` (see ``_retrieval_files``): the same questions
+    against a corpus without their source passages, since a cloze question finds the sentence it
+    was cut from word for word.
 
     Multiple choice (``qa/mmlu``): each question whose article offers three other spans of the same
     kind (years or names) not in the sentence; the choices are those three and the answer in a
@@ -165,7 +237,8 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
     sample of all other passages.  Negatives are left to mining.
     """
     seen: set[str] = set()
-    picks: dict[str, list[tuple[Article, int, Cloze]]] = {}
+    picks: dict[str, list[Pick]] = {}
+    candidates: dict[str, list[Pick]] = {}  # every cloze question of the split, in round-robin order
     for split, need in (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test)):
         groups = []
         for article in shuffled(parts[split], rng):
@@ -175,7 +248,8 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
                     seen.add(norm_text(cloze.query))
                     group.append((article, p, cloze))
             groups.append(group)
-        picks[split] = round_robin(groups, need)
+        candidates[split] = round_robin(groups, sum(map(len, groups)))
+        picks[split] = candidates[split][:need]
         if len(picks[split]) < need and split != "ood":
             raise RuntimeError(f"qa: only {len(picks[split])} {split} questions could be made, {need} needed")
 
@@ -220,6 +294,12 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         if mmlu:
             linked[f"{folder}/qa/msmarco/corpus.json"] = f"{folder}/qa/nq/corpus.json"
         notes[f"mmlu_{split}"] = len(mmlu)
+    retrieval, counts = _retrieval_files(
+        picks, candidates, size.test, {"in": (row_of, in_domain), "ood": (ood_row_of, parts["ood"] + in_domain)}
+    )
+    files |= retrieval
+    linked["dev/qa/retrieval/corpus.json"] = "eval/qa/retrieval/corpus.json"
+    notes |= counts
     return TaskData(
         train, "qa/popqa/test.json", files, corpus_file="eval/qa/nq/corpus.json", linked=linked, notes=notes
     )

@@ -253,6 +253,14 @@ def passage_corpus(
     keys = {(a.title, p) for a, p in chosen}
     others = [(a.title, p) for a in pool for p in range(len(a.passages)) if (a.title, p) not in keys | exclude]
     keys |= {others[i] for i in rng.permutation(len(others))[: max(0, total - len(keys))].tolist()}
+    return passage_rows(keys, pool)
+
+
+def passage_rows(
+    keys: set[tuple[str, int]], pool: list[Article]
+) -> tuple[list[dict[str, str]], dict[tuple[str, int], int]]:
+    """The ``{"title", "text"}`` rows of the (title, passage index) ``keys`` of ``pool``, in pool
+    order; and the row of each key."""
     by_title = {a.title: a for a in pool}
     order = [(a.title, p) for a in pool for p in range(len(a.passages)) if (a.title, p) in keys]
     rows = [{"title": t, "text": passage_text(by_title[t].passages[p])} for t, p in order]
