@@ -127,6 +127,10 @@ def _digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _without_output_dir(key: dict[str, Any]) -> dict[str, Any]:
+    return {**key, "train": {k: v for k, v in key["train"].items() if k != "output_dir"}}
+
+
 def _concrete_dtypes(config: PipelineConfig) -> PipelineConfig:
     """``fast`` dtypes resolved for this machine, so caches are keyed by what actually ran."""
     from llm_embedder.models.loading import dtype_name, resolve_device, resolve_dtype
@@ -301,16 +305,18 @@ class Pipeline:
         models = self._train_variants(files, variants, self.work / "models")
         weight = self.config.merge.get("weight")
         if weight is not None:
-            models["merged"] = self._merge(models["fine-tuned"], float(weight), self.work / "merged")
+            version = self.model_versions["fine-tuned"]
+            models["merged"] = self._merge(models["fine-tuned"], version, float(weight), self.work / "merged")
         return models
 
-    def _merge(self, fine_tuned: Path, weight: float, folder: Path) -> Path:
-        """The fine-tuned model averaged with the base encoder (LM-Cocktail), ``weight`` on the fine-tuned one."""
+    def _merge(self, fine_tuned: Path, version: str, weight: float, folder: Path) -> Path:
+        """``fine_tuned`` (of settings digest ``version``) averaged with the base encoder (LM-Cocktail),
+        ``weight`` on the fine-tuned one."""
         from llm_embedder.models.merge import merge_models
 
         name = folder.name
-        _claim(folder, {"fine-tuned": self.model_versions[fine_tuned.parent.name], "weight": weight})
-        self.model_versions[name] = _digest({"of": self.model_versions[fine_tuned.parent.name], "weight": weight})
+        _claim(folder, {"fine-tuned": version, "weight": weight})
+        self.model_versions[name] = _digest({"of": version, "weight": weight})
         out = folder / "model"
         if not (out / "merge.json").is_file():
             merge_models([str(fine_tuned), self.config.encoder], [weight, 1 - weight], out)
@@ -336,8 +342,14 @@ class Pipeline:
                 settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
             config = TrainConfig(**settings)
             key = {**self.score_key, "train": config.to_dict(), "files": files_digest(train_files.values())}
+            self.model_versions[name] = _digest(_without_output_dir(key))
+            twin = self._trained_twin(key)
+            if twin is not None:  # e.g. the variant --select chose: the same run, not made twice
+                print(f"[4/5] train: {name} has the settings of {twin.parent}: using that model")
+                models[name] = twin
+                self._diagnose(name, twin, held)
+                continue
             _claim(Path(config.output_dir), key)
-            self.model_versions[name] = _digest(key)
             if finished_model(config) is None:
                 started = _stage(
                     4,
@@ -352,6 +364,19 @@ class Pipeline:
                 models[name] = Path(config.output_dir) / "model"
             self._diagnose(name, models[name], held)
         return models
+
+    def _trained_twin(self, key: dict[str, Any]) -> Path | None:
+        """A finished model elsewhere in this work folder trained with exactly ``key`` (its own output folder aside)."""
+        wanted = _without_output_dir(json.loads(json.dumps(key)))
+        own = Path(key["train"]["output_dir"])
+        stamps = [*self.work.glob(f"models/*/{STAGE_FILE}"), *self.work.glob(f"select/models/*/{STAGE_FILE}")]
+        for stamp in sorted(stamps):
+            folder = stamp.parent
+            if folder.resolve() == own.resolve() or not (folder / "model" / "training.json").is_file():
+                continue
+            if _without_output_dir(json.loads(stamp.read_text(encoding="utf-8"))) == wanted:
+                return folder / "model"
+        return None
 
     def _diagnose(self, name: str, model: Path, held: dict[str, Path]) -> None:
         """Top-1 agreement on the held-out training records, base encoder beside the trained one (once per model)."""
@@ -393,7 +418,8 @@ class Pipeline:
         for name in list(models):
             for weight in settings.get("merge_weights", []):
                 merged = f"{name}+base@{weight:g}"
-                models[merged] = self._merge(models[name], float(weight), self.work / "select" / "models" / merged)
+                folder = self.work / "select" / "models" / merged
+                models[merged] = self._merge(models[name], self.model_versions[name], float(weight), folder)
         specs = [f"base=dense:{self.config.encoder}", *(f"{n}=dense:{p}" for n, p in models.items())]
         versions = {f"{n}=dense:{p}": self.model_versions[n] for n, p in models.items()}
         boards = {}
