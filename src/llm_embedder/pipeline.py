@@ -374,7 +374,8 @@ class Pipeline:
             folder = stamp.parent
             if folder.resolve() == own.resolve() or not (folder / "model" / "training.json").is_file():
                 continue
-            if _without_output_dir(json.loads(stamp.read_text(encoding="utf-8"))) == wanted:
+            theirs = json.loads(stamp.read_text(encoding="utf-8"))
+            if isinstance(theirs.get("train"), dict) and _without_output_dir(theirs) == wanted:
                 return folder / "model"
         return None
 
