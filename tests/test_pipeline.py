@@ -58,7 +58,7 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
         *(f"{variant}=dense:{work / 'models' / variant / 'model'}" for variant in VARIANTS),
     ]
     evaluators = {c["evaluator"] for c in board["columns"]}
-    assert evaluators == {"mmlu", "popqa", "icl", "msc", "lrlm", "tool", "convsearch"}
+    assert evaluators == {"mmlu", "popqa", "qa-retrieval", "icl", "msc", "lrlm", "tool", "convsearch"}
     markdown = (work / "eval" / "leaderboard.md").read_text()
     assert all(f"| {variant} |" in markdown for variant in VARIANTS)
     assert (work / "eval" / "leaderboard.png").stat().st_size > 1000
