@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_encoder
 
 from llm_embedder import Embedder
 from llm_embedder.cli import main as cli_main
@@ -35,11 +34,22 @@ def encodings(embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
     return embedder.encode_queries(TEXTS, task="qa"), embedder.encode_keys(TEXTS, task="tool")
 
 
+def reseeded(source: str | Path, out: Path, seed: int) -> Path:
+    """The tiny BERT at ``source`` with new random matrices (same architecture and tokenizer)."""
+    embedder = Embedder.from_pretrained(source, device="cpu")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in embedder.model.parameters():
+            if parameter.ndim == 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    embedder.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def pair(tiny_encoder_dir, tmp_path_factory) -> tuple[str, str]:
     """Two tiny BERTs of one architecture with different weights."""
-    other = build_tiny_encoder(tmp_path_factory.mktemp("tiny-b"), seed=1)
-    return str(tiny_encoder_dir), str(other)
+    return str(tiny_encoder_dir), str(reseeded(tiny_encoder_dir, tmp_path_factory.mktemp("tiny-b"), seed=1))
 
 
 def test_weights_one_zero_reproduce_each_model_exactly(pair, tmp_path, capsys):
@@ -70,7 +80,7 @@ def test_half_half_is_the_average_of_each_parameter(pair, tmp_path):
     assert [m["fingerprint"] for m in saved["models"]] == [embedder_fingerprint(a), embedder_fingerprint(b)]
     assert saved["fingerprint"] == embedder_fingerprint(merged)
     # Three models, 0.2/0.3/0.5, against a sum written out.
-    c = build_tiny_encoder(tmp_path / "c", seed=2)
+    c = reseeded(pair[0], tmp_path / "c", seed=2)
     three = merge_embedders(load_models([*pair, str(c)]), [2, 3, 5])
     states = [m.model.state_dict()[PARAM].double() for m in load_models([*pair, str(c)])]
     assert torch.equal(three.model.state_dict()[PARAM], (0.2 * states[0] + 0.3 * states[1] + 0.5 * states[2]).float())

@@ -73,9 +73,11 @@ def grid_weights(fine_tuned_weight: float, n_models: int) -> list[float]:
     return [fine_tuned_weight] + [rest] * (n_models - 1)
 
 
-def retrieval_scores(embedder: Embedder, evaluators: Sequence[RetrievalOnly], label: str) -> dict[str, float]:
+def retrieval_scores(
+    embedder: Embedder, evaluators: Sequence[RetrievalOnly], label: str, show_progress: bool | None = None
+) -> dict[str, float]:
     """Each evaluator's main metric for ``embedder`` as a dense retriever."""
-    retriever = DenseRetriever(embedder, label)
+    retriever = DenseRetriever(embedder, label, show_progress=show_progress)
     return {e.name: e.run(None, retriever).main for e in evaluators}
 
 
@@ -143,14 +145,15 @@ def choose_weights(
         raise MergeError("choosing weights needs at least two models: the fine-tuned one, then the base")
     evaluators = retrieval_evaluators(dev_dir, limit)
     files = [f for e in evaluators for f in (e.eval_file, e.corpus_file)]
-    reference = retrieval_scores(embedders[1], evaluators, str(names[1]))
+    quiet = None if show_progress else False
+    reference = retrieval_scores(embedders[1], evaluators, str(names[1]), quiet)
     if not any(v > 0 for v in reference.values()):
         raise MergeError(f"the reference model {names[1]!r} scores 0 on every dev evaluator: nothing to normalise by")
     rows = []
     for w in tqdm(list(grid), desc="merge grid", unit="weight", disable=not show_progress):
         weights = grid_weights(w, len(embedders))
         merged = merge_embedders(embedders, weights, names=names, tasks_from=tasks_from)
-        scores = retrieval_scores(merged, evaluators, f"merge-{w:g}")
+        scores = retrieval_scores(merged, evaluators, f"merge-{w:g}", quiet)
         rows.append({"fine_tuned_weight": w, "weights": weights, "scores": scores})
         rows[-1]["criterion"] = relative_score(scores, reference)
     best = max(rows, key=lambda r: (r["criterion"], -r["fine_tuned_weight"]))

@@ -116,11 +116,12 @@ class BM25Retriever:
 class DenseRetriever:
     """An Embedder: exact inner-product search; corpus embeddings cached per (model, task, corpus)."""
 
-    def __init__(self, embedder, model: str, cache_dir: str | Path | None = None):
+    def __init__(self, embedder, model: str, cache_dir: str | Path | None = None, show_progress: bool | None = None):
         self.embedder = embedder
         self.name = f"dense:{model}"
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._memory: dict[str, np.ndarray] = {}
+        self.show_progress = show_progress  # None: the Embedder's rule (a bar from 512 texts on)
         # The name alone would serve a model retrained into the same folder its old embeddings.
         self._model_key = f"{self.name}|{embedder_fingerprint(embedder)}"
 
@@ -138,7 +139,9 @@ class DenseRetriever:
         if file is not None and file.exists():
             vectors = np.load(file)
         else:
-            vectors = self.embedder.encode_keys(corpus.texts, task=task, max_length=max_length)
+            vectors = self.embedder.encode_keys(
+                corpus.texts, task=task, max_length=max_length, show_progress=self.show_progress
+            )
             if file is not None:
                 with atomic_path(file) as tmp, tmp.open("wb") as handle:
                     np.save(handle, vectors)
