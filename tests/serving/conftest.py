@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from serving_helpers import API_KEY
+from serving_helpers import API_KEY, STORES, open_test_store
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -25,3 +25,17 @@ def server(engine):
     settings = ServeSettings(api_keys=(API_KEY, "other-key"), max_body_bytes=256 << 10)
     with BackgroundServer(create_app(engine, settings)) as running:
         yield running
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def collections(engine, store_kind, tmp_path):
+    from llm_embedder.serving.collections import Collections
+
+    opened = Collections(open_test_store(store_kind, tmp_path / "data"), engine)
+    yield opened
+    opened.close()

@@ -20,3 +20,12 @@ def min_cosine(a, b):
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return float((a * b).sum(1).min())
+
+
+STORES = ["sqlite"]
+
+
+def open_test_store(kind, path):
+    from llm_embedder.serving.stores import open_store
+
+    return open_store({"sqlite": "sqlite", "qdrant": "qdrant-local"}[kind], str(path))
