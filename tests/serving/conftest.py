@@ -29,6 +29,8 @@ def server(engine):
 
 @pytest.fixture(params=STORES)
 def store_kind(request):
+    if request.param == "qdrant":
+        pytest.importorskip("qdrant_client")
     return request.param
 
 

@@ -22,7 +22,7 @@ def min_cosine(a, b):
     return float((a * b).sum(1).min())
 
 
-STORES = ["sqlite"]
+STORES = ["sqlite", "qdrant"]
 
 
 def open_test_store(kind, path):
