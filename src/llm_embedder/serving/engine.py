@@ -43,10 +43,10 @@ DEFAULT_MAX_QUEUE_INPUTS = 8192
 class InputTooLong(ValueError):
     """An input is over its task's token budget and the caller asked for no truncation."""
 
-    def __init__(self, index: int, tokens: int, budget: int, task: str, side: str):
+    def __init__(self, index: int, budget: int, task: str, side: str):
         self.index = index
         super().__init__(
-            f"input {index} has {tokens} tokens (instruction included), over the {task}.{side} budget of {budget}; "
+            f"input {index} is over the {task}.{side} budget of {budget} tokens (instruction included); "
             "send truncate='right' or 'left' to cut it"
         )
 
@@ -194,26 +194,28 @@ class Engine:
         full = [instruction + t for t in texts]
         tokenizer = self.embedder.tokenizer
         with self._tokenizer_lock:
-            encoded = tokenizer(full, truncation=False, padding=False)
+            # One token over the budget is enough to tell a long input (and never warns or tokenises it all).
+            encoded = tokenizer(full, truncation=True, max_length=budget + 1, padding=False)
             rows = [{k: v[i] for k, v in encoded.items()} for i in range(len(full))]
             long = [i for i, r in enumerate(rows) if len(r["input_ids"]) > budget]
             if long and truncate == "error":
                 i = long[0]
-                raise InputTooLong(i, len(rows[i]["input_ids"]), budget, task, side)
+                raise InputTooLong(i, budget, task, side)
             if long and truncate == "right":
                 cut = tokenizer([full[i] for i in long], truncation=True, max_length=budget, padding=False)
                 for j, i in enumerate(long):
                     rows[i] = {k: v[j] for k, v in cut.items()}
             for i in long if truncate == "left" else ():
-                rows[i] = self._cut_left(instruction, texts[i], budget, len(rows[i]["input_ids"]))
+                rows[i] = self._cut_left(instruction, texts[i], budget)
         marked = set(long)
         return [Prepared(r, task, side, i in marked) for i, r in enumerate(rows)]
 
-    def _cut_left(self, instruction: str, text: str, budget: int, tokens: int) -> dict[str, list[int]]:
+    def _cut_left(self, instruction: str, text: str, budget: int) -> dict[str, list[int]]:
         """Drop tokens from the start of ``text`` until instruction + text fits ``budget``."""
         tokenizer = self.embedder.tokenizer
         offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        drop = tokens - budget
+        overhead = len(tokenizer(instruction)["input_ids"])  # the instruction and the special tokens
+        drop = max(0, len(offsets) - (budget - overhead))
         while True:
             rest = text[offsets[drop][0] :] if drop < len(offsets) else ""
             row = dict(tokenizer(instruction + rest, truncation=False, padding=False))
