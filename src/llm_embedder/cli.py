@@ -317,6 +317,30 @@ def cmd_data_build_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from llm_embedder.serving.app import ServeSettings
+    from llm_embedder.serving.collections import Collections
+    from llm_embedder.serving.server import read_api_keys, serve_model
+    from llm_embedder.serving.stores import open_store
+
+    store = open_store(args.store, args.data_dir) if args.data_dir or args.store else None
+    settings = ServeSettings(served_name=args.served_name, model=_model_reference(args.model))
+    settings.api_keys = read_api_keys(args.api_key_file)
+    embedder = _load_embedder(args)
+    print(f"serving {settings.model} as {args.served_name!r} on http://{args.host}:{args.port} (docs at /docs)")
+    serve_model(
+        embedder,
+        host=args.host,
+        port=args.port,
+        settings=settings,
+        max_batch_tokens=args.max_batch_tokens,
+        max_queue_inputs=args.max_queue,
+        collections_factory=(lambda engine: Collections(store, engine)) if store else None,
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from llm_embedder import __version__
@@ -521,6 +545,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve embeddings over HTTP (OpenAI-compatible, per-request task and side)",
+        description="POST /v1/embeddings with `task` and `input_type` (or model `<name>/<task>.<side>`); "
+        "GET /v1/tasks, /info, /health, /ready, /metrics, /docs.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-name", default="llm-embedder", help="the `model` name clients send")
+    p.add_argument("--data-dir", default=None, help="folder of the collections (enables /v1/collections, /v1/augment)")
+    p.add_argument("--store", default=None, help="sqlite (default, in --data-dir), qdrant-local or qdrant://HOST:PORT")
+    p.add_argument("--api-key-file", default=None, help="file of API keys, one a line (also: $LLM_EMBEDDER_API_KEYS)")
+    p.add_argument("--max-batch-tokens", type=int, default=8192, help="padded tokens per forward pass")
+    p.add_argument("--max-queue", type=int, default=8192, help="inputs waiting at most; beyond: 429")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
     p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")

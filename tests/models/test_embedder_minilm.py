@@ -72,6 +72,8 @@ def test_export_prompts_match_encode(exported, minilm_with_instructions, toy_rec
         spec = DEFAULT_TASKS[task]
         assert st.prompts[f"{task}_query"] == spec.query_instruction
         assert st.prompts[f"{task}_key"] == spec.key_instruction
+        assert st.prompts[f"{task}-query"] == spec.query_instruction  # MTEB-style names
+        assert st.prompts[f"{task}-document"] == spec.key_instruction
         queries, keys = _toy_texts(toy_records(task), task)
         for side, texts, ours in (
             ("query", queries, minilm_with_instructions.encode_queries),

@@ -138,8 +138,9 @@ class Embedder(torch.nn.Module):
 
     def export_sentence_transformers(self, directory: str | os.PathLike) -> None:
         """Write a folder that ``SentenceTransformer(directory)`` loads, with one prompt per task and
-        side (``qa_query``, ``qa_key``, ...).  sentence-transformers has a single token budget, so
-        the largest of the task table's budgets is used."""
+        side (``qa_query``, ``qa_key``, ...), also under MTEB-style names (``qa-query``,
+        ``qa-document``).  sentence-transformers has a single token budget, so the largest of the
+        task table's budgets is used."""
         from sentence_transformers import SentenceTransformer
 
         try:
@@ -158,8 +159,8 @@ class Embedder(torch.nn.Module):
             modules.append(Normalize())
         prompts = {}
         for name, task in self.tasks.items():
-            prompts[f"{name}_query"] = task.query_instruction
-            prompts[f"{name}_key"] = task.key_instruction
+            prompts[f"{name}_query"] = prompts[f"{name}-query"] = task.query_instruction
+            prompts[f"{name}_key"] = prompts[f"{name}-document"] = task.key_instruction
         st = SentenceTransformer(
             modules=modules,
             device=str(self.device),
