@@ -119,6 +119,8 @@ class DenseRetriever:
         self._memory: dict[str, np.ndarray] = {}
         # The name alone would serve a model retrained into the same folder its old embeddings.
         self._model_key = f"{self.name}|{embedder_fingerprint(embedder)}"
+        self.fingerprint = self._model_key
+        """What its results depend on (the harness keys evaluation cells by it)."""
 
     def _corpus_vectors(self, task: str, corpus: Corpus) -> np.ndarray:
         spec = self.embedder.tasks.get_task(task)

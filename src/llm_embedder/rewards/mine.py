@@ -8,6 +8,7 @@ are unlabelled positives.  Old ``teacher_scores`` are removed: they belonged to 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import iter_jsonl, write_jsonl
 from llm_embedder.retrieval.searcher import Hit, Searcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,10 +90,18 @@ def mine_file(
     for line, record in rows:
         if not isinstance(record.get("query"), str):
             raise InputError(queries_path, line, "query", "missing or not a string")
-        for field in ("pos", "pos_index", "answers"):
-            if field in record and not isinstance(record[field], list):
-                raise InputError(queries_path, line, field, "expected a list")
+        for field, kind in (("pos", str), ("pos_index", int), ("answers", str)):
+            value = record.get(field, [])
+            if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                raise InputError(queries_path, line, field, f"expected a list of {kind.__name__}s")
+    if settings.start >= len(searcher.corpus):
+        raise ValueError(
+            f"rank range {settings.start}:{settings.end} starts beyond the corpus ({len(searcher.corpus)} documents)"
+        )
     pools = _pools(searcher, [r for _, r in rows], settings, show_progress)
+    short = sum(len(pool) < settings.count for pool in pools)
+    if short:
+        log.warning(f"{short} of {len(rows)} queries got fewer than {settings.count} negatives (too few hits in range)")
 
     def mined() -> Any:
         for (line, record), pool in zip(rows, pools, strict=True):
