@@ -40,18 +40,23 @@ class Job:
         return time.monotonic() - started
 
 
-def _contents(path: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """Relative file name -> bytes; an index's version folder name (it holds a pid) is normalised."""
+def _contents(path: Path, root: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Relative file name -> bytes; an index's version folder name (it holds a pid) and the trial's
+    own folder (``root``, named in ``training.json``) are normalised."""
     if path.is_file():
         return {path.name: path.read_bytes()}
+    if not path.is_dir():
+        return {}
     found = {}
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         parts = list(file.relative_to(path).parts)
         if parts[0].startswith("v-"):
             parts[0] = "v-*"
         name = "/".join(parts)
-        if name not in ignore:
-            found[name] = b"v-*\n" if name == "CURRENT" else file.read_bytes()
+        # manifests name this trial's own paths; everything they describe is compared
+        if name not in ignore and not name.endswith(("manifest.json", "llm-embedder-output.json")):
+            data = b"v-*\n" if name == "CURRENT" else file.read_bytes()
+            found[name] = data.replace(str(root).encode(), b"<root>")
     return found
 
 
@@ -151,9 +156,9 @@ def _eval(tmp: Path) -> Job:
     return Job(argv, out)
 
 
-def _eval_comparable(folder: Path) -> dict[str, bytes]:
+def _eval_comparable(folder: Path, root: Path) -> dict[str, bytes]:
     """Eval outputs without what differs run to run by nature: the seconds a cell took."""
-    found = _contents(folder, ignore=("leaderboard.png",))
+    found = _contents(folder, root, ignore=("leaderboard.png",))
     for name in [n for n in found if n.startswith("cells/")]:
         cell = json.loads(found[name])
         cell.pop("seconds", None)
@@ -172,7 +177,7 @@ def _trial(job: Job, reference: dict[str, bytes], compare, delay: float, folder:
         proc.wait(timeout=60)
         outcome = "killed"
     job.run()
-    assert compare(job.result) == reference, f"after a kill at {delay:.2f}s the output differs"
+    assert compare(job.result, folder.parent) == reference, f"after a kill at {delay:.2f}s the output differs"
     assert _leftovers(folder) == [], f"after a kill at {delay:.2f}s work files remain"
     return outcome
 
@@ -209,7 +214,7 @@ def test_killed_and_rerun_equals_uninterrupted(name, trial, tmp_path, tmp_path_f
         ref_dir = tmp_path_factory.mktemp(f"reference-{name.replace(' ', '-')}")
         job, compare = _make(name, ref_dir, request)
         seconds = job.run()
-        references[name] = (compare(job.result), seconds)
+        references[name] = (compare(job.result, ref_dir), seconds)
     reference, seconds = references[name]
     job, compare = _make(name, tmp_path, request)
     rng = random.Random(f"{SEED}-{name}-{trial}")
