@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -96,6 +97,10 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    if is_dir and old.is_dir() and not target.exists():
+        old.rename(target)  # a run killed between its two renames: the previous version comes back
+    clean_dead_temporaries(target.parent, pattern=f".{glob.escape(target.name)}.*.tmp")
     prefix = f".{target.name}.{os.getpid()}."  # the pid tells a dead run's leftovers from a live run's
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
@@ -109,7 +114,6 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         yield tmp
         if is_dir:
             if target.exists():
-                old = target.with_name(f".{target.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
                 target.rename(old)
                 tmp.rename(target)
@@ -139,12 +143,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_dead_temporaries(folder: str | Path, recursive: bool = False) -> list[Path]:
+def clean_dead_temporaries(folder: str | Path, recursive: bool = False, pattern: str = ".*.tmp") -> list[Path]:
     """Remove the temporary files and folders of :func:`atomic_path` whose process has died."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
     removed = []
     for path in list(found):
         match = _TEMPORARY.match(path.name)

@@ -223,3 +223,22 @@ def test_claim_rules(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     claim(empty, "index build", is_dir=True)  # nothing to lose in an empty folder
+
+
+def test_atomic_folder_replacement_survives_a_kill_between_its_renames(tmp_path):
+    from llm_embedder.fileio import atomic_path
+
+    target = tmp_path / "model"
+    with atomic_path(target, is_dir=True) as tmp:
+        (tmp / "weights").write_text("v1")
+    target.rename(tmp_path / ".model.old")  # the first rename done, the second never happened
+    dead = _dead_pid()
+    (tmp_path / f".model.{dead}.abc123.tmp").mkdir()  # and the new version's temporary folder
+    (tmp_path / f".notes.txt.{dead}.x1.tmp").write_text("a dead run's half file")
+    with atomic_path(target, is_dir=True) as tmp:
+        assert (target / "weights").read_text() == "v1"  # the previous version is back at once
+        (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".notes.txt.{dead}.x1.tmp", "model"]
+    claim(tmp_path / "notes.txt", "encode")  # claiming an output clears its folder's dead leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

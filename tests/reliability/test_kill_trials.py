@@ -179,6 +179,7 @@ def _trial(job: Job, reference: dict[str, bytes], compare, delay: float, folder:
     job.run()
     assert compare(job.result, folder.parent) == reference, f"after a kill at {delay:.2f}s the output differs"
     assert _leftovers(folder) == [], f"after a kill at {delay:.2f}s work files remain"
+    print(f"kill trial: {' '.join(job.argv[3:5])} at {delay:.2f}s: {outcome}, rerun identical")
     return outcome
 
 
