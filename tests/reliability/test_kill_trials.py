@@ -3,7 +3,8 @@ SIGKILL at seeded random instants, then run again with the same command, end wit
 as an uninterrupted run, and leave no work files behind.
 
 Each command has a reference run; a trial starts the command, kills it after a random delay drawn
-from [0, the reference's wall time], reruns it to the end and compares.  The default run does one
+from [0.3 s, the reference's wall time] (halved while the run ends first), reruns it to the end and
+compares.  The default run does one
 trial per command; ``-m slow`` adds the rest (24 in all).
 """
 
@@ -167,20 +168,26 @@ def _eval_comparable(folder: Path, root: Path) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------------------- trials
-def _trial(job: Job, reference: dict[str, bytes], compare, delay: float, folder: Path) -> str:
-    proc = subprocess.Popen(job.argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        proc.wait(timeout=delay)
-        outcome = "finished before the kill"
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-        outcome = "killed"
+def _trial(name: str, job: Job, reference: dict[str, bytes], compare, delay: float, folder: Path) -> None:
+    """Kill ``job`` after ``delay`` seconds (halved until the kill lands before the end), rerun, compare."""
+    for _ in range(6):
+        proc = subprocess.Popen(job.argv, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            break
+        shutil.rmtree(folder)  # it finished first: try again, earlier
+        delay /= 2
+    else:
+        pytest.fail(f"{name} always finished before the kill")
+    written = folder.exists() and any(p.is_file() for p in folder.rglob("*"))
     job.run()
     assert compare(job.result, folder.parent) == reference, f"after a kill at {delay:.2f}s the output differs"
     assert _leftovers(folder) == [], f"after a kill at {delay:.2f}s work files remain"
-    print(f"kill trial: {' '.join(job.argv[3:5])} at {delay:.2f}s: {outcome}, rerun identical")
-    return outcome
+    stage = "after it had written" if written else "before it wrote anything"
+    print(f"kill trial: {name} killed at {delay:.2f}s, {stage}; rerun identical")
 
 
 def _make(name: str, tmp: Path, request) -> tuple[Job, object]:
@@ -220,8 +227,8 @@ def test_killed_and_rerun_equals_uninterrupted(name, trial, tmp_path, tmp_path_f
     job, compare = _make(name, tmp_path, request)
     rng = random.Random(f"{SEED}-{name}-{trial}")
     delay = rng.uniform(0.3, seconds)
-    _trial(job, reference, compare, delay, tmp_path / "out")
+    _trial(name, job, reference, compare, delay, tmp_path / "out")
     # odd trials: a second kill-and-rerun from scratch, at another instant
     if trial % 2 == 1:
         shutil.rmtree(tmp_path / "out")
-        _trial(job, reference, compare, rng.uniform(0.3, seconds), tmp_path / "out")
+        _trial(name, job, reference, compare, rng.uniform(0.3, seconds), tmp_path / "out")

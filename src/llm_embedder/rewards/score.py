@@ -227,7 +227,11 @@ def score_file(
     part = _part_path(output_path, rank, world)
     part.parent.mkdir(parents=True, exist_ok=True)
     state = resume_partial(output, part, restart)
-    if state == "done":
+    if state == "done" and world == 1 and _complete_lines(output_path) != len(jobs):
+        # Ours and current, but short (written in place by an older version, or cut): finish it.
+        os.replace(output_path, part)
+        output.seal(part)
+    elif state == "done":
         return 0
 
     # Resume: keep whole chunks only, so the remaining batches are exactly those of a fresh run.
