@@ -49,6 +49,20 @@ def _model_reference(name: str | None) -> str:
     return name or DEFAULT_ENCODER
 
 
+def _claim(args: argparse.Namespace, path: str, command: str, inputs: dict, settings: dict | None = None, **kw):
+    """The output rules of :mod:`llm_embedder.outputs`, with the command's ``--overwrite``."""
+    from llm_embedder.outputs import claim
+
+    settings = settings if settings is not None else {k: v for k, v in vars(args).items() if k != "func"}
+    return claim(path, command, inputs=inputs, settings=settings, overwrite=args.overwrite, **kw)
+
+
+def _add_overwrite(p: argparse.ArgumentParser, restart: bool = False) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output this command did not write")
+    if restart:
+        p.add_argument("--restart", action="store_true", help="start over when the earlier run used other settings")
+
+
 def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.quiet else None
 
@@ -67,9 +81,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if not isinstance(value, str):
             raise InputError(args.input, number, args.field, f"expected a string, got {type(value).__name__}")
         texts.append(value)
+    output = _claim(args, args.out, "encode", {"input": args.input})
     embedder = _load_embedder(args)
     encode = embedder.encode_queries if args.side == "query" else embedder.encode_keys
     vectors = encode(texts, task=args.task, show_progress=_progress(args))
+    output.seal()
     with atomic_path(args.out) as tmp, tmp.open("wb") as handle:
         np.save(handle, vectors)
     print(f"wrote {vectors.shape[0]} x {vectors.shape[1]} float32 embeddings to {args.out}")
@@ -81,10 +97,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from llm_embedder.retrieval.corpus import Corpus
     from llm_embedder.retrieval.searcher import Searcher
 
+    output = _claim(args, args.out, "index build", {"corpus": args.corpus}, is_dir=True, recognise=Searcher.is_index)
     corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
     embedder = _load_embedder(args) if args.method == "dense" else None
-    if embedder is not None:
-        embedder.tasks.get_task(args.task)
     searcher = Searcher.build(
         corpus,
         args.method,
@@ -95,6 +110,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         show_progress=_progress(args),
     )
     searcher.save(args.out)
+    output.seal()
     print(f"indexed {len(corpus)} documents ({args.method}, task {args.task}) into {args.out}")
     return 0
 
@@ -125,8 +141,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         if searcher.embedder is not None:
             searcher.embedder.tasks.get_task(args.task)
         searcher.task = args.task
+    output = _claim(args, args.out, "search", {"queries": args.queries, "index": args.index}) if args.out else None
     hits = searcher.search([r[args.field] for r in records], k=args.k, show_progress=_progress(args))
-    if args.out:
+    if output is not None:
+        output.seal()
         with atomic_path(args.out) as tmp, tmp.open("w", encoding="utf-8") as out:
             for record, row in zip(records, hits, strict=True):
                 result = {**record, "hits": [{"id": h.id, "score": h.score, "text": h.text} for h in row]}
@@ -154,6 +172,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         raise ValueError("mine: --corpus is required (except with --teacher-guard)")
     start, end = parse_rank_range(args.range)
     settings = MineSettings(start, end, args.count, args.seed, args.filter_answers, guard_margin=args.guard_margin)
+    output = _claim(args, args.out, "mine", {"queries": args.queries, "corpus": args.corpus})
     corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
     embedder = _load_embedder(args) if args.method == "dense" or args.guard_margin is not None else None
     if embedder is not None:
@@ -165,6 +184,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         embedder=embedder if args.method == "dense" else None,
         show_progress=_progress(args),
     )
+    output.seal()
     n = mine_file(
         searcher,
         args.queries,
@@ -192,8 +212,17 @@ def cmd_score(args: argparse.Namespace) -> int:
         chunk_records=args.chunk_records,
     )
     lm = CausalLM.from_pretrained(args.lm, device=device, dtype=args.dtype)
-    n = score_file(lm, args.input, args.output, tasks=tasks, settings=settings, show_progress=not args.quiet)
-    print(f"scored {n} records into {args.output}")
+    n = score_file(
+        lm,
+        args.input,
+        args.output,
+        tasks=tasks,
+        settings=settings,
+        show_progress=not args.quiet,
+        overwrite=args.overwrite,
+        restart=args.restart,
+    )
+    print(f"scored {n} records into {args.output}" if n else f"{args.output} is complete and current; nothing to do")
     return 0
 
 
@@ -213,13 +242,15 @@ def _init_distributed(device: str) -> str:
 # ---------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     from llm_embedder.training.config import TrainConfig
-    from llm_embedder.training.trainer import train
+    from llm_embedder.training.trainer import is_training_output, train
 
     overrides = list(args.set)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     config = TrainConfig.from_yaml(args.config, overrides)
-    train(config, show_progress=not args.quiet)
+    output = _claim(args, config.output_dir, "train", {}, settings={}, is_dir=True, recognise=is_training_output)
+    output.seal()
+    train(config, show_progress=not args.quiet, restart=args.restart)
     return 0
 
 
@@ -232,6 +263,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"eval needs {', '.join(missing)} (or: eval compare RESULTS_DIR --rows A,B)")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     evaluators = build_evaluators(args.data, tasks, limit=args.limit)
+    output = _claim(args, args.out, "eval", {}, settings={}, is_dir=True, recognise=lambda p: (p / "cells").is_dir())
+    output.seal()
     board = run_grid(
         evaluators,
         args.retriever,
@@ -299,6 +332,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from llm_embedder.demo import run_retrieval_demo
 
+    if args.out:
+        _claim(args, args.out, "demo", {"data": args.data}).seal()
     run_retrieval_demo(Path(args.data), model=args.model, k=args.k, out=Path(args.out) if args.out else None)
     return 0
 
@@ -354,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llm-embedder {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("encode", help="embed the texts of a JSON-lines file into a .npy array")
@@ -363,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side", choices=("query", "key"), default="query", help="encode as queries or as keys")
     p.add_argument("--out", required=True, help="output .npy file")
     _add_model_args(p)
+    _add_overwrite(p)
     p.set_defaults(func=cmd_encode)
 
     index = sub.add_parser("index", help="build search indexes").add_subparsers(dest="index_command", required=True)
@@ -375,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-field", default=None, help="integer id field (default: row number)")
     p.add_argument("--factory", default="Flat", help="faiss index_factory string (default: Flat)")
     _add_model_args(p)
+    _add_overwrite(p)
     p.set_defaults(func=cmd_index_build)
 
     p = sub.add_parser("search", help="search an index with a query string or a file of queries")
@@ -386,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--k", type=int, default=10, help="hits per query (default 10)")
     p.add_argument("--out", default=None, help="write hits as JSON lines instead of printing them")
     _add_model_args(p)
+    _add_overwrite(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("mine", help="mine hard negatives for training queries (BM25 or dense)")
@@ -413,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is at least the best positive's",
     )
     _add_model_args(p)
+    _add_overwrite(p)
     p.set_defaults(func=cmd_mine)
 
     p = sub.add_parser(
@@ -431,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-file", default=None, help="YAML file adding or overriding tasks (templates)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default), float16")
+    _add_overwrite(p, restart=True)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(
@@ -443,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. max_steps=100"
     )
     p.add_argument("--output-dir", default=None, help="override output_dir")
+    _add_overwrite(p, restart=True)
     p.set_defaults(func=cmd_train)
 
     from llm_embedder.evaluation import harness
@@ -468,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference", default=None, help="row the others are tested against (▲/▼/=); default: base, if present"
     )
+    _add_overwrite(p)
     p.set_defaults(func=cmd_eval)
     compare = p.add_subparsers(dest="eval_command", metavar="compare")
     p = compare.add_parser(
@@ -568,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="encoder to demonstrate (default: minilm)")
     p.add_argument("-k", "--k", type=int, default=3, help="hits shown per query")
     p.add_argument("--out", default=None, help="also write the per-task figures as JSON")
+    _add_overwrite(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -585,14 +629,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except (InputError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
-        if args.verbose:
+        if args.debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"llm-embedder: error: {message}", file=sys.stderr)
+        print(f"llm-embedder: error: {_first_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("llm-embedder: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last line of defence: the checks above should have caught it
+        if args.debug:
+            raise
+        print(
+            f"llm-embedder: unexpected error: {type(exc).__name__}: {_first_line(exc)} "
+            "(run again with --debug to see the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

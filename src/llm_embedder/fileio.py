@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,7 +37,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                # Files from Windows tools start with a byte-order mark: not part of the JSON.
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise InputError(path, number, None, "not UTF-8 text") from None
             if not line.strip():
@@ -47,6 +50,28 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(record, dict):
                 raise InputError(path, number, None, f"expected a JSON object, got {type(record).__name__}")
             yield number, record
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """A YAML file's data (None when empty); a missing, non-UTF-8 or malformed file raises
+    :class:`InputError` naming it (and the line, for bad YAML).  A byte-order mark is accepted."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(path, None, None, f"{what} not found") from None
+    except IsADirectoryError:
+        raise InputError(path, None, None, f"is a directory, expected a {what}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, None, None, f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(path, None if mark is None else mark.line + 1, None, f"invalid YAML: {problem}") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -72,10 +97,15 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    if is_dir and old.is_dir() and not target.exists():
+        old.rename(target)  # a run killed between its two renames: the previous version comes back
+    clean_dead_temporaries(target.parent, pattern=f".{glob.escape(target.name)}.*.tmp")
+    prefix = f".{target.name}.{os.getpid()}."  # the pid tells a dead run's leftovers from a live run's
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
     # mkstemp/mkdtemp make private files; the result should get the usual permissions.
@@ -84,7 +114,6 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
         yield tmp
         if is_dir:
             if target.exists():
-                old = target.with_name(f".{target.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
                 target.rename(old)
                 tmp.rename(target)
@@ -96,6 +125,37 @@ def atomic_path(target: str | Path, *, is_dir: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (ours counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_dead_temporaries(folder: str | Path, recursive: bool = False, pattern: str = ".*.tmp") -> list[Path]:
+    """Remove the temporary files and folders of :func:`atomic_path` whose process has died."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    removed = []
+    for path in list(found):
+        match = _TEMPORARY.match(path.name)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_json(path: str | Path, data: Any) -> None:

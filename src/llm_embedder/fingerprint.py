@@ -108,3 +108,18 @@ def embedder_fingerprint(embedder: Any, length: int = SHORT) -> str:
         },
         length=length,
     )
+
+
+def encoder_fingerprint(embedder: Any, length: int = SHORT) -> str:
+    """What makes query vectors comparable with saved key vectors: weights, pooling, normalisation.
+
+    Instructions are left out on purpose: the keys are already encoded, and an index restores the
+    query instruction it was built with (a user may also pick another one deliberately)."""
+    return settings_digest(
+        {
+            "weights": weights_digest(embedder.model, length=40),
+            "pooling": embedder.pooling,
+            "normalize": bool(embedder.normalize),
+        },
+        length=length,
+    )

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, iter_jsonl, write_json, write_jsonl
+from llm_embedder.fileio import atomic_path, iter_jsonl, read_yaml, write_json, write_jsonl
 from llm_embedder.fingerprint import file_digest, files_digest
 from llm_embedder.tasks import DEFAULT_TASKS
 from llm_embedder.training.config import Techniques, TrainConfig, apply_override
@@ -59,10 +57,7 @@ class PipelineConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, quick: bool = False, overrides: list[str] = ()) -> PipelineConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise InputError(path, None, None, "pipeline file not found") from None
+        data = read_yaml(path, "pipeline file") or {}
         if not isinstance(data, dict):
             raise InputError(path, None, None, "a pipeline file is a mapping of settings")
         for key, value in (data.get("quick") or {}).items() if quick else ():

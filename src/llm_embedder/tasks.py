@@ -27,6 +27,10 @@ POSITIVE_SELECTIONS = ("first", "random", "teacher")
 NEGATIVE_SELECTIONS = ("random", "teacher")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """How one task is trained: which candidates form a group and which loss sees them."""
@@ -49,6 +53,23 @@ class TrainingSettings:
     """Keep at most this many queries of a dataset."""
 
     def __post_init__(self) -> None:
+        # Types first: a temperature of "hot" must fail when the table is loaded, not at step 1.
+        if not isinstance(self.losses, Mapping) or not all(_is_number(w) for w in self.losses.values()):
+            raise ValueError(f"losses must map loss names to numbers, got {self.losses!r}")
+        for name in ("teacher_temperature", "student_temperature", "teacher_scores_margin", "teacher_scores_min"):
+            value = getattr(self, name)
+            if not (_is_number(value) or (value is None and name.startswith("teacher_scores"))):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        for name in ("group_size", "max_samples"):
+            value = getattr(self, name)
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if not (is_int or (value is None and name == "max_samples")):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("select_positive", "select_negative"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.teacher_temperature <= 0 or self.student_temperature <= 0:
+            raise ValueError("temperatures must be positive")
         unknown = set(self.losses) - set(LOSS_NAMES)
         if unknown:
             raise ValueError(f"unknown loss {sorted(unknown)}; known: {', '.join(LOSS_NAMES)}")
@@ -92,6 +113,15 @@ class Task:
         for name in ("query_instruction", "key_instruction"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
+        if self.lm_template is not None:
+            if not isinstance(self.lm_template, str):
+                raise ValueError(f"lm_template must be a string, got {self.lm_template!r}")
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(self.lm_template) if f is not None]
+            except ValueError as exc:
+                raise ValueError(f"lm_template {self.lm_template!r}: {exc}") from None
+            if not all(f.isidentifier() for f in fields):
+                raise ValueError(f"lm_template {self.lm_template!r}: fields are names such as {{key}} and {{answer}}")
         if isinstance(self.training, Mapping):
             object.__setattr__(self, "training", TrainingSettings(**self.training))
 
@@ -256,20 +286,10 @@ class TaskTable(Mapping[str, Task]):
     def from_yaml(cls, path: str | Path, base: TaskTable | None = None) -> TaskTable:
         """Load task overrides from a YAML file shaped ``{tasks: {name: {field: value}}}``
         (or the task mapping at top level)."""
-        import yaml
+        from llm_embedder.fileio import read_yaml
 
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise InputError(path, None, None, "file not found") from None
-        except IsADirectoryError:
-            raise InputError(path, None, None, "is a directory, expected a YAML file") from None
-        except UnicodeDecodeError:
-            raise InputError(path, None, None, "not UTF-8 text") from None
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            raise InputError(path, None if line is None else line + 1, None, f"invalid YAML: {exc}") from None
+        data = read_yaml(path, "tasks file") or {}
         if not isinstance(data, Mapping):
             raise InputError(path, None, None, "expected a mapping of tasks")
         tasks = data.get("tasks", data) if "tasks" in data else data

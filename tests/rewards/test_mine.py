@@ -180,15 +180,18 @@ def test_records_keep_their_fields_but_lose_stale_teacher_scores(bm25, queries, 
         }
 
 
-def test_a_range_beyond_the_hits_gives_fewer_or_no_negatives(bm25, corpus, queries, tmp_path):
+def test_a_range_beyond_the_hits_gives_fewer_negatives_or_an_error(bm25, corpus, queries, tmp_path):
     src = write_records(tmp_path / "queries.jsonl", queries)
     out = tmp_path / "mined.jsonl"
     n = len(corpus)
     mine_file(bm25, src, out, MineSettings(n - 3, n + 50, count=10), show_progress=False)
     for mined in read_records(out):
         assert len(mined["neg_index"]) <= 2  # at most the two documents left after the positive
-    mine_file(bm25, src, out, MineSettings(n + 5, n + 50, count=10), show_progress=False)
-    assert all(m["neg"] == [] and m["neg_index"] == [] for m in read_records(out))
+    before = out.read_bytes()
+    # a range that starts past the corpus can give no negative at all: an error, not `neg: []`
+    with pytest.raises(ValueError, match=rf"starts beyond the corpus \({n} documents\)"):
+        mine_file(bm25, src, out, MineSettings(n + 5, n + 50, count=10), show_progress=False)
+    assert out.read_bytes() == before
 
 
 def test_filter_answers_drops_hits_that_contain_an_answer(tmp_path):

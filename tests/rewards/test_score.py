@@ -18,7 +18,7 @@ from processes import CLI_MODULE, cli, subprocess_env, torchrun
 from llm_embedder.cli import main as cli_main
 from llm_embedder.errors import InputError
 from llm_embedder.models.lm import CausalLM, Span
-from llm_embedder.rewards.score import ScoreSettings, build_span, prepare_job, score_file
+from llm_embedder.rewards.score import ScoreSettings, build_span, prepare_job, score_file, score_output
 from llm_embedder.tasks import DEFAULT_TASKS
 
 
@@ -354,7 +354,7 @@ def test_teacher_scores_follow_pos_neg_and_history(tiny_lm, toy_records, tmp_pat
 
 def test_output_must_differ_from_input(tiny_lm, tmp_path):
     src = write_records(tmp_path / "in.jsonl", [qa_record("q", ["a"], [], ["b"])])
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(ValueError, match="the output is the input"):
         score_file(tiny_lm, src, tmp_path / "." / "in.jsonl", show_progress=False)
 
 
@@ -447,9 +447,14 @@ def test_torn_or_partial_output_is_repaired_on_resume(tiny_lm, toy_records, tmp_
         (lines[0][:10], 6),  # nothing complete
     ]:
         out = tmp_path / "out.jsonl"
-        out.write_bytes(kept)
+        out.unlink(missing_ok=True)
+        # work in progress is a hidden partial file with the manifest of the run that began it
+        partial = tmp_path / ".out.jsonl.partial"
+        partial.write_bytes(kept)
+        score_output(tiny_lm, src, out, DEFAULT_TASKS, settings).seal(partial)
         assert score_file(tiny_lm, src, out, settings=settings, show_progress=False) == scored_again
         assert out.read_bytes() == full.read_bytes()
+        assert not partial.exists()
     # a finished output is left as it is
     assert score_file(tiny_lm, src, out, settings=settings, show_progress=False) == 0
     assert out.read_bytes() == full.read_bytes()
@@ -459,13 +464,13 @@ def test_killed_score_command_resumes_to_the_same_file(tiny_lm, tiny_lm_dir, toy
     records = resume_records(toy_records, 24)
     src = write_records(tmp_path / "in.jsonl", records)
     reference = _one_thread_reference(tiny_lm, src, tmp_path / "reference.jsonl", ScoreSettings(chunk_records=2))
-    out = tmp_path / "out.jsonl"
+    out, part = tmp_path / "out.jsonl", tmp_path / ".out.jsonl.partial"
     cmd = cli("score", "--lm", str(tiny_lm_dir), "--input", str(src), "--output", str(out), "--chunk-records", "2")
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and out.read_bytes().count(b"\n") >= 1:
+            if part.exists() and part.read_bytes().count(b"\n") >= 1:
                 break
             time.sleep(0.02)
         finished_early = proc.poll() is not None
@@ -474,7 +479,8 @@ def test_killed_score_command_resumes_to_the_same_file(tiny_lm, tiny_lm_dir, toy
         proc.kill()
         _, err = proc.communicate(timeout=60)
     assert not finished_early, f"the run ended before it could be killed (rc={proc.returncode}): {err[-2000:]!r}"
-    partial = out.read_bytes()
+    assert not out.exists()  # work in progress never sits under the final name
+    partial = part.read_bytes()
     assert 1 <= partial.count(b"\n") < len(records), "the kill should land in the middle of the run"
 
     done = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -496,7 +502,8 @@ def test_two_process_torchrun_matches_one_process(tiny_lm, tiny_lm_dir, toy_reco
     args = ["score", "--lm", str(tiny_lm_dir), "--device", "cpu", "--input", str(src), "--output", str(out)]
     proc = torchrun(2, [*CLI_MODULE, *args, "--chunk-records", "2"], subprocess_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert sorted(p.name for p in out_dir.iterdir()) == ["out.jsonl"]  # parts merged and removed
+    # parts merged and removed; the output carries its manifest
+    assert sorted(p.name for p in out_dir.iterdir()) == [".out.jsonl.manifest.json", "out.jsonl"]
     expected, got = read_records(single), read_records(out)
     assert [r["query_id"] for r in got] == list(range(len(records)))
     for e, g in zip(expected, got, strict=True):

@@ -10,9 +10,10 @@ are evaluated):
     lrlm/<name>/test.json (any number of names)       tool/toolbench/test.json + corpus.json
     convsearch/qrecc/test.concat.json + corpus.json
 
-Outputs under ``out``: ``cells/<evaluator>__<retriever>.json`` (metrics; a cell whose file exists is
-not run again), ``details/...jsonl`` (per example), ``cache/`` (corpus embeddings per model and
-task), and ``leaderboard.{md,json,png}``.
+Outputs under ``out``: ``cells/<evaluator>__<retriever>.json`` (metrics, and the key of what they
+were made from: data files' bytes, limit and evaluator options, the LM's weights, the retriever's
+model fingerprint; a cell is run again unless its key matches), ``details/...jsonl`` (per example),
+``cache/`` (corpus embeddings per model and task), and ``leaderboard.{md,json,png}``.
 
 Each number comes with a 95% bootstrap interval over the test examples, and each row is compared with
 a reference row (``--reference``, default ``base``) by a paired test on the same examples: ▲ / ▼ mark
@@ -41,6 +42,7 @@ from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
 from llm_embedder.fileio import iter_jsonl, read_jsonl, write_json, write_jsonl
+from llm_embedder.fingerprint import file_digest, files_digest, settings_digest, weights_digest
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
 Builder = Callable[[Path, int | None], Any]
@@ -131,6 +133,8 @@ def build_evaluators(
     ``options`` sets evaluator fields by evaluator name, e.g. ``{"lrlm": {"window_chunks": 8}}``.
     """
     options = options or {}
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of examples, got {limit!r}")
     unknown = sorted(set(options) - set(EVALUATORS))
     if unknown:
         raise ValueError(f"options for unknown evaluator {unknown[0]!r}; known: {', '.join(EVALUATORS)}")
@@ -190,39 +194,78 @@ def run_grid(
                 for evaluator in evaluators:
                     (cells_dir / _cell_name(evaluator, spec)).unlink(missing_ok=True)
         write_json(out / VERSIONS_FILE, {**known, **versions})
-    todo = [(e, s) for s in retriever_specs for e in evaluators if not (cells_dir / _cell_name(e, s)).exists()]
-    lm = None
-    retrievers: dict[str, Any] = {}
-    bar = tqdm(total=len(todo), desc="eval", unit="cell", disable=not show_progress)
-    for evaluator, spec in todo:
-        bar.set_postfix_str(f"{evaluator.name} / {spec}")
-        if spec not in retrievers:
-            # one model in memory at a time
-            retrievers = {spec: make_retriever(spec, cache_dir=out / "cache", device=device, dtype=encoder_dtype)}
-        if lm is None and getattr(evaluator, "needs_lm", True):
-            from llm_embedder.models.lm import CausalLM
+    lm, lm_key = None, None
+    if any(_needs_lm(e) for e in evaluators):
+        from llm_embedder.models.lm import CausalLM
 
-            lm = CausalLM.from_pretrained(lm_name, device=device, dtype=lm_dtype)
-        started = time.perf_counter()
-        try:
-            result: EvalResult | None = evaluator.run(lm, retrievers[spec], show_progress=False)
-        except NotApplicable as exc:
-            result, note = None, str(exc)
-        cell: dict[str, Any] = {"evaluator": evaluator.name, "task": evaluator.task, "retriever": spec}
-        if result is None:
-            cell["not_applicable"] = note
-        else:
-            cell.update(
-                metrics=result.metrics,
-                main_metric=result.main_metric,
-                lower_is_better=result.lower_is_better,
-                seconds=round(time.perf_counter() - started, 1),
+        lm = CausalLM.from_pretrained(lm_name, device=device, dtype=lm_dtype)
+        lm_key = {"weights": weights_digest(lm.model), "dtype": str(next(lm.model.parameters()).dtype)}
+    data_keys = {id(e): _evaluator_key(e) for e in evaluators}
+    bar = tqdm(total=len(evaluators) * len(retriever_specs), desc="eval", unit="cell", disable=not show_progress)
+    for spec in retriever_specs:
+        # one model in memory at a time
+        retriever = make_retriever(spec, cache_dir=out / "cache", device=device, dtype=encoder_dtype)
+        for evaluator in evaluators:
+            bar.set_postfix_str(f"{evaluator.name} / {spec}")
+            key = settings_digest(
+                {
+                    "data": data_keys[id(evaluator)],
+                    "retriever": getattr(retriever, "fingerprint", spec),
+                    "lm": lm_key if _needs_lm(evaluator) else None,
+                }
             )
-            write_jsonl(out / "details" / _cell_name(evaluator, spec).replace(".json", ".jsonl"), result.details)
-        write_json(cells_dir / _cell_name(evaluator, spec), cell)
-        bar.update(1)
+            file = cells_dir / _cell_name(evaluator, spec)
+            if _cell_key(file) != key:
+                _run_cell(evaluator, spec, retriever, lm if _needs_lm(evaluator) else None, key, out)
+            bar.update(1)
     bar.close()
     return write_leaderboard(out, [e.name for e in evaluators], retriever_specs, lm_name, reference)
+
+
+def _needs_lm(evaluator: Any) -> bool:
+    return getattr(evaluator, "needs_lm", True)
+
+
+def _evaluator_key(evaluator: Any) -> dict[str, Any]:
+    """An evaluator's settings (limit and options) with its data files replaced by their digests."""
+    key: dict[str, Any] = {"class": type(evaluator).__name__}
+    for f in dataclasses.fields(evaluator):
+        if not f.init:
+            continue
+        value = getattr(evaluator, f.name)
+        if isinstance(value, Path) or (isinstance(value, str) and f.name.endswith("_file")):
+            value = file_digest(value) if Path(value).exists() else None
+        elif isinstance(value, list | tuple) and f.name.endswith("files"):
+            value = files_digest(value)
+        key[f.name] = value
+    return json.loads(json.dumps(key, default=str))
+
+
+def _cell_key(file: Path) -> str | None:
+    try:
+        return json.loads(file.read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _run_cell(evaluator: Any, spec: str, retriever: Any, lm: Any, key: str, out: Path) -> None:
+    started = time.perf_counter()
+    try:
+        result: EvalResult | None = evaluator.run(lm, retriever, show_progress=False)
+    except NotApplicable as exc:
+        result, note = None, str(exc)
+    cell: dict[str, Any] = {"evaluator": evaluator.name, "task": evaluator.task, "retriever": spec, "key": key}
+    if result is None:
+        cell["not_applicable"] = note
+    else:
+        cell.update(
+            metrics=result.metrics,
+            main_metric=result.main_metric,
+            lower_is_better=result.lower_is_better,
+            seconds=round(time.perf_counter() - started, 1),
+        )
+        write_jsonl(out / "details" / _cell_name(evaluator, spec).replace(".json", ".jsonl"), result.details)
+    write_json(out / "cells" / _cell_name(evaluator, spec), cell)
 
 
 def _cell_name(evaluator: Any, spec: str) -> str:

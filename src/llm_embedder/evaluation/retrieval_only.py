@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from llm_embedder.errors import InputError
 from llm_embedder.evaluation.base import EvalResult, check_labels, load_records
 from llm_embedder.evaluation.metrics import retrieval_metrics
 from llm_embedder.evaluation.retrievers import NotApplicable, Retriever
@@ -35,6 +36,16 @@ class RetrievalOnly:
         rows = load_records(self.eval_file, {"query": str, "pos_index": list}, self.limit)
         corpus = Corpus.from_jsonl(self.corpus_file, self.key_template)
         check_labels(self.eval_file, rows, corpus)
+        for line, r in rows:
+            grades = r.get("pos_relevance")
+            if grades is not None and (
+                not isinstance(grades, list)
+                or len(grades) != len(r["pos_index"])
+                or not all(isinstance(g, int | float) and not isinstance(g, bool) for g in grades)
+            ):
+                raise InputError(
+                    self.eval_file, line, "pos_relevance", f"expected {len(r['pos_index'])} numbers, one per pos_index"
+                )
         labels = [
             dict(zip(r["pos_index"], r.get("pos_relevance") or [1.0] * len(r["pos_index"]), strict=True))
             for _, r in rows

@@ -124,6 +124,8 @@ class DenseRetriever:
         self.show_progress = show_progress  # None: the Embedder's rule (a bar from 512 texts on)
         # The name alone would serve a model retrained into the same folder its old embeddings.
         self._model_key = f"{self.name}|{embedder_fingerprint(embedder)}"
+        self.fingerprint = self._model_key
+        """What its results depend on (the harness keys evaluation cells by it)."""
 
     def _corpus_vectors(self, task: str, corpus: Corpus, key_max_length: int | None = None) -> np.ndarray:
         spec = self.embedder.tasks.get_task(task)

@@ -64,7 +64,7 @@ class Embedder(torch.nn.Module):
         self.pooling = pooling
         self.normalize = normalize
         self.tasks = tasks
-        self.batch_size = batch_size
+        self.batch_size = _check_batch_size(batch_size)
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
@@ -222,7 +222,7 @@ class Embedder(torch.nn.Module):
         ``batch_size`` rows make a batch of the longest texts; a batch of shorter texts takes more
         rows, up to the same number of tokens (and at most ``MERGE_MAX_TOKENS``)."""
         _check_texts(texts)
-        batch_size = batch_size or self.batch_size
+        batch_size = _check_batch_size(self.batch_size if batch_size is None else batch_size)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not len(texts):
             return out
@@ -261,6 +261,17 @@ class Embedder(torch.nn.Module):
 def _check_texts(texts: Any) -> None:
     if isinstance(texts, str):
         raise TypeError("expected a list of texts, not a single string (wrap it: [text])")
+    if not (hasattr(texts, "__len__") and hasattr(texts, "__getitem__")) or isinstance(texts, Mapping):
+        raise TypeError(f"expected a list of texts, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected a string")
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
 
 
 def _read_saved_settings(path: str) -> dict[str, Any]:

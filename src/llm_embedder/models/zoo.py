@@ -145,4 +145,10 @@ def encoder_settings(name_or_path: str) -> EncoderSettings | None:
 def locate(name_or_path: str | os.PathLike) -> str:
     """A zoo name becomes its local folder; anything else (folder, hub id) is returned as is."""
     name = str(name_or_path)
-    return str(resolve(name)) if name in ZOO else name
+    if name in ZOO:
+        return str(resolve(name))
+    # A hub id is ORG/NAME; anything else that does not exist is a missing folder, not a hub id.
+    looks_local = Path(name).is_absolute() or name.startswith(".") or name.count("/") > 1 or "\\" in name
+    if looks_local and not Path(name).exists():
+        raise FileNotFoundError(f"{name}: no such model folder (and not a zoo name: {', '.join(ZOO)})")
+    return name

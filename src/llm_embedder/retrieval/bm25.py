@@ -9,6 +9,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path
 
 # bm25s pins its own logger at DEBUG, which floods any configured root handler.
@@ -50,8 +51,11 @@ class BM25Index:
         """Index ``texts`` (BM25 statistics are corpus-wide, so this builds the whole index once)."""
         if len(self):
             raise RuntimeError("a BM25 index is built once from the whole corpus")
+        tokens = tokenize(list(texts), self.stemmer)
+        if not any(tokens):
+            raise ValueError("no document has a word BM25 can index (only stop words, numbers or punctuation?)")
         self.ids = np.arange(len(texts), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        self.retriever.index(tokenize(list(texts), self.stemmer), show_progress=False)
+        self.retriever.index(tokens, show_progress=False)
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         if k < 1:
@@ -79,6 +83,17 @@ class BM25Index:
     def load(cls, directory: str | Path) -> BM25Index:
         folder = Path(directory) / cls.DIR
         index = cls()
-        index.retriever = bm25s.BM25.load(str(folder), show_progress=False)
-        index.ids = np.asarray(json.loads((folder / cls.IDS_FILE).read_text()), dtype=np.int64)
+        try:
+            index.retriever = bm25s.BM25.load(str(folder), show_progress=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(folder, None, None, f"broken BM25 index ({exc})") from None
+        ids_file = folder / cls.IDS_FILE
+        try:
+            ids = json.loads(ids_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(ids_file, None, None, f"unreadable ({exc})") from None
+        num_docs = int(index.retriever.scores["num_docs"])
+        if not isinstance(ids, list) or len(ids) != num_docs or not all(type(i) is int for i in ids):
+            raise InputError(ids_file, None, None, f"expected a list of {num_docs} integer ids (cut short?)")
+        index.ids = np.asarray(ids, dtype=np.int64)
         return index

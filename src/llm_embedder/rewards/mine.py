@@ -16,6 +16,7 @@ Two optional guards against negatives that are secretly positives (both off by d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from llm_embedder.retrieval.searcher import Hit, Searcher
 
 if TYPE_CHECKING:
     from llm_embedder.models.embedder import Embedder
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -175,15 +177,23 @@ def mine_file(
     for line, record in rows:
         if not isinstance(record.get("query"), str):
             raise InputError(queries_path, line, "query", "missing or not a string")
-        for field in ("pos", "pos_index", "answers"):
-            if field in record and not isinstance(record[field], list):
-                raise InputError(queries_path, line, field, "expected a list")
+        for field, kind in (("pos", str), ("pos_index", int), ("answers", str)):
+            value = record.get(field, [])
+            if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                raise InputError(queries_path, line, field, f"expected a list of {kind.__name__}s")
+    if settings.start >= len(searcher.corpus):
+        raise ValueError(
+            f"rank range {settings.start}:{settings.end} starts beyond the corpus ({len(searcher.corpus)} documents)"
+        )
     pools = _pools(searcher, [r for _, r in rows], settings, show_progress)
     if settings.guard_margin is not None:
         assert guard_embedder is not None
         records = [r for _, r in rows]
         positives = [_positive_texts(r, searcher) for r in records]
         pools = encoder_guard(records, positives, pools, guard_embedder, task, settings.guard_margin)
+    short = sum(len(pool) < settings.count for pool in pools)
+    if short:
+        log.warning(f"{short} of {len(rows)} queries got fewer than {settings.count} negatives (too few hits in range)")
 
     def mined() -> Any:
         for (line, record), pool in zip(rows, pools, strict=True):

@@ -14,6 +14,7 @@ order at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import string
@@ -28,7 +29,9 @@ from tqdm.auto import tqdm
 from llm_embedder.data.records import record_candidates
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, iter_jsonl
+from llm_embedder.fingerprint import settings_digest, weights_digest
 from llm_embedder.models.lm import CausalLM, Span
+from llm_embedder.outputs import Output, claim, finish_partial, manifest_path, resume_partial
 from llm_embedder.tasks import DEFAULT_TASKS, Task, TaskTable
 from llm_embedder.training import distributed as dist_utils
 
@@ -202,20 +205,34 @@ def score_file(
     tasks: TaskTable = DEFAULT_TASKS,
     settings: ScoreSettings | None = None,
     show_progress: bool = True,
+    overwrite: bool = False,
+    restart: bool = False,
 ) -> int:
     """Add ``teacher_scores`` (aligned with ``pos + neg``, or ``history``) to every record; returns
-    the number of records scored in this call.  Resumes a previous partial run of the same command."""
+    the number of records scored in this call.
+
+    Work in progress lives in a hidden ``.NAME.partial`` next to the output and is renamed when
+    complete.  A rerun resumes it only when the input, the LLM's weights, the task table and the
+    settings are those it was started with (else it stops and says what changed; ``restart``
+    starts over).  An existing output that ``score`` did not write is refused unless ``overwrite``.
+    """
     settings = settings or ScoreSettings()
     input_path, output_path = Path(input_path), Path(output_path)
-    if input_path.resolve() == output_path.resolve():
-        raise ValueError("the output must differ from the input (the input is read while the output grows)")
+    world, rank = dist_utils.world_size(), dist_utils.rank()
+    output = score_output(lm, input_path, output_path, tasks, settings, overwrite=overwrite)
     # Validate everything before scoring anything: a bad line 9,000 should not cost an hour first.
     jobs = [prepare_job(lm, tasks, record, input_path, line, settings) for line, record in iter_jsonl(input_path)]
     chunks = _chunks(len(jobs), settings.chunk_records)
-    world, rank = dist_utils.world_size(), dist_utils.rank()
     mine = [c for i, c in enumerate(chunks) if i % world == rank]
-    part = output_path if world == 1 else output_path.with_name(f".{output_path.name}.part-{rank}-of-{world}")
+    part = _part_path(output_path, rank, world)
     part.parent.mkdir(parents=True, exist_ok=True)
+    state = resume_partial(output, part, restart)
+    if state == "done" and world == 1 and _complete_lines(output_path) != len(jobs):
+        # Ours and current, but short (written in place by an older version, or cut): finish it.
+        os.replace(output_path, part)
+        output.seal(part)
+    elif state == "done":
+        return 0
 
     # Resume: keep whole chunks only, so the remaining batches are exactly those of a fresh run.
     done_lines, done_chunks = _complete_lines(part), 0
@@ -251,22 +268,50 @@ def score_file(
             os.fsync(out.fileno())
             scored += len(chunk)
     if world > 1:
-        _merge_parts(output_path, chunks, world)
+        _merge_parts(output, chunks, world)
+    else:
+        finish_partial(output, part)
     return scored
 
 
-def _merge_parts(output_path: Path, chunks: list[range], world: int) -> None:
+def score_output(
+    lm: CausalLM,
+    input_path: Path,
+    output_path: Path,
+    tasks: TaskTable,
+    settings: ScoreSettings,
+    overwrite: bool = False,
+) -> Output:
+    """The output as ``score`` claims it: what its scores depend on is the input's bytes, the LLM's
+    weights, the task table, the settings and the number of ranks (which chunks each one holds)."""
+    identity = {
+        **dataclasses.asdict(settings),
+        "lm": weights_digest(lm.model),
+        "tasks": settings_digest({name: task.to_dict() for name, task in tasks.items()}),
+        "world_size": dist_utils.world_size(),
+    }
+    return claim(output_path, "score", inputs={"input": input_path}, settings=identity, overwrite=overwrite)
+
+
+def _part_path(output_path: Path, rank: int, world: int) -> Path:
+    suffix = "partial" if world == 1 else f"part-{rank}-of-{world}"
+    return output_path.with_name(f".{output_path.name}.{suffix}")
+
+
+def _merge_parts(output: Output, chunks: list[range], world: int) -> None:
     """Rank 0 interleaves the ranks' parts back into input order."""
     import torch.distributed as dist
 
     dist.barrier()
     if dist_utils.rank() == 0:
-        parts = [output_path.with_name(f".{output_path.name}.part-{r}-of-{world}") for r in range(world)]
+        parts = [_part_path(output.path, r, world) for r in range(world)]
         readers: list[Iterator[str]] = [iter(p.read_text(encoding="utf-8").splitlines(keepends=True)) for p in parts]
-        with atomic_path(output_path) as tmp, tmp.open("w", encoding="utf-8") as out:
+        output.seal()
+        with atomic_path(output.path) as tmp, tmp.open("w", encoding="utf-8") as out:
             for i, chunk in enumerate(chunks):
                 for _ in chunk:
                     out.write(next(readers[i % world]))
         for p in parts:
             p.unlink()
+            manifest_path(p).unlink(missing_ok=True)
     dist.barrier()

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from llm_embedder.errors import InputError
+from llm_embedder.fileio import read_yaml
 from llm_embedder.tasks import TrainingSettings
 
 
@@ -108,20 +109,18 @@ class TrainConfig:
         ``data_root`` starts from the recipe file's folder too.
         """
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise InputError(path, None, None, "recipe file not found") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise InputError(path, None if mark is None else mark.line + 1, None, f"invalid YAML: {exc}") from None
+        data = read_yaml(path, "recipe file") or {}
         if not isinstance(data, dict):
             raise InputError(path, None, None, "a recipe is a mapping of settings")
         for override in overrides:
             apply_override(data, override)
+        if not isinstance(data.get("data_root") or "", str):
+            raise InputError(path, None, "data_root", f"expected a folder name, got {data['data_root']!r}")
         root = path.parent / (data.get("data_root") or "")
+        if not isinstance(data.get("datasets") or [], list):
+            raise InputError(path, None, "datasets", "expected a list of {path: ..., weight: ...} entries")
         for item in data.get("datasets") or []:
-            if isinstance(item, dict) and "path" in item and not Path(item["path"]).is_absolute():
+            if isinstance(item, dict) and isinstance(item.get("path"), str) and not Path(item["path"]).is_absolute():
                 item["path"] = str((root / item["path"]).resolve())
         try:
             return _build(cls, data, None)

@@ -33,7 +33,9 @@ from llm_embedder.data.records import Group, TrainDataset, load_train_file, make
 from llm_embedder.data.sampler import HomogeneousBatchSampler
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, write_json
+from llm_embedder.fingerprint import file_digest
 from llm_embedder.models.embedder import Embedder
+from llm_embedder.outputs import changes
 from llm_embedder.tasks import TaskTable
 from llm_embedder.training.config import TrainConfig, effective_settings
 from llm_embedder.training.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
@@ -133,13 +135,28 @@ def load_datasets(config: TrainConfig, table: TaskTable) -> list[TrainDataset]:
     return datasets
 
 
+# Settings that say where and how often to write, not what is learnt: a resume may change them.
+_BOOKKEEPING = ("output_dir", "logging_steps", "save_steps", "save_total_limit", "resume")
+
+
+def recipe_identity(config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint's training depends on: the data files' bytes and every learning setting."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING}
+    return {
+        "inputs": {f"datasets[{i}] {Path(d.path).name}": file_digest(d.path) for i, d in enumerate(config.datasets)},
+        "settings": json.loads(json.dumps(settings, default=str)),
+    }
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig, show_progress: bool = True):
+    def __init__(self, config: TrainConfig, show_progress: bool = True, restart: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config
         self.show_progress = show_progress
+        self.restart = restart
+        self.recipe = recipe_identity(config)
         self.output_dir = Path(config.output_dir)
         # accelerate sets up a multi-process run on CPUs only when told cpu=True; without it,
         # torchrun on a machine without CUDA would start N independent single-process runs.
@@ -276,16 +293,36 @@ class Trainer:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            write_json(tmp / "trainer_state.json", {"step": self.progress.step, "config": self.config.to_dict()})
+            state = {"step": self.progress.step, "config": self.config.to_dict(), "recipe": self.recipe}
+            write_json(tmp / "trainer_state.json", state)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in self._checkpoints()[: -self.config.save_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
+    def _other_recipe(self, checkpoint: Path) -> list[str]:
+        """How the recipe of ``checkpoint`` differs from this one (empty when it is the same)."""
+        try:
+            saved = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("recipe")
+        except (OSError, ValueError):
+            saved = None
+        if not isinstance(saved, dict):
+            return ["the checkpoint records no recipe"]
+        return changes(saved, self.recipe)
+
     def _resume(self) -> None:
         checkpoints = self._checkpoints()
-        if not (self.config.resume and checkpoints):
+        differ = self._other_recipe(checkpoints[-1]) if self.config.resume and checkpoints else []
+        if differ and not self.restart:
+            raise InputError(
+                checkpoints[-1],
+                None,
+                None,
+                f"made by another recipe ({'; '.join(differ)}); pass --restart to start over, "
+                "or train into another --output-dir",
+            )
+        if not (self.config.resume and checkpoints) or differ:
             # A fresh start: checkpoints and log lines left here belong to an older run.  Kept, the
             # old checkpoints would outrank (and prune) this run's and be resumed from later, and the
             # old log lines would mix with the new ones.
@@ -385,10 +422,16 @@ class Trainer:
             embedder.model.eval()
             with atomic_path(target, is_dir=True) as tmp:
                 embedder.save_pretrained(tmp)
-                write_json(tmp / "training.json", {"steps": self.progress.step, "config": self.config.to_dict()})
+                info = {"steps": self.progress.step, "config": self.config.to_dict(), "recipe": self.recipe}
+                write_json(tmp / "training.json", info)
             self._print(f"saved the trained embedder to {target}")
         acc.wait_for_everyone()
         return target
+
+
+def is_training_output(folder: Path) -> bool:
+    """Whether ``folder`` holds what a training run writes (checkpoints or a trained model)."""
+    return (folder / CHECKPOINT_DIR).is_dir() or (folder / MODEL_DIR / "training.json").is_file()
 
 
 def finished_model(config: TrainConfig) -> Path | None:
@@ -397,13 +440,19 @@ def finished_model(config: TrainConfig) -> Path | None:
     if not (config.resume and info.is_file()):
         return None
     saved = json.loads(info.read_text(encoding="utf-8"))
-    return info.parent if saved.get("config") == json.loads(json.dumps(config.to_dict())) else None
+    same = saved.get("config") == json.loads(json.dumps(config.to_dict())) and saved.get("recipe") == recipe_identity(
+        config
+    )
+    return info.parent if same else None
 
 
-def train(config: TrainConfig, show_progress: bool = True) -> Path:
-    """Train (or resume) and return the model folder; a run already finished is not redone."""
+def train(config: TrainConfig, show_progress: bool = True, restart: bool = False) -> Path:
+    """Train (or resume) and return the model folder; a run already finished is not redone.
+
+    A checkpoint of another recipe (other data, other settings) is not resumed: an error says what
+    differs, unless ``restart`` (start over; its checkpoints are removed)."""
     done = finished_model(config)
     if done is not None:
         print(f"{done} is already trained with this recipe; nothing to do")
         return done
-    return Trainer(config, show_progress=show_progress).train()
+    return Trainer(config, show_progress=show_progress, restart=restart).train()
