@@ -23,7 +23,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tasks-file", default=None, help="YAML file adding or overriding tasks")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, float16")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="torch, or onnx (onnxruntime, CPU; pip install llm-embedder[onnx]); auto: what is fastest within "
+        "tolerance on this machine (see README, encoding speed)",
+    )
+    p.add_argument(
+        "--dtype", default=None, help="torch: float32, bfloat16, float16; onnx: float32, int8 (default: auto)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
 
 
@@ -37,6 +46,7 @@ def _load_embedder(args: argparse.Namespace):
         tasks=args.tasks_file,
         instructions=args.instructions,
         batch_size=args.batch_size,
+        backend=args.backend,
     )
 
 
@@ -115,7 +125,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             if not isinstance(record.get(args.field), str):
                 raise InputError(args.queries, number, args.field, "missing or not a string")
             records.append(record)
-    options = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size}
+    options = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size, "backend": args.backend}
     if args.instructions is not None:
         options["instructions"] = args.instructions
     if args.tasks_file is not None:

@@ -99,12 +99,13 @@ def embedder_fingerprint(embedder: Any, length: int = SHORT) -> str:
         }
         for name, task in embedder.tasks.items()
     }
-    return settings_digest(
-        {
-            "weights": weights_digest(embedder.model, length=40),
-            "tasks": tasks,
-            "pooling": embedder.pooling,
-            "normalize": bool(embedder.normalize),
-        },
-        length=length,
-    )
+    settings = {
+        "weights": weights_digest(embedder.model, length=40),
+        "tasks": tasks,
+        "pooling": embedder.pooling,
+        "normalize": bool(embedder.normalize),
+    }
+    # An ONNX runtime (int8 above all) gives other vectors from the same torch weights.
+    if getattr(embedder, "runtime", None) is not None:
+        settings["runtime"] = f"onnx-{embedder.runtime_dtype}"
+    return settings_digest(settings, length=length)
