@@ -88,24 +88,42 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- index build
 def cmd_index_build(args: argparse.Namespace) -> int:
+    if args.method == "dense":
+        return _index_build_dense(args)
     from llm_embedder.retrieval.corpus import Corpus
     from llm_embedder.retrieval.searcher import Searcher
 
     corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
-    embedder = _load_embedder(args) if args.method == "dense" else None
-    if embedder is not None:
-        embedder.tasks.get_task(args.task)
-    searcher = Searcher.build(
-        corpus,
-        args.method,
-        task=args.task,
-        embedder=embedder,
-        model=_model_reference(args.model),
-        factory=args.factory,
-        show_progress=_progress(args),
-    )
+    searcher = Searcher.build(corpus, args.method, task=args.task, show_progress=_progress(args))
     searcher.save(args.out)
     print(f"indexed {len(corpus)} documents ({args.method}, task {args.task}) into {args.out}")
+    return 0
+
+
+def _index_build_dense(args: argparse.Namespace) -> int:
+    """Streamed, sharded and resumable; under torchrun the ranks share the shards (retrieval/build.py)."""
+    from llm_embedder.retrieval.build import BuildSettings, build_dense_index
+
+    args.device = _init_distributed(args.device)
+    search_params = {k: v for k, v in (("nprobe", args.nprobe), ("efSearch", args.ef_search)) if v is not None}
+    settings = BuildSettings(
+        task=args.task,
+        factory=args.factory,
+        key_template=args.key_template,
+        id_field=args.id_field,
+        shard_size=args.shard_size,
+        train_size=args.train_size,
+        search_params=search_params,
+    )
+    embedder = _load_embedder(args)
+    count = build_dense_index(
+        args.corpus, args.out, embedder, settings, model=_model_reference(args.model), show_progress=_progress(args)
+    )
+    if count:  # rank 0
+        print(
+            f"indexed {count} documents (dense, task {args.task}, {embedder.backend} {embedder.encoding_dtype}) "
+            f"into {args.out}"
+        )
     return 0
 
 
@@ -130,7 +148,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         options["instructions"] = args.instructions
     if args.tasks_file is not None:
         options["tasks"] = args.tasks_file
-    searcher = Searcher.load(args.index, model=args.model, **options)
+    search_params = {k: v for k, v in (("nprobe", args.nprobe), ("efSearch", args.ef_search)) if v is not None}
+    searcher = Searcher.load(args.index, model=args.model, mmap=args.mmap, search_params=search_params, **options)
     if args.task:
         if searcher.embedder is not None:
             searcher.embedder.tasks.get_task(args.task)
@@ -294,7 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="qa", help=f"task whose key instruction applies ({tasks}); default qa")
     p.add_argument("--key-template", default="{text}", help="how a row becomes text, e.g. '{title} {text}'")
     p.add_argument("--id-field", default=None, help="integer id field (default: row number)")
-    p.add_argument("--factory", default="Flat", help="faiss index_factory string (default: Flat)")
+    p.add_argument(
+        "--factory",
+        default="Flat",
+        help="faiss index_factory string, or a preset sized to the corpus: ivf, ivf-sq8, ivf-pq, hnsw, sq8, pq "
+        "(default: Flat, exact)",
+    )
+    p.add_argument("--train-size", type=int, default=100_000, help="vectors sampled to train IVF/PQ/SQ (default 1e5)")
+    p.add_argument("--shard-size", type=int, default=50_000, help="documents per shard; a rerun resumes by shard")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (saved with the index)")
+    p.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (saved with the index)")
     _add_model_args(p)
     p.set_defaults(func=cmd_index_build)
 
@@ -306,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="task of the queries (default: the index's task)")
     p.add_argument("-k", "--k", type=int, default=10, help="hits per query (default 10)")
     p.add_argument("--out", default=None, help="write hits as JSON lines instead of printing them")
+    p.add_argument("--mmap", action="store_true", help="map the index from disk instead of reading it into memory")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: as saved)")
+    p.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default: as saved)")
     _add_model_args(p)
     p.set_defaults(func=cmd_search)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,24 +32,36 @@ class Corpus:
     def from_jsonl(
         cls, path: str | Path, key_template: str = DEFAULT_KEY_TEMPLATE, id_field: str | None = None
     ) -> Corpus:
-        fields = template_fields(key_template)
-        if not fields:
-            raise ValueError(f"key template {key_template!r} names no field, e.g. '{{title}} {{text}}'")
         texts, ids = [], []
-        for number, record in iter_jsonl(path):
-            for name in fields:
-                if name not in record:
-                    raise InputError(path, number, name, f"missing (key template {key_template!r})")
-            texts.append(key_template.format(**record).strip())
-            if id_field is None:
-                ids.append(len(ids))
-            else:
-                value = record.get(id_field)
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise InputError(path, number, id_field, f"expected an integer id, got {value!r}")
-                ids.append(value)
-        if not texts:
-            raise InputError(path, None, None, "the corpus is empty")
+        for doc_id, text in iter_corpus(path, key_template, id_field):
+            ids.append(doc_id)
+            texts.append(text)
         if len(set(ids)) != len(ids):
             raise InputError(path, None, id_field, "ids are not unique")
         return cls(texts, ids)
+
+
+def iter_corpus(
+    path: str | Path, key_template: str = DEFAULT_KEY_TEMPLATE, id_field: str | None = None
+) -> Iterator[tuple[int, str]]:
+    """``(id, text)`` of each row, one at a time (a corpus larger than memory streams through).
+
+    Ids are not checked for uniqueness here: that needs them all (see :class:`Corpus` and the index build)."""
+    fields = template_fields(key_template)
+    if not fields:
+        raise ValueError(f"key template {key_template!r} names no field, e.g. '{{title}} {{text}}'")
+    rows = 0
+    for number, record in iter_jsonl(path):
+        for name in fields:
+            if name not in record:
+                raise InputError(path, number, name, f"missing (key template {key_template!r})")
+        if id_field is None:
+            doc_id = rows
+        else:
+            doc_id = record.get(id_field)
+            if not isinstance(doc_id, int) or isinstance(doc_id, bool):
+                raise InputError(path, number, id_field, f"expected an integer id, got {doc_id!r}")
+        rows += 1
+        yield doc_id, key_template.format(**record).strip()
+    if not rows:
+        raise InputError(path, None, None, "the corpus is empty")

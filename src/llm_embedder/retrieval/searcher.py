@@ -24,6 +24,27 @@ META_FILE = "searcher.json"
 TEXTS_FILE = "corpus.jsonl"
 
 
+def dense_meta(
+    embedder: Embedder, task: str, model: str | None, index: DenseIndex, count: int, **extra: Any
+) -> dict[str, Any]:
+    """``searcher.json`` of a dense index.  The query side must match the keys: it remembers the
+    instruction and budget in use, and how the keys were encoded."""
+    spec = embedder.tasks.get_task(task)
+    return {
+        "method": "dense",
+        "task": task,
+        "count": count,
+        "model": model,
+        "factory": index.factory,
+        "dim": index.dim,
+        "query_instruction": spec.query_instruction,
+        "query_max_length": spec.query_max_length,
+        "backend": embedder.backend,
+        "dtype": embedder.encoding_dtype,
+        **extra,
+    }
+
+
 @dataclass(frozen=True)
 class Hit:
     id: int
@@ -95,15 +116,7 @@ class Searcher:
         meta: dict[str, Any] = {"method": self.method, "task": self.task, "count": len(self.corpus)}
         if isinstance(self.index, DenseIndex):
             assert self.embedder is not None
-            # The query side must match the keys: remember the instruction and budget in use.
-            task = self.embedder.tasks.get_task(self.task)
-            meta.update(
-                model=self.model,
-                factory=self.index.factory,
-                dim=self.index.dim,
-                query_instruction=task.query_instruction,
-                query_max_length=task.query_max_length,
-            )
+            meta = dense_meta(self.embedder, self.task, self.model, self.index, len(self.corpus))
         rows = ({"id": i, "text": t} for i, t in zip(self.corpus.ids, self.corpus.texts, strict=True))
         with atomic_path(directory, is_dir=True) as tmp:
             write_jsonl(tmp / TEXTS_FILE, rows)
@@ -124,16 +137,25 @@ class Searcher:
 
     @classmethod
     def load(
-        cls, directory: str | Path, embedder: Embedder | None = None, model: str | None = None, **embedder_kwargs: Any
+        cls,
+        directory: str | Path,
+        embedder: Embedder | None = None,
+        model: str | None = None,
+        *,
+        mmap: bool = False,
+        search_params: dict[str, Any] | None = None,
+        **embedder_kwargs: Any,
     ) -> Searcher:
         """Load a saved searcher.  A dense one loads its embedder (``model`` overrides the saved
         one) unless one is given; queries then get the instruction the index was built with,
-        unless ``instructions`` or ``tasks`` are passed explicitly."""
+        unless ``instructions`` or ``tasks`` are passed explicitly.  ``mmap`` maps the index from
+        disk; ``search_params`` (``nprobe``, ``efSearch``) override those saved with the index."""
         meta = cls.read_meta(directory)
         rows = read_jsonl(Path(directory) / TEXTS_FILE)
         corpus = Corpus([r["text"] for r in rows], [r["id"] for r in rows])
         if meta["method"] == "dense":
-            index: DenseIndex | BM25Index = DenseIndex.load(directory, meta.get("factory", "Flat"))
+            index: DenseIndex | BM25Index = DenseIndex.load(directory, meta.get("factory", "Flat"), mmap=mmap)
+            index.set_search_params(**{**meta.get("search_params", {}), **(search_params or {})})
             if embedder is None:
                 if not (model or meta.get("model")):
                     raise ValueError(f"{directory} was saved without a model name; pass embedder= or model=")
