@@ -92,8 +92,9 @@ def time_rotating(runs: dict[str, Callable[[], np.ndarray]], repeats: int) -> tu
     return best, outputs
 
 
-def build_demo(target: Path) -> Path:
-    cmd = [sys.executable, "-m", "llm_embedder.cli", "-q", "data", "build-demo", "--out", str(target)]
+def build_demo(target: Path, size: str = "small") -> Path:
+    """``llm-embedder data build-demo`` into ``target`` (also used by benchmarks/score.py)."""
+    cmd = [sys.executable, "-m", "llm_embedder.cli", "-q", "data", "build-demo", "--out", str(target), "--size", size]
     subprocess.run(cmd, check=True)
     return target
 

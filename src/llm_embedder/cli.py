@@ -189,7 +189,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from llm_embedder.models.lm import CausalLM
-    from llm_embedder.rewards.score import ScoreSettings, score_file
+    from llm_embedder.rewards.score import ScoreSettings, default_scoring_dtype, score_file
     from llm_embedder.tasks import DEFAULT_TASKS, TaskTable
 
     device = _init_distributed(args.device)
@@ -200,7 +200,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         token_budget=args.token_budget,
         chunk_records=args.chunk_records,
     )
-    lm = CausalLM.from_pretrained(args.lm, device=device, dtype=args.dtype)
+    lm = CausalLM.from_pretrained(args.lm, device=device, dtype=args.dtype or default_scoring_dtype(device))
     n = score_file(lm, args.input, args.output, tasks=tasks, settings=settings, show_progress=not args.quiet)
     print(f"scored {n} records into {args.output}")
     return 0
@@ -370,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-records", type=int, default=64, help="records written (and redone after a kill) at once")
     p.add_argument("--tasks-file", default=None, help="YAML file adding or overriding tasks (templates)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default), float16")
+    p.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, float16 (default: bfloat16 where the CPU/GPU has bf16 units)"
+    )
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser(
