@@ -371,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks-file", default=None, help="YAML file adding or overriding tasks (templates)")
     p.add_argument("--device", default="auto")
     p.add_argument(
-        "--dtype", default=None, help="float32, bfloat16, float16 (default: bfloat16 where the CPU/GPU has bf16 units)"
+        "--dtype",
+        default=None,
+        help="float32 (CPU default: bf16 rewards changed top-1 on 1 query in 8), bfloat16 (GPU default), float16",
     )
     p.set_defaults(func=cmd_score)
 
