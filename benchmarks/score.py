@@ -23,6 +23,15 @@ both, the ratio ours/naive and the largest absolute difference of the scores (me
 per answer token); then ours in bfloat16 (AMX on recent Xeons): its rate and its largest score
 difference to float32.  Target: ratio >= 3 with scores equal to 1e-3.
 
+Then, unless ``--no-ranking``, bf16 judged by what training uses (issue 12): the demo's candidates
+of qa, icl, chat and lrlm (``data build-demo --size quick`` in a temporary folder, or ``--demo DIR``;
+qa/icl negatives mined by BM25 over ranks 0-30 as the demo recipe does, capped at ``--cap`` candidates
+per query as its score stage does), ``--queries`` queries per task, scored in float32 and in bfloat16.
+Printed per task: Kendall's tau-b within each query (mean, min), top-1 agreement, and the KL between
+the teacher distributions at the task's teacher temperature (mean, max), beside the speed ratio.
+Decision rule: top-1 agreement >= 0.95 and mean tau >= 0.9 on every task -> bf16 is the scoring
+default on CPUs with bf16 units (``rewards/score.py: default_scoring_dtype``).
+
 Threads matter on a loaded machine: every multi-threaded op waits until all its threads are
 scheduled, which costs the naive scorer (many small forward passes) far more than ours; ``--threads 1``
 measures the arithmetic alone.
@@ -100,6 +109,97 @@ def our_scores(lm: CausalLM, spans: list[Span], settings: ScoreSettings) -> list
     return [s / n for s, n in sums]
 
 
+RANK_TASKS = ("qa", "icl", "chat", "lrlm")
+
+
+def demo_records(demo: Path, per_task: int, cap: int, work: Path) -> dict[str, tuple[Path, list[dict]]]:
+    """``per_task`` evenly spaced training records of each task, with mined negatives where the data has
+    none (BM25, ranks 0-30, 7 each: the demo recipe), capped as the pipeline's score stage caps them."""
+    from llm_embedder.fileio import read_jsonl, write_jsonl
+    from llm_embedder.pipeline import KEY_TEMPLATES, _cap_candidates
+    from llm_embedder.retrieval.corpus import Corpus
+    from llm_embedder.retrieval.searcher import Searcher
+    from llm_embedder.rewards.mine import MineSettings, mine_file
+
+    out = {}
+    for task in RANK_TASKS:
+        rows = read_jsonl(demo / "train" / f"{task}.json")
+        rows = [rows[i] for i in np.linspace(0, len(rows) - 1, min(per_task, len(rows))).round().astype(int)]
+        path = work / f"{task}.json"
+        write_jsonl(path, rows)
+        if not any(r.get("neg") or r.get("history") for r in rows):
+            corpus = Corpus.from_jsonl(demo / "corpus" / f"{task}.jsonl", KEY_TEMPLATES.get(task, "{text}"))
+            mine_file(
+                Searcher.build(corpus, "bm25", task=task), path, path.with_suffix(".mined"), MineSettings(0, 30, 7)
+            )
+            path = path.with_suffix(".mined")
+        capped = [_cap_candidates(r, cap) for r in read_jsonl(path)]
+        write_jsonl(path, capped)
+        out[task] = (path, capped)
+    return out
+
+
+def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
+    """float32 against bfloat16 rewards on the demo's candidates: order, top-1, teacher KL, speed."""
+    import tempfile
+
+    from encode import build_demo
+
+    from llm_embedder.models.loading import cpu_has_bf16
+    from llm_embedder.rewards.agreement import agreement
+    from llm_embedder.rewards.score import _aggregate, default_scoring_dtype
+
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = args.demo or build_demo(Path(tmp) / "demo", size="quick")
+        records = demo_records(demo, args.queries, args.cap, Path(tmp))
+        lm32 = CausalLM.from_pretrained(MODEL, device="cpu", dtype="float32")
+        lm16 = CausalLM.from_pretrained(MODEL, device="cpu", dtype="bfloat16")
+        jobs = {
+            task: [prepare_job(lm32, DEFAULT_TASKS, r, path, i + 1, settings) for i, r in enumerate(rows)]
+            for task, (path, rows) in records.items()
+        }
+    spans = [s for task_jobs in jobs.values() for job in task_jobs for s in job.spans]
+    warm = spans[:: max(1, len(spans) // 8)][:8]
+    our_scores(lm32, warm, settings), our_scores(lm16, warm, settings)
+    runs = {"float32": lambda: our_scores(lm32, spans, settings), "bfloat16": lambda: our_scores(lm16, spans, settings)}
+    best = {name: (float("inf"), []) for name in runs}
+    for repeat in range(args.repeats):
+        for name in list(runs)[:: 1 if repeat % 2 == 0 else -1]:
+            best[name] = min(best[name], timed(runs[name]), key=lambda result: result[0])
+    print(
+        f"\nrewards float32 vs bfloat16 on demo candidates (quick size, {args.queries} queries per task, "
+        f"at most {args.cap} candidates each; {len(spans)} spans): float32 {len(spans) / best['float32'][0]:.2f}/s, "
+        f"bfloat16 {len(spans) / best['bfloat16'][0]:.2f}/s, "
+        f"speed ratio {best['float32'][0] / best['bfloat16'][0]:.2f}x"
+    )
+    print(
+        f"{'task':<6} {'T':>5} {'queries':>7} {'cands':>5} {'tau mean':>8} {'tau min':>8} {'top-1':>6} "
+        f"{'KL mean':>9} {'KL max':>9}"
+    )
+    position, holds = 0, True
+    for task, task_jobs in jobs.items():
+        temperature = DEFAULT_TASKS[task].training.teacher_temperature
+        found = []
+        for job in task_jobs:
+            n = len(job.spans)
+            a32 = _aggregate(best["float32"][1][position : position + n], job.num_candidates, job.num_answers, "mean")
+            a16 = _aggregate(best["bfloat16"][1][position : position + n], job.num_candidates, job.num_answers, "mean")
+            position += n
+            found.append(agreement(a32, a16, temperature))
+        taus = np.array([f.tau for f in found if not np.isnan(f.tau)])
+        top1 = float(np.mean([f.top1 for f in found]))
+        kls = np.array([f.kl for f in found])
+        holds &= top1 >= 0.95 and taus.mean() >= 0.9
+        print(
+            f"{task:<6} {temperature:5.2f} {len(found):7d} {np.mean([j.num_candidates for j in task_jobs]):5.1f} "
+            f"{taus.mean():8.3f} {taus.min():8.3f} {top1:6.3f} {kls.mean():9.2e} {kls.max():9.2e}"
+        )
+    print(
+        f"decision rule (top-1 >= 0.95 and mean tau >= 0.9 on every task): {'holds' if holds else 'fails'}; "
+        f"bf16 units: {cpu_has_bf16()}; scoring default here: {default_scoring_dtype()}"
+    )
+
+
 def timed(fn, *args) -> tuple[float, list[float]]:
     start = time.perf_counter()
     result = fn(*args)
@@ -117,6 +217,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per side, best kept (default 1)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 run of ours")
+    parser.add_argument("--no-ranking", action="store_true", help="skip float32 vs bfloat16 on demo candidates")
+    parser.add_argument("--demo", type=Path, default=None, help="demo data folder (default: build one, quick size)")
+    parser.add_argument("--queries", type=int, default=16, help="ranking: queries per task (default 16)")
+    parser.add_argument("--cap", type=int, default=8, help="ranking: candidates per query (default 8)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,6 +268,8 @@ def main() -> None:
             f"{t_ours / t16:.2f}x ours float32, {t_naive / t16:.2f}x naive; "
             f"max |score difference| to float32: {diff16:.2e}"
         )
+    if not args.no_ranking:
+        ranking_report(args, settings)
 
 
 if __name__ == "__main__":

@@ -99,15 +99,13 @@ def embedder_fingerprint(embedder: Any, length: int = SHORT) -> str:
         }
         for name, task in embedder.tasks.items()
     }
-    return settings_digest(
-        {
-            "weights": weights_digest(embedder.model, length=40),
-            "tasks": tasks,
-            "pooling": embedder.pooling,
-            "normalize": bool(embedder.normalize),
-        },
-        length=length,
-    )
+    settings = {
+        "weights": weights_digest(embedder.model, length=40),
+        "tasks": tasks,
+        "pooling": embedder.pooling,
+        "normalize": bool(embedder.normalize),
+    }
+    return settings_digest({**settings, **_runtime(embedder)}, length=length)
 
 
 def encoder_fingerprint(embedder: Any, length: int = SHORT) -> str:
@@ -115,11 +113,16 @@ def encoder_fingerprint(embedder: Any, length: int = SHORT) -> str:
 
     Instructions are left out on purpose: the keys are already encoded, and an index restores the
     query instruction it was built with (a user may also pick another one deliberately)."""
-    return settings_digest(
-        {
-            "weights": weights_digest(embedder.model, length=40),
-            "pooling": embedder.pooling,
-            "normalize": bool(embedder.normalize),
-        },
-        length=length,
-    )
+    settings = {
+        "weights": weights_digest(embedder.model, length=40),
+        "pooling": embedder.pooling,
+        "normalize": bool(embedder.normalize),
+    }
+    return settings_digest({**settings, **_runtime(embedder)}, length=length)
+
+
+def _runtime(embedder: Any) -> dict[str, str]:
+    """An ONNX runtime (int8 above all) gives other vectors from the same torch weights."""
+    if getattr(embedder, "runtime", None) is not None:
+        return {"runtime": f"onnx-{embedder.runtime_dtype}"}
+    return {}

@@ -466,6 +466,7 @@ def test_killed_score_command_resumes_to_the_same_file(tiny_lm, tiny_lm_dir, toy
     reference = _one_thread_reference(tiny_lm, src, tmp_path / "reference.jsonl", ScoreSettings(chunk_records=2))
     out, part = tmp_path / "out.jsonl", tmp_path / ".out.jsonl.partial"
     cmd = cli("score", "--lm", str(tiny_lm_dir), "--input", str(src), "--output", str(out), "--chunk-records", "2")
+    cmd += ["--dtype", "float32"]  # the reference's dtype, whatever the default
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     try:
@@ -499,7 +500,8 @@ def test_two_process_torchrun_matches_one_process(tiny_lm, tiny_lm_dir, toy_reco
     out_dir = tmp_path / "sharded"
     out_dir.mkdir()
     out = out_dir / "out.jsonl"
-    args = ["score", "--lm", str(tiny_lm_dir), "--device", "cpu", "--input", str(src), "--output", str(out)]
+    args = ["score", "--lm", str(tiny_lm_dir), "--device", "cpu", "--dtype", "float32", "--input", str(src)]
+    args += ["--output", str(out)]
     proc = torchrun(2, [*CLI_MODULE, *args, "--chunk-records", "2"], subprocess_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     # parts merged and removed; the output carries its manifest

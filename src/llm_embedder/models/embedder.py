@@ -19,7 +19,14 @@ from tqdm.auto import tqdm
 
 from llm_embedder.fileio import write_json
 from llm_embedder.models import zoo
-from llm_embedder.models.loading import dtype_name, quiet_hf_loading, resolve_device, resolve_dtype
+from llm_embedder.models.loading import (
+    dtype_name,
+    quiet_hf_loading,
+    resolve_device,
+    resolve_dtype,
+    resolve_encoding,
+)
+from llm_embedder.models.onnx_backend import OnnxEncoder, ensure_onnx
 from llm_embedder.tasks import DEFAULT_TASKS, TaskTable
 
 SETTINGS_FILE = "llm_embedder.json"
@@ -54,6 +61,8 @@ class Embedder(torch.nn.Module):
         normalize: bool = True,
         tasks: TaskTable = DEFAULT_TASKS,
         batch_size: int = 64,
+        runtime: OnnxEncoder | None = None,
+        runtime_dtype: str | None = None,
     ):
         super().__init__()
         if pooling not in POOLINGS:
@@ -65,6 +74,10 @@ class Embedder(torch.nn.Module):
         self.normalize = normalize
         self.tasks = tasks
         self.batch_size = _check_batch_size(batch_size)
+        # backend onnx: encode() runs the transformer in onnxruntime (same pooling, normalisation and
+        # instructions); the torch model stays for training, fingerprints and export.
+        self.runtime = runtime
+        self.runtime_dtype = runtime_dtype
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
@@ -79,6 +92,7 @@ class Embedder(torch.nn.Module):
         tasks: TaskTable | str | os.PathLike | Mapping[str, Any] | None = None,
         instructions: str | bool | None = None,
         batch_size: int = 64,
+        backend: str = "torch",
     ) -> Embedder:
         """Load an encoder: a zoo name (default ``minilm``), a local folder or a hub id.
 
@@ -90,6 +104,10 @@ class Embedder(torch.nn.Module):
         ``tasks`` is a :class:`TaskTable`, a YAML file, or a dict of task overrides.
         ``instructions`` picks an instruction set (``llm-embedder``, ``none``, ``bge``, ``e5``;
         ``True``/``False`` mean ``llm-embedder``/``none``).
+
+        ``backend``: ``torch`` (``dtype`` float32, bfloat16, float16) or ``onnx`` (``dtype`` float32 or
+        int8, onnxruntime on the CPU; the exported file is cached under a fingerprint of the weights);
+        ``auto`` picks what :func:`default_encoding` found fastest within tolerance on this kind of CPU.
         """
         from transformers import AutoModel, AutoTokenizer
 
@@ -110,14 +128,26 @@ class Embedder(torch.nn.Module):
             table = table.with_instructions(instructions)
 
         torch_device = resolve_device(device)
+        backend, dtype = resolve_encoding(backend, dtype, torch_device)
         with quiet_hf_loading():
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path, dtype=resolve_dtype(dtype, torch_device))
+            torch_dtype = torch.float32 if backend == "onnx" else resolve_dtype(dtype, torch_device)
+            model = AutoModel.from_pretrained(path, dtype=torch_dtype)
         # The pooler head is never used; dropping it avoids unused-parameter errors under DDP.
         if getattr(model, "pooler", None) is not None:
             model.pooler = None
         model.to(torch_device).eval()
-        return cls(model, tokenizer, pooling=pooling, normalize=normalize, tasks=table, batch_size=batch_size)
+        runtime = OnnxEncoder(ensure_onnx(model, path, dtype)) if backend == "onnx" else None
+        return cls(
+            model,
+            tokenizer,
+            pooling=pooling,
+            normalize=normalize,
+            tasks=table,
+            batch_size=batch_size,
+            runtime=runtime,
+            runtime_dtype=dtype if runtime else None,
+        )
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the encoder, tokenizer and our settings (pooling, normalisation, task table)."""
@@ -206,6 +236,9 @@ class Embedder(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra: torch.Tensor) -> torch.Tensor:
         """Pooled (and normalised) embeddings, with gradients: the training entry point."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        return self._pool(hidden, attention_mask)
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         emb = pool(hidden, attention_mask, self.pooling)
         return torch.nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
@@ -243,17 +276,30 @@ class Embedder(torch.nn.Module):
             while start < len(order):
                 size = max(batch_size, budget // max(int(lengths[order[start]]), 1))
                 rows = order[start : start + size]
-                emb = self(**self.collate(features, rows))
+                batch = self.collate(features, rows)
+                if self.runtime is None:
+                    emb = self(**batch)
+                else:
+                    emb = self._pool(self.runtime(**batch), batch["attention_mask"])
                 out[rows] = emb.float().cpu().numpy()
                 bar.update(len(rows))
                 start += size
         self.model.train(was_training)
         return out
 
+    @property
+    def backend(self) -> str:
+        return "torch" if self.runtime is None else "onnx"
+
+    @property
+    def encoding_dtype(self) -> str:
+        """The dtype vectors are computed in: the torch weights', or the ONNX file's (float32, int8)."""
+        return self.runtime_dtype or dtype_name(next(self.model.parameters()).dtype)
+
     def __repr__(self) -> str:
         return (
             f"Embedder({type(self.model).__name__}, dim={self.dim}, pooling={self.pooling}, "
-            f"normalize={self.normalize}, dtype={dtype_name(next(self.model.parameters()).dtype)}, "
+            f"normalize={self.normalize}, backend={self.backend}, dtype={self.encoding_dtype}, "
             f"tasks={list(self.tasks)})"
         )
 

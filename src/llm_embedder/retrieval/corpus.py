@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,28 +46,42 @@ class Corpus:
     def from_jsonl(
         cls, path: str | Path, key_template: str = DEFAULT_KEY_TEMPLATE, id_field: str | None = None
     ) -> Corpus:
-        fields = template_fields(key_template)
-        if not fields:
-            raise ValueError(f"key template {key_template!r} names no field, e.g. '{{title}} {{text}}'")
-        texts, ids, seen = [], [], {}
-        for number, record in iter_jsonl(path):
-            for name in fields:
-                if name not in record:
-                    raise InputError(path, number, name, f"missing (key template {key_template!r})")
-                if not isinstance(record[name], str):
-                    got = "null" if record[name] is None else type(record[name]).__name__
-                    raise InputError(path, number, name, f"expected a string, got {got}")
-            texts.append(key_template.format(**{name: record[name] for name in fields}).strip())
-            if id_field is None:
-                ids.append(len(ids))
-            else:
-                value = record.get(id_field)
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise InputError(path, number, id_field, f"expected an integer id, got {value!r}")
-                if value in seen:
-                    raise InputError(path, number, id_field, f"id {value} is also the id of line {seen[value]}")
-                seen[value] = number
-                ids.append(value)
-        if not texts:
-            raise InputError(path, None, None, "the corpus is empty")
+        texts, ids = [], []
+        for doc_id, text in iter_corpus(path, key_template, id_field, unique_ids=True):
+            ids.append(doc_id)
+            texts.append(text)
         return cls(texts, ids)
+
+
+def iter_corpus(
+    path: str | Path, key_template: str = DEFAULT_KEY_TEMPLATE, id_field: str | None = None, unique_ids: bool = False
+) -> Iterator[tuple[int, str]]:
+    """``(id, text)`` of each row, one at a time (a corpus larger than memory streams through).
+
+    Ids are checked for uniqueness only with ``unique_ids`` (it keeps them all in memory; the index
+    build checks them its own way)."""
+    fields = template_fields(key_template)
+    if not fields:
+        raise ValueError(f"key template {key_template!r} names no field, e.g. '{{title}} {{text}}'")
+    rows, seen = 0, {}
+    for number, record in iter_jsonl(path):
+        for name in fields:
+            if name not in record:
+                raise InputError(path, number, name, f"missing (key template {key_template!r})")
+            if not isinstance(record[name], str):
+                got = "null" if record[name] is None else type(record[name]).__name__
+                raise InputError(path, number, name, f"expected a string, got {got}")
+        if id_field is None:
+            doc_id = rows
+        else:
+            doc_id = record.get(id_field)
+            if not isinstance(doc_id, int) or isinstance(doc_id, bool):
+                raise InputError(path, number, id_field, f"expected an integer id, got {doc_id!r}")
+            if unique_ids:
+                if doc_id in seen:
+                    raise InputError(path, number, id_field, f"id {doc_id} is also the id of line {seen[doc_id]}")
+                seen[doc_id] = number
+        rows += 1
+        yield doc_id, key_template.format(**{name: record[name] for name in fields}).strip()
+    if not rows:
+        raise InputError(path, None, None, "the corpus is empty")

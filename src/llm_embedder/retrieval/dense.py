@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -43,6 +45,26 @@ class DenseIndex:
             self.index.train(vectors)
         self.index.add_with_ids(vectors, ids.astype(np.int64))
 
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train the quantisers (IVF centroids, PQ/SQ codebooks) on a sample; a no-op for Flat and HNSW."""
+        if not self.index.is_trained:
+            self.index.train(_as_matrix(sample, self.dim))
+
+    def set_search_params(self, **params: Any) -> None:
+        """Search-time knobs by their faiss names: ``nprobe`` (IVF lists visited), ``efSearch`` (HNSW)."""
+        space = faiss.ParameterSpace()
+        for name, value in params.items():
+            try:
+                space.set_index_parameter(self.index, name, value)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"index {self.factory!r} has no parameter {name!r}: {str(exc).strip()[:120]}"
+                ) from None
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -57,9 +79,34 @@ class DenseIndex:
             faiss.write_index(self.index, str(tmp))
 
     @classmethod
-    def load(cls, directory: str | Path, factory: str = "Flat") -> DenseIndex:
-        index = faiss.read_index(str(Path(directory) / cls.FILE))
+    def load(cls, directory: str | Path, factory: str = "Flat", mmap: bool = False) -> DenseIndex:
+        """``mmap``: map the vectors/codes from disk read-only instead of reading them into memory
+        (an index larger than memory; pages come in as searches touch them)."""
+        flags = (getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP) | faiss.IO_FLAG_READ_ONLY) if mmap else 0
+        index = faiss.read_index(str(Path(directory) / cls.FILE), flags)
         return cls(index.d, factory, index=index)
+
+
+# Named large-index recipes; the list count grows with the corpus (about 4 sqrt(n), faiss's usual advice).
+PRESETS = {
+    "hnsw": "HNSW32",
+    "ivf": "IVF{nlist},Flat",
+    "ivf-sq8": "IVF{nlist},SQ8",
+    "ivf-pq": "IVF{nlist},PQ{m}",
+    "sq8": "SQ8",
+    "pq": "PQ{m}",
+}
+
+
+def expand_factory(factory: str, count: int, dim: int) -> str:
+    """A preset name (``ivf``, ``hnsw``, ``ivf-pq``...) as a faiss factory string for ``count`` vectors;
+    any other string is a faiss factory string already."""
+    if factory not in PRESETS:
+        return factory
+    nlist = max(1, min(65536, int(4 * math.sqrt(max(count, 1)))))
+    # PQ: sub-vectors of 8 dimensions at 8 bits each (48 bytes a vector for 384-d); m must divide dim.
+    m = next(m for m in range(max(1, dim // 8), 0, -1) if dim % m == 0)
+    return PRESETS[factory].format(nlist=nlist, m=m)
 
 
 def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:

@@ -9,8 +9,10 @@ Folders of the older flat layout (the files at the top) still load.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,43 @@ from llm_embedder.tasks import DEFAULT_TASKS
 METHODS = ("dense", "bm25")
 META_FILE = "searcher.json"
 TEXTS_FILE = "corpus.jsonl"
+
+
+def dense_meta(
+    embedder: Embedder, task: str, model: str | None, index: DenseIndex, count: int, **extra: Any
+) -> dict[str, Any]:
+    """``searcher.json`` of a dense index.  The query side must match the keys: it remembers the
+    instruction and budget in use, and how the keys were encoded."""
+    spec = embedder.tasks.get_task(task)
+    return {
+        "method": "dense",
+        "task": task,
+        "count": count,
+        "model": model,
+        "factory": index.factory,
+        "dim": index.dim,
+        "query_instruction": spec.query_instruction,
+        "query_max_length": spec.query_max_length,
+        "backend": embedder.backend,
+        "dtype": embedder.encoding_dtype,
+        "model_fingerprint": embedder_fingerprint(embedder),
+        "encoder_fingerprint": encoder_fingerprint(embedder),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def publish(directory: str | Path) -> Iterator[Path]:
+    """A folder to write a searcher's files into; on exit it becomes the live version of ``directory``
+    (one atomic pointer swap, see :mod:`llm_embedder.versioned`), and files of the older flat layout go."""
+    directory = Path(directory)
+    flat = (directory / META_FILE).is_file()  # the older layout, replaced by this version
+    with versioned.new_version(directory) as tmp:
+        yield tmp
+    if flat:
+        for name in (META_FILE, TEXTS_FILE, DenseIndex.FILE, BM25Index.DIR):
+            old = directory / name
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -109,28 +148,12 @@ class Searcher:
         meta: dict[str, Any] = {"method": self.method, "task": self.task, "count": len(self.corpus)}
         if isinstance(self.index, DenseIndex):
             assert self.embedder is not None
-            # The query side must match the keys: remember the instruction and budget in use.
-            task = self.embedder.tasks.get_task(self.task)
-            meta.update(
-                model=self.model,
-                model_fingerprint=embedder_fingerprint(self.embedder),
-                encoder_fingerprint=encoder_fingerprint(self.embedder),
-                factory=self.index.factory,
-                dim=self.index.dim,
-                query_instruction=task.query_instruction,
-                query_max_length=task.query_max_length,
-            )
+            meta = dense_meta(self.embedder, self.task, self.model, self.index, len(self.corpus))
         rows = ({"id": i, "text": t} for i, t in zip(self.corpus.ids, self.corpus.texts, strict=True))
-        directory = Path(directory)
-        flat = (directory / META_FILE).is_file()  # the older layout, replaced by this version
-        with versioned.new_version(directory) as tmp:
+        with publish(directory) as tmp:
             write_jsonl(tmp / TEXTS_FILE, rows)
             self.index.save(tmp)
             write_json(tmp / META_FILE, meta)
-        if flat:
-            for name in (META_FILE, TEXTS_FILE, DenseIndex.FILE, BM25Index.DIR):
-                old = directory / name
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
 
     @staticmethod
     def folder(directory: str | Path) -> Path:
@@ -174,17 +197,26 @@ class Searcher:
 
     @classmethod
     def load(
-        cls, directory: str | Path, embedder: Embedder | None = None, model: str | None = None, **embedder_kwargs: Any
+        cls,
+        directory: str | Path,
+        embedder: Embedder | None = None,
+        model: str | None = None,
+        *,
+        mmap: bool = False,
+        search_params: dict[str, Any] | None = None,
+        **embedder_kwargs: Any,
     ) -> Searcher:
         """Load a saved searcher.  A dense one loads its embedder (``model`` overrides the saved
         one) unless one is given; queries then get the instruction the index was built with,
         unless ``instructions`` or ``tasks`` are passed explicitly.  An embedder whose keys would
-        differ from the indexed ones (other weights or pooling) is refused."""
+        differ from the indexed ones (other weights or pooling) is refused.  ``mmap`` maps the index from
+        disk; ``search_params`` (``nprobe``, ``efSearch``) override those saved with the index."""
         meta = cls.read_meta(directory)
         folder = cls.folder(directory)
         corpus = _read_texts(folder / TEXTS_FILE, meta.get("count"))
         if meta["method"] == "dense":
-            index: DenseIndex | BM25Index = DenseIndex.load(folder, meta.get("factory", "Flat"))
+            index: DenseIndex | BM25Index = DenseIndex.load(folder, meta.get("factory", "Flat"), mmap=mmap)
+            index.set_search_params(**{**meta.get("search_params", {}), **(search_params or {})})
             if embedder is None:
                 if not (model or meta.get("model")):
                     raise ValueError(f"{directory} was saved without a model name; pass embedder= or model=")
