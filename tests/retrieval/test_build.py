@@ -39,8 +39,12 @@ def settings(**changes) -> BuildSettings:
     return BuildSettings(**{"task": "qa", "id_field": "doc", "shard_size": 7, **changes})
 
 
+def _texts(folder) -> bytes:
+    return (Searcher.folder(folder) / "corpus.jsonl").read_bytes()
+
+
 def index_bytes(folder: Path) -> bytes:
-    return (folder / DenseIndex.FILE).read_bytes()
+    return (Searcher.folder(folder) / DenseIndex.FILE).read_bytes()
 
 
 def test_streamed_build_equals_in_memory_build(corpus_file, tiny_embedder, queries, tmp_path):
@@ -59,7 +63,7 @@ def test_streamed_build_equals_in_memory_build(corpus_file, tiny_embedder, queri
         )
     got, want = streamed.search(queries, k=5), in_memory.search(queries, k=5)
     assert [[h.id for h in row] for row in got] == [[h.id for h in row] for row in want]
-    meta = json.loads((out / META_FILE).read_text())
+    meta = json.loads((Searcher.folder(out) / META_FILE).read_text())
     assert meta["backend"] == "torch" and meta["build"]["shard_size"] == 7 and meta["count"] == count
 
 
@@ -93,7 +97,7 @@ def test_killed_build_resumes_from_finished_shards(corpus_file, tiny_embedder, t
     shards = -(-sum(1 for _ in corpus_file.open()) // 7)
     assert len(calls) == shards - 2  # shards 0 and 1 were not encoded again
     assert index_bytes(out) == index_bytes(whole)
-    assert (out / "corpus.jsonl").read_bytes() == (whole / "corpus.jsonl").read_bytes()
+    assert _texts(out) == _texts(whole)
 
 
 def test_other_settings_start_afresh(corpus_file, tiny_embedder, tmp_path, monkeypatch):
@@ -133,7 +137,7 @@ def test_ivf_preset_trains_on_sample_and_loads_mmap(corpus_file, tiny_embedder, 
         settings(factory="ivf", train_size=40, search_params={"nprobe": 64}),
         show_progress=False,
     )
-    meta = json.loads((out / META_FILE).read_text())
+    meta = json.loads((Searcher.folder(out) / META_FILE).read_text())
     n = meta["count"]
     assert meta["factory"] == f"IVF{int(4 * n**0.5)},Flat" and meta["search_params"] == {"nprobe": 64}
     loaded = Searcher.load(out, embedder=tiny_embedder)
@@ -189,4 +193,4 @@ def test_two_torchrun_ranks_equal_one_process(corpus_file, tiny_encoder_dir, tmp
     two = torchrun(2, [*CLI_MODULE, *args, "--out", str(tmp_path / "two")], env, timeout=300)
     assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
     assert index_bytes(tmp_path / "two") == index_bytes(tmp_path / "one")
-    assert (tmp_path / "two" / "corpus.jsonl").read_bytes() == (tmp_path / "one" / "corpus.jsonl").read_bytes()
+    assert _texts(tmp_path / "two") == _texts(tmp_path / "one")
