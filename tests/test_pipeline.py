@@ -77,7 +77,9 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
 def test_no_training_group_from_the_scored_data_repeats_a_key(finished_run, group_size):
     work, _ = finished_run
     # what training reads: the scored file of a distilled task, else the mined one
-    scored, mined = ({p.stem: p for p in (work / s).glob("[!.]*.json") if p.name != STAGE_FILE} for s in ("scored", "mined"))
+    scored, mined = (
+        {p.stem: p for p in (work / stage).glob("[!.]*.json") if p.name != STAGE_FILE} for stage in ("scored", "mined")
+    )
     files = list({**mined, **scored}.values())
     assert {p.stem for p in files} >= {"qa", "icl", "chat", "lrlm", "tool", "convsearch"}
     for path in files:
