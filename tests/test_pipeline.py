@@ -29,6 +29,8 @@ def _overrides(work: Path, encoder: Path, lm: Path) -> list[str]:
         "train.max_steps=2",
         "train.batch_size=2",
         "train.save_steps=1",
+        # the recipe trains without instructions; with them, the no-instructions ablation is a model of its own
+        "train.techniques.instructions=true",
         "eval.limit=2",
         # sized for the tiny LM's 512-token window
         'eval.options={"lrlm": {"chunk_size": 16, "window_chunks": 4, "target_chunks": 2, "top_k": 1},'
