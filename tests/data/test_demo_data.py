@@ -110,7 +110,8 @@ def test_layout_has_every_file_and_no_leftovers(quick):
     ):
         assert (quick / "dev" / rel).read_bytes() == (quick / "eval" / rel).read_bytes()  # dev shares test's corpora
         assert (quick / "ood" / rel).read_bytes() != (quick / "eval" / rel).read_bytes()  # ood has its own
-    assert (quick / "corpus/qa.jsonl").read_bytes() == (quick / "eval/qa/nq/corpus.json").read_bytes()
+    # qa trains on the qa-retrieval column's corpus (no question's own sentence in it)
+    assert (quick / "corpus/qa.jsonl").read_bytes() == (quick / "eval/qa/retrieval/corpus.json").read_bytes()
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["seed"] == 0 and manifest["size"] == "quick" and manifest["layout_version"] == LAYOUT_VERSION
     assert manifest["splits"] == {"test": "eval/", "dev": "dev/", "ood": "ood/"}
@@ -235,6 +236,11 @@ def _labelled(quick: Path, task: str) -> dict[str, list[tuple[dict, dict]]]:
 def test_qa_positive_passage_contains_the_answer(quick):
     for split, pairs in _labelled(quick, "qa").items():
         for r, row in pairs:
+            if split == "train":  # another passage of the question's article that states the answer
+                assert r["query"].startswith(row["title"] + ": ") and r["pos"][0] == f"{row['title']} {row['text']}"
+                assert re.search(rf"(?<![\w-]){re.escape(r['answers'][0])}(?![\w-])", row["text"], re.I)
+                assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) not in row["text"]
+                continue
             assert "____" in r["query"] and r["query"].startswith(row["title"] + ": "), split
             # the question is a sentence of its passage with the answer blanked
             assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) in row["text"], split
@@ -429,7 +435,7 @@ def test_quick_sizes(quick):
         expected = {"lrlm": size.lrlm_test_docs, "icl": size.llm_test, "chat": size.llm_test}.get(task, size.test)
         for split, folder in (("test", "eval"), ("dev", "dev"), ("ood", "ood")):
             assert len(read(quick / folder / TEST_FILES[task])) == expected == manifest[task][split], (task, split)
-    assert len(read(quick / "corpus/qa.jsonl")) == size.qa_corpus
+    assert len(read(quick / "eval/qa/nq/corpus.json")) == size.qa_corpus
     assert len(read(quick / "corpus/tool.jsonl")) == size.tool_corpus
     assert len(read(quick / "corpus/convsearch.jsonl")) == size.convsearch_corpus
     assert 0.75 * 4 * size.icl_pool_per_task <= len(read(quick / "corpus/icl.jsonl")) <= 4 * size.icl_pool_per_task
@@ -451,8 +457,8 @@ def test_qa_labels_are_findable_by_bm25(quick):
     request's gold function, are mostly among BM25's top 10."""
     from llm_embedder.retrieval.searcher import Searcher
 
-    for task, template in (("qa", "{title} {text}"), ("tool", "{text}")):
-        corpus = Corpus.from_jsonl(quick / "corpus" / f"{task}.jsonl", template)
+    for task, template, rel in (("qa", "{title} {text}", "qa/nq"), ("tool", "{text}", "tool/toolbench")):
+        corpus = Corpus.from_jsonl(quick / "eval" / rel / "corpus.json", template)
         test = read(quick / "eval" / TEST_FILES[task])
         hits = Searcher.build(corpus, "bm25", task=task, show_progress=False).search([r["query"] for r in test], k=10)
         found = sum(r["pos_index"][0] in [h.id for h in row] for r, row in zip(test, hits, strict=True))
