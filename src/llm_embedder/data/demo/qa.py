@@ -163,10 +163,10 @@ def _retrieval_files(
     ``need`` (train: ``train_need``).  Positives: the other passages of the question's article that
     contain the answer as a word (case ignored), none of them a question's source passage; a
     question without one is dropped, and a further question cut from an earlier question's positive
-    too.  Corpus: the qa corpus's passages plus every positive, less
-    the source passage of every popqa/train question of any split and of every further question;
-    ``corpora`` maps ``in``/``ood`` to the qa corpus's (title, passage) -> row and its article pool.
-    The in-domain corpus also holds the training positives: it is the training (mining) corpus.
+    too.  Corpus: the qa corpus's passages plus every positive, less the source passage of every
+    popqa/train question of any split and of every further question; ``corpora`` maps ``in``/``ood``
+    to the qa corpus's (title, passage) -> row and its article pool.  The in-domain corpus also
+    holds the training positives: it is the training (mining) corpus.
     """
     source = {(a.title, p) for found in picks.values() for a, p, _ in found}
     used: set[tuple[str, int]] = set()  # every chosen positive: no later question may be cut from one
@@ -242,8 +242,8 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
     random order; the subject is the article title.
 
     Corpus of popqa and mmlu (test and dev): every train, dev and test question's passage plus a
-    seeded sample of the other passages of those articles.  Corpus (ood): the ood questions' passages plus a seeded
-    sample of all other passages.  Negatives are left to mining.
+    seeded sample of the other passages of those articles.  Corpus (ood): the ood questions'
+    passages plus a seeded sample of all other passages.  Negatives are left to mining.
     """
     seen: set[str] = set()
     picks: dict[str, list[Pick]] = {}
