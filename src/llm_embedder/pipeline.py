@@ -82,9 +82,9 @@ def _done(started: float) -> None:
 
 STAGE_FILE = "stage.json"
 # Candidates scored per second by SmolLM2-135M on a 2-core CPU with AMX (the demo data, keys of at
-# most 128 tokens; measured: bf16 2,995 candidates in 410 s, 2026-12-02), for the time estimate the
-# score stage prints.
-SCORE_RATE_CPU = {"float32": 4, "bfloat16": 7}
+# most 128 tokens; measured on an idle machine: bf16 3,510 candidates in 223 s, 2026-12-02; a second
+# heavy job on the same cores halves it), for the time estimate the score stage prints.
+SCORE_RATE_CPU = {"float32": 5, "bfloat16": 15}
 
 
 def _claim(folder: Path, settings: dict[str, Any]) -> None:

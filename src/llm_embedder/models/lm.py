@@ -100,7 +100,13 @@ class CausalLM:
     def generate(
         self, prompts: Sequence[str], max_new_tokens: int = 32, stop: str = "\n", batch_size: int = 8
     ) -> list[str]:
-        """Greedy continuations of ``prompts`` (left padded in batches), cut at the first ``stop``."""
+        """Greedy continuations of ``prompts`` (left padded in batches), cut at the first ``stop``.
+
+        A batch stops as soon as every row's continuation holds ``stop`` (rows that finish first
+        are padded): the text before ``stop`` is what running all ``max_new_tokens`` would give.
+        """
+        from transformers import StoppingCriteriaList
+
         tok = self.tokenizer
         side, tok.padding_side = tok.padding_side, "left"
         out: list[str] = [""] * len(prompts)
@@ -109,9 +115,15 @@ class CausalLM:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 enc = tok([prompts[i] for i in rows], return_tensors="pt", padding=True).to(self.device)
+                prompt_length = enc["input_ids"].shape[1]
+                criteria = StoppingCriteriaList([_StopAfter(tok, stop, prompt_length)] if stop else [])
                 new = self.model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
-                )[:, enc["input_ids"].shape[1] :]
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    stopping_criteria=criteria,
+                )[:, prompt_length:]
                 for i, ids in zip(rows, new, strict=True):
                     text = tok.decode(ids, skip_special_tokens=True)
                     out[i] = text.split(stop)[0] if stop else text
@@ -188,6 +200,17 @@ class CausalLM:
             if on_batch is not None:
                 on_batch(sum(len(sharing[p]) for p in batch))
         return results
+
+
+class _StopAfter:
+    """A ``generate`` stopping criterion: a row is done once its new tokens decode to text holding ``stop``."""
+
+    def __init__(self, tokenizer: Any, stop: str, prompt_length: int):
+        self.tokenizer, self.stop, self.prompt_length = tokenizer, stop, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
+        return torch.tensor([self.stop in t for t in texts], device=input_ids.device)
 
 
 # What one more forward pass costs beyond its padded tokens, in tokens.  On a GPU a pass of a few
