@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llm_embedder.fingerprint import (
+    code_digest,
     embedder_fingerprint,
     file_digest,
     files_digest,
@@ -85,3 +87,22 @@ def test_embedder_fingerprint_covers_instructions_pooling_and_weights():
         one.model.weight[0, 0] += 1e-4  # one training step, in place
     torch.manual_seed(0)
     assert embedder_fingerprint(one) != embedder_fingerprint(_Embedder())
+
+
+def test_code_digest_follows_the_source_of_a_package_and_its_modules(tmp_path, monkeypatch):
+    package = tmp_path / "pkg_for_digest"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "a.py").write_text("X = 1\n", encoding="utf-8")
+    (package / "sub" / "__init__.py").write_text("", encoding="utf-8")
+    (package / "sub" / "b.py").write_text("Y = 1\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    whole, module = code_digest("pkg_for_digest"), code_digest("pkg_for_digest.a")
+    assert whole != module and code_digest("pkg_for_digest") == whole
+    (package / "sub" / "b.py").write_text("Y = 2\n", encoding="utf-8")  # a file deep in the package
+    assert code_digest("pkg_for_digest") != whole
+    assert code_digest("pkg_for_digest.a") == module  # another module's change leaves it alone
+    (package / "a.py").write_text("X = 2\n", encoding="utf-8")
+    assert code_digest("pkg_for_digest.a") != module
+    with pytest.raises(ValueError, match="no module named 'pkg_for_digest.nope'"):
+        code_digest("pkg_for_digest.nope")

@@ -29,7 +29,7 @@ def _overrides(work: Path, encoder: Path, lm: Path) -> list[str]:
         "train.max_steps=2",
         "train.batch_size=2",
         "train.save_steps=1",
-        # the recipe trains without instructions; with them, the no-instructions ablation is a model of its own
+        # pinned, whatever the recipe says: with instructions on, the no-instructions ablation is a model of its own
         "train.techniques.instructions=true",
         "eval.limit=2",
         # sized for the tiny LM's 512-token window
@@ -59,7 +59,7 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
         assert (work / "models" / variant / "model" / "llm_embedder.json").is_file()
         assert json.loads((work / "models" / variant / "diagnostics.json").read_text())[variant]
     merge = json.loads((work / "merged" / "model" / "merge.json").read_text())
-    assert [m["weight"] for m in merge["models"]] == [0.5, 0.5]
+    assert [m["weight"] for m in merge["models"]] == [0.75, 0.25]  # the recipe's weight on the fine-tuned model
     board = json.loads((work / "eval" / "leaderboard.json").read_text())
     trained = [f"{v}=dense:{work / 'models' / v / 'model'}" for v in VARIANTS]
     merged = f"merged=dense:{work / 'merged' / 'model'}"
@@ -227,3 +227,18 @@ def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finish
     redone = {name for name in cells if after[name] != cells[name]}
     assert redone == {name for name in cells if any(f"__{row}-dense" in name for row in ROWS)}
     assert redone
+
+
+def test_mining_applies_the_encoder_guard_of_the_recipe(finished_run, tiny_encoder_dir, tmp_path):
+    work, _ = finished_run
+    mined = {}
+    for margin in (None, 2.0, -2.0):
+        mine = {"method": "bm25", "start": 0, "end": 30, "count": 7}
+        if margin is not None:
+            mine["guard_margin"] = margin
+        config = PipelineConfig(work_dir=str(tmp_path / str(margin)), encoder=str(tiny_encoder_dir), mine=mine)
+        files = Pipeline(config, show_progress=False).mine(work / "data")
+        mined[margin] = [json.loads(line) for line in files["tool"].read_text().splitlines()]
+    # No cosine lies 2 above the positive's: nothing dropped; every one lies above it minus 2: all dropped.
+    assert mined[2.0] == mined[None] and all(r["neg"] for r in mined[None])
+    assert all(r["neg"] == [] for r in mined[-2.0])

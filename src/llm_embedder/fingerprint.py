@@ -6,6 +6,8 @@ fingerprint of everything it was made from matches. The pieces:
 - :func:`settings_digest` — any JSON-able settings (canonical JSON, sorted keys);
 - :func:`file_digest` / :func:`files_digest` — the bytes of data files (content, not names or dates);
 - :func:`weights_digest` — every tensor of a model (names, shapes, dtypes and all values);
+- :func:`code_digest` — the source of the modules that made a result, and the torch and
+  transformers versions it ran on (a fixed evaluator or loss must not meet its old results);
 - :func:`embedder_fingerprint` — an Embedder as a retriever: weights + instructions + token budgets
   + pooling + normalisation, i.e. everything that decides the vector a text gets.
 
@@ -65,6 +67,23 @@ def file_digest(path: str | os.PathLike, length: int = SHORT) -> str:
 def files_digest(paths: Iterable[str | os.PathLike], length: int = SHORT) -> str:
     """A digest of several files in the given order (each by content)."""
     return settings_digest([file_digest(p, length=40) for p in paths], length=length)
+
+
+def code_digest(*modules: str, length: int = SHORT) -> str:
+    """A digest of the named modules' source (a package: every ``.py`` file under it) and of the
+    torch and transformers versions."""
+    import importlib.metadata
+    import importlib.util
+
+    files: list[Path] = []
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"no module named {name!r}")
+        origin = Path(spec.origin)
+        files += sorted(origin.parent.rglob("*.py")) if spec.submodule_search_locations else [origin]
+    versions = {lib: importlib.metadata.version(lib) for lib in ("torch", "transformers")}
+    return settings_digest({"source": files_digest(files, length=40), **versions}, length=length)
 
 
 def weights_digest(module: torch.nn.Module, length: int = SHORT) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, iter_jsonl, read_yaml, write_json, write_jsonl
-from llm_embedder.fingerprint import file_digest, files_digest
+from llm_embedder.fingerprint import code_digest, file_digest, files_digest
 from llm_embedder.tasks import DEFAULT_TASKS
 from llm_embedder.training.config import Techniques, TrainConfig, apply_override
 
@@ -81,6 +81,14 @@ def _done(started: float) -> None:
 
 
 STAGE_FILE = "stage.json"
+# The code a trained model comes from besides its settings and data: a fixed loss or sampler trains again.
+TRAINING_CODE = (
+    "llm_embedder.training",
+    "llm_embedder.data.records",
+    "llm_embedder.data.sampler",
+    "llm_embedder.tasks",
+    "llm_embedder.models",
+)
 # Candidates scored per second by SmolLM2-135M on a 2-core CPU with AMX (the demo data, keys of at
 # most 128 tokens; measured on an idle machine: bf16 3,510 candidates in 223 s, 2026-12-02; a second
 # heavy job on the same cores halves it), for the time estimate the score stage prints.
@@ -155,7 +163,13 @@ class Pipeline:
         # What each stage's output depends on, upstream stages included.
         self.data_key = {"size": config.data.get("size", "small"), "seed": config.data.get("seed", 0)}
         self.mine_key = {"data": self.data_key, "mine": config.mine}
-        self.score_key = {**self.mine_key, "lm": config.lm, "lm_dtype": config.lm_dtype, "score": config.score}
+        self.score_key = {
+            **self.mine_key,
+            "lm": config.lm,
+            "lm_dtype": config.lm_dtype,
+            "score": config.score,
+            "code": code_digest("llm_embedder.rewards", "llm_embedder.models"),
+        }
         self.model_versions: dict[str, str] = {}  # trained model name -> digest of its settings
 
     # ------------------------------------------------------------------ 1. data
@@ -184,7 +198,8 @@ class Pipeline:
         from llm_embedder.retrieval.searcher import Searcher
         from llm_embedder.rewards.mine import MineSettings, mine_file
 
-        settings = MineSettings(**{k: self.config.mine[k] for k in ("start", "end", "count") if k in self.config.mine})
+        fields = ("start", "end", "count", "guard_margin")
+        settings = MineSettings(**{k: self.config.mine[k] for k in fields if k in self.config.mine})
         _claim(self.work / "mined", self.mine_key)
         files, todo = {}, []
         for task in DEFAULT_TASKS:
@@ -208,14 +223,17 @@ class Pipeline:
         )
         method = self.config.mine.get("method", "bm25")
         embedder = None
-        if method == "dense":
+        # The base encoder searches (dense mining) and guards against false negatives (guard_margin).
+        if method == "dense" or settings.guard_margin is not None:
             from llm_embedder.models.embedder import Embedder
 
             embedder = Embedder.from_pretrained(self.config.encoder)
         for task, source, corpus_file in todo:
             corpus = Corpus.from_jsonl(corpus_file, KEY_TEMPLATES.get(task, "{text}"))
-            searcher = Searcher.build(corpus, method, task=task, embedder=embedder)
-            n = mine_file(searcher, source, files[task], settings, show_progress=False)
+            searcher = Searcher.build(corpus, method, task=task, embedder=embedder if method == "dense" else None)
+            n = mine_file(
+                searcher, source, files[task], settings, show_progress=False, guard_embedder=embedder, task=task
+            )
             print(f"      {task}: {n} queries")
         _done(started)
         return files
@@ -337,7 +355,12 @@ class Pipeline:
             for key, value in changes.items():
                 settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else value
             config = TrainConfig(**settings)
-            key = {**self.score_key, "train": config.to_dict(), "files": files_digest(train_files.values())}
+            key = {
+                **self.score_key,
+                "train": config.to_dict(),
+                "files": files_digest(train_files.values()),
+                "train_code": code_digest(*TRAINING_CODE),
+            }
             self.model_versions[name] = _digest(_without_output_dir(key))
             twin = self._trained_twin(key)
             if twin is not None:  # e.g. the variant --select chose: the same run, not made twice

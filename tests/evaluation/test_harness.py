@@ -272,6 +272,20 @@ def test_resume_runs_only_the_missing_cells(full_run, grid, data_dir, eval_lm_di
     assert calls == []
 
 
+def test_changed_evaluation_code_runs_every_cell_again(full_run, grid, data_dir, eval_lm_dir, tmp_path, monkeypatch):
+    out, _ = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    evaluators = build_evaluators(data_dir, ["chat"])
+    calls = count_runs(evaluators)
+    run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)
+    assert calls == []  # same code: every cell is reused
+    # As if an evaluator had been fixed: the digest of the evaluation code is another one.
+    monkeypatch.setattr(harness, "EVALUATION_CODE", (*harness.EVALUATION_CODE, "llm_embedder.errors"))
+    run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)
+    assert sorted(calls) == sorted(("msc", spec) for spec in grid)
+
+
 def test_killed_run_keeps_finished_cells_and_rerun_finishes(full_run, grid, data_dir, eval_lm_dir, tmp_path):
     out, board = full_run
     specs, tasks = ["none", "bm25"], ["chat", "lrlm", "tool"]

@@ -12,7 +12,8 @@ are evaluated):
 
 Outputs under ``out``: ``cells/<evaluator>__<retriever>.json`` (metrics, and the key of what they
 were made from: data files' bytes, limit and evaluator options, the LM's weights, the retriever's
-model fingerprint; a cell is run again unless its key matches), ``details/...jsonl`` (per example),
+model fingerprint, the evaluation code and library versions; a cell is run again unless its key
+matches), ``details/...jsonl`` (per example),
 ``cache/`` (corpus embeddings per model and task), and ``leaderboard.{md,json,png}``.
 
 Each number comes with a 95% bootstrap interval over the test examples, and each row is compared with
@@ -42,7 +43,7 @@ from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
 from llm_embedder.fileio import iter_jsonl, read_jsonl, write_json, write_jsonl
-from llm_embedder.fingerprint import file_digest, files_digest, settings_digest, weights_digest
+from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest, weights_digest
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
 Builder = Callable[[Path, int | None], Any]
@@ -155,6 +156,8 @@ def build_evaluators(
 
 
 VERSIONS_FILE = "versions.json"
+# The code a cell's numbers come from: a fixed evaluator, LM wrapper or retriever runs its cells again.
+EVALUATION_CODE = ("llm_embedder.evaluation", "llm_embedder.models", "llm_embedder.retrieval", "llm_embedder.tasks")
 
 
 def _slug(text: str) -> str:
@@ -201,6 +204,7 @@ def run_grid(
         lm = CausalLM.from_pretrained(lm_name, device=device, dtype=lm_dtype)
         lm_key = {"weights": weights_digest(lm.model), "dtype": str(next(lm.model.parameters()).dtype)}
     data_keys = {id(e): _evaluator_key(e) for e in evaluators}
+    code = code_digest(*EVALUATION_CODE)
     bar = tqdm(total=len(evaluators) * len(retriever_specs), desc="eval", unit="cell", disable=not show_progress)
     for spec in retriever_specs:
         # one model in memory at a time
@@ -212,6 +216,7 @@ def run_grid(
                     "data": data_keys[id(evaluator)],
                     "retriever": getattr(retriever, "fingerprint", spec),
                     "lm": lm_key if _needs_lm(evaluator) else None,
+                    "code": code,
                 }
             )
             file = cells_dir / _cell_name(evaluator, spec)

@@ -32,8 +32,6 @@ split whole articles, tool splits by gold function and chat by conversation.  Th
 appears in one rename when everything is written.
 """
 
-from pathlib import Path
-
 from llm_embedder.data.demo.build import build_demo
 from llm_embedder.data.demo.common import LAYOUT_VERSION, SIZES, DemoSize
 from llm_embedder.data.demo.sources import SOURCES, MissingSourceError, locate_sources, source_versions
@@ -41,9 +39,9 @@ from llm_embedder.data.demo.sources import SOURCES, MissingSourceError, locate_s
 
 def builder_digest() -> str:
     """A digest of this package's code: what a cached build depends on besides seed, size and sources."""
-    from llm_embedder.fingerprint import files_digest
+    from llm_embedder.fingerprint import code_digest
 
-    return files_digest(sorted(Path(__file__).parent.glob("*.py")))
+    return code_digest(__name__)
 
 
 __all__ = [
