@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/encode.py
 	$(BIN)/python benchmarks/score.py
 	$(BIN)/python benchmarks/eval.py
+	$(BIN)/python benchmarks/generate.py
 	$(BIN)/python benchmarks/train.py
 
 clean:

@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n  {'prompts':<24} {'n':>4} {'baseline s':>11} {'ours s':>8} {'ratio':>6} {'differ':>7}")
     totals = [0.0, 0.0]
     for evaluator, (prompts, max_new) in zip(evaluators, recorder.prompts, strict=True):
+        if not prompts:  # e.g. --limit keeps only ICL's classification records
+            print(f"  {evaluator.name:<24} no generation prompts")
+            continue
         start = time.perf_counter()
         full = [t.split("\n")[0] for t in lm.generate(prompts, max_new_tokens=max_new, stop="")]
         base_s = time.perf_counter() - start
