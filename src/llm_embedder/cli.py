@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from textwrap import shorten
 
+from llm_embedder.commands import adapt as adapt_command
 from llm_embedder.errors import InputError
 
 log = logging.getLogger("llm_embedder")
@@ -653,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=8192, help="inputs waiting at most; beyond: 429")
     _add_model_args(p)
     p.set_defaults(func=cmd_serve)
+
+    adapt_command.register(sub)
 
     p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
     p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")

@@ -161,7 +161,7 @@ class Pipeline:
         self.show_progress = show_progress
         self.work = Path(config.work_dir)
         # What each stage's output depends on, upstream stages included.
-        self.data_key = {"size": config.data.get("size", "small"), "seed": config.data.get("seed", 0)}
+        self.data_key = self.data_identity()
         self.mine_key = {"data": self.data_key, "mine": config.mine}
         self.score_key = {
             **self.mine_key,
@@ -173,6 +173,14 @@ class Pipeline:
         self.model_versions: dict[str, str] = {}  # trained model name -> digest of its settings
 
     # ------------------------------------------------------------------ 1. data
+    def data_identity(self) -> dict[str, Any]:
+        """What the data stage's output depends on (keys every later stage's cache)."""
+        return {"size": self.config.data.get("size", "small"), "seed": self.config.data.get("seed", 0)}
+
+    def check_folder(self, data: Path) -> Path:
+        """The out-of-domain evaluation folder that selection must stay level on (never trained on)."""
+        return data / "ood"
+
     def build_data(self) -> Path:
         from llm_embedder.data.demo import build_demo, builder_digest, source_versions
 
@@ -428,7 +436,7 @@ class Pipeline:
         Nothing here reads a test split.  Prints both grids and the pick (:mod:`llm_embedder.selection`)
         and writes ``select/selection.json``; the recipe's ``train`` settings are then set from it by hand.
         """
-        from llm_embedder.selection import choose, mean_score, relative_scores
+        from llm_embedder.selection import mean_score, relative_scores
 
         settings = self.config.select
         variants = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in settings.get("variants", [])}
@@ -443,16 +451,17 @@ class Pipeline:
         specs = [f"base=dense:{self.config.encoder}", *(f"{n}=dense:{p}" for n, p in models.items())]
         versions = {f"{n}=dense:{p}": self.model_versions[n] for n, p in models.items()}
         boards = {}
-        for split in ("dev", "ood"):
+        for split, folder in (("dev", data / "dev"), ("ood", self.check_folder(data))):
             out = self.work / "select" / f"eval-{split}"
-            boards[split] = self._grid(data / split, out, specs, settings.get(f"{split}_evaluators"), versions)
+            boards[split] = self._grid(folder, out, specs, settings.get(f"{split}_evaluators"), versions)
         relative = {split: relative_scores(board, "base") for split, board in boards.items()}
         scores = {
             n: {split: mean_score(relative[split][spec]) for split in boards}
             for n, spec in zip(["base", *models], specs, strict=True)
         }
-        result = choose({n: s for n, s in scores.items() if n != "base"}, float(settings.get("ood_floor", 1.0)))
+        result = self.choose({n: s for n, s in scores.items() if n != "base"})
         result["relative"] = relative
+        result["models"] = {name: str(path) for name, path in models.items()}
         write_json(self.work / "select" / "selection.json", result)
         for split in boards:
             print(f"\n{split} split:")
@@ -462,6 +471,12 @@ class Pipeline:
             print(f"  {name}: " + ", ".join("-" if v is None else f"{v:.3f}" for v in s.values()))
         print(f"chosen: {result['chosen']} ({result['rule']})")
         return result
+
+    def choose(self, scores: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+        """The selection rule (:func:`llm_embedder.selection.choose`) over ``{name: {"dev", "ood"}}``."""
+        from llm_embedder.selection import choose
+
+        return choose(scores, float(self.config.select.get("ood_floor", 1.0)))
 
     def _grid(self, data_dir: Path, out: Path, specs: list[str], names: list[str] | None, versions: dict[str, str]):
         """One evaluation grid on ``data_dir``, restricted to the evaluators ``names`` (default: all present)."""

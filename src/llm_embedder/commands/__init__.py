@@ -1,0 +1,1 @@
+"""One module per CLI command: its parser next to its handler (``register(subparsers)``)."""

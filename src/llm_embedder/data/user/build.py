@@ -1,0 +1,301 @@
+"""Training and dev data from a user's own files, in the layout the pipeline's later stages read.
+
+Per need (each optional):
+
+- knowledge (``qa``): the LLM writes questions for each corpus passage (:mod:`llm_embedder.data.generate`,
+  consistency-filtered) and extracts a short answer; the passage is the positive, the answer is what the
+  reward scores.  Negatives are mined later from ``corpus/qa.jsonl``;
+- tools (``tool``): the LLM writes requests each tool serves; the tool is the positive;
+- memory (``chat``): a later user turn is the query, the assistant's reply the answer, the conversation's
+  earlier exchanges the candidates;
+- documents (``lrlm``): a chunk is the query, the next chunk the answer, earlier chunks the candidates;
+- examples (``icl``): an example's input is the query, its output the answer, the examples BM25 finds
+  nearest (itself excluded) the candidates.
+
+The dev split holds out whole sources (documents, tools, conversations), never single queries, and
+the training corpora hold no dev key: dev keys are neither mined as negatives nor scored.  Layout:
+``train/<task>.json``, ``corpus/<task>.jsonl`` (training keys only), ``dev/`` (the evaluation layout:
+``qa/retrieval``, ``tool/toolbench``, ``chat/msc``), ``generation.json`` and ``GENERATED.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from llm_embedder.data.generate import GenerationSettings, split_by_source, write_answers, write_queries
+from llm_embedder.data.tool_text import render_function
+from llm_embedder.data.user.readers import (
+    chunk_passages,
+    read_conversations,
+    read_corpus,
+    read_documents,
+    read_examples,
+    read_tools,
+)
+from llm_embedder.errors import InputError
+from llm_embedder.fileio import atomic_path, write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from llm_embedder.models.lm import CausalLM
+
+INPUT_KINDS = ("corpus", "tools", "conversations", "documents", "examples", "queries")
+LRLM_CHUNK_WORDS = 80
+"""A long document is cut into chunks of about this many words (at paragraph ends where possible)."""
+
+
+@dataclass(frozen=True)
+class UserInputs:
+    corpus: str | None = None
+    tools: str | None = None
+    conversations: str | None = None
+    documents: str | None = None
+    examples: str | None = None
+    queries: str | None = None
+    """Labelled queries in the released format (``query``, ``pos``, ``task``, ...), used as they are."""
+
+    def given(self) -> dict[str, str]:
+        return {k: v for k in INPUT_KINDS if (v := getattr(self, k))}
+
+
+@dataclass(frozen=True)
+class UserDataSettings:
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    dev_share: float = 0.2
+    """Share of the sources (documents, tools, conversations) held out for dev."""
+    candidates: int = 4
+    """Candidates per query for the self-supervised needs (chat history, earlier chunks, examples)."""
+    per_source: int = 6
+    """At most this many chat / long-document records per conversation or document."""
+    seed: int = 0
+
+
+def _write_eval(out: Path, folder: str, test: list[dict[str, Any]], corpus: list[dict[str, Any]] | None) -> None:
+    write_jsonl(out / folder / "test.json", test)
+    if corpus is not None:
+        write_jsonl(out / folder / "corpus.json", corpus)
+
+
+def _knowledge(lm, path, settings, out: Path, report: dict[str, Any], show_progress: bool) -> list[dict]:
+    passages = read_corpus(path)
+    keys = [f"{p.title} {p.text}".strip() for p in passages]
+    made = write_queries(lm, keys, settings.generation, "question", show_progress)
+    answers = write_answers(
+        lm, made.queries, [keys[i] for i in made.sources], settings.generation, show_progress=show_progress
+    )
+    dev_docs = split_by_source([p.doc for p in passages], settings.dev_share, settings.seed)
+    train, dev, counts = [], [], Counter(made.counts)
+    for query, source, answer in zip(made.queries, made.sources, answers, strict=True):
+        if not answer:
+            counts["dropped: no answer"] += 1
+            continue
+        if passages[source].doc in dev_docs:
+            dev.append({"query": query, "pos_index": [source], "cluster": passages[source].doc})
+        else:
+            train.append({"query": query, "pos": [keys[source]], "answers": [answer], "task": "qa"})
+    counts["kept"], counts["train"], counts["dev"] = len(train) + len(dev), len(train), len(dev)
+    write_jsonl(
+        out / "corpus" / "qa.jsonl",
+        ({"title": p.title, "text": p.text} for p in passages if p.doc not in dev_docs),
+    )
+    if dev:
+        _write_eval(out / "dev", "qa/retrieval", dev, [{"title": p.title, "text": p.text} for p in passages])
+    report["qa"] = {
+        "source": str(path),
+        "passages": len(passages),
+        "documents": len({p.doc for p in passages}),
+        "counts": dict(counts),
+        "dropped_samples": made.dropped_samples,
+        "sample": [r | {"source": r["pos"][0][:300]} for r in train[:5]],
+    }
+    return train
+
+
+def _tools(lm, path, settings, out: Path, report: dict[str, Any], show_progress: bool) -> list[dict]:
+    tools = read_tools(path)
+    keys = [render_function(t.definition) for t in tools]
+    made = write_queries(lm, keys, settings.generation, "request", show_progress)
+    dev_tools = split_by_source([t.name for t in tools], settings.dev_share, settings.seed)
+    train, dev = [], []
+    for query, source in zip(made.queries, made.sources, strict=True):
+        if tools[source].name in dev_tools:
+            dev.append({"query": query, "pos_index": [source], "cluster": tools[source].name})
+        else:
+            train.append({"query": query, "pos": [keys[source]], "task": "tool"})
+    write_jsonl(
+        out / "corpus" / "tool.jsonl",
+        ({"text": k} for t, k in zip(tools, keys, strict=True) if t.name not in dev_tools),
+    )
+    if dev:
+        _write_eval(out / "dev", "tool/toolbench", dev, [{"text": k} for k in keys])
+    report["tool"] = {
+        "source": str(path),
+        "tools": len(tools),
+        "counts": dict(made.counts) | {"train": len(train), "dev": len(dev)},
+        "dropped_samples": made.dropped_samples,
+        "sample": [r | {"tool": r["pos"][0][:200]} for r in train[:5]],
+    }
+    return train
+
+
+def _chat(path, settings: UserDataSettings, out: Path, report: dict[str, Any]) -> list[dict]:
+    chats = read_conversations(path)
+    dev_ids = split_by_source([c.id for c in chats], settings.dev_share, settings.seed)
+    train, dev, skipped = [], [], 0
+    for chat in chats:
+        pairs, records = [], []
+        turns = chat.turns
+        for i in range(len(turns) - 1):
+            (role, text), (next_role, reply) = turns[i], turns[i + 1]
+            if role != "user" or next_role != "assistant":
+                continue
+            if pairs and len(text.split()) >= 3:
+                records.append({"query": text, "answers": [reply], "history": list(pairs), "conversation": chat.id})
+            pairs.append(f"Speaker 1: {text}\nSpeaker 2: {reply}")
+        if not records:
+            skipped += 1
+        records = records[-settings.per_source :]  # the latest turns: the longest memories
+        (dev if chat.id in dev_ids else train).extend(records)
+    if dev:
+        _write_eval(out / "dev", "chat/msc", [r | {"query_id": i} for i, r in enumerate(dev)], None)
+    report["chat"] = {
+        "source": str(path),
+        "conversations": len(chats),
+        "counts": {"train": len(train), "dev": len(dev), "conversations without a later user turn": skipped},
+        "sample": [{"query": r["query"], "answer": r["answers"][0], "history": len(r["history"])} for r in train[:3]],
+    }
+    return [r | {"task": "chat", "query_id": i} for i, r in enumerate(train)]
+
+
+def _lrlm(path, settings: UserDataSettings, report: dict[str, Any]) -> list[dict]:
+    docs = read_documents(path)
+    rng = np.random.default_rng(settings.seed)
+    k, train = settings.candidates, []
+    for doc in docs:
+        chunks = chunk_passages(doc.text, LRLM_CHUNK_WORDS)
+        positions = list(range(2, len(chunks) - 1))  # an earlier chunk besides the previous one; a next one
+        for i in sorted(rng.permutation(positions)[: settings.per_source].tolist()):
+            earlier = sorted(rng.choice(i - 1, min(k, i - 1), replace=False).tolist())
+            train.append(
+                {
+                    "query": chunks[i],
+                    "answers": [chunks[i + 1]],
+                    "pos": [],
+                    "neg": [chunks[j] for j in earlier],
+                    "context": "",
+                    "task": "lrlm",
+                    "title": doc.title,
+                }
+            )
+    report["lrlm"] = {
+        "source": str(path),
+        "documents": len(docs),
+        "counts": {
+            "train": len(train),
+            "documents too short (under 4 chunks)": sum(
+                len(chunk_passages(d.text, LRLM_CHUNK_WORDS)) < 4 for d in docs
+            ),
+        },
+    }
+    return train
+
+
+def _icl(path, settings: UserDataSettings, report: dict[str, Any]) -> list[dict]:
+    from llm_embedder.retrieval.bm25 import BM25Index
+
+    examples = read_examples(path)
+    texts = [f"{e.input}\n{e.output}" for e in examples]
+    index = BM25Index()
+    index.add(texts)
+    k = min(settings.candidates, len(examples) - 1)
+    ids, _ = index.search([e.input for e in examples], k + 1)
+    train = []
+    for i, (example, row) in enumerate(zip(examples, ids, strict=True)):
+        others = [int(j) for j in row.tolist() if int(j) != i and j >= 0][:k]
+        train.append(
+            {
+                "query": example.input,
+                "answers": [example.output],
+                "pos": [],
+                "neg": [texts[j] for j in others],
+                "task": "icl",
+            }
+        )
+    report["icl"] = {"source": str(path), "examples": len(examples), "counts": {"train": len(train)}}
+    return train
+
+
+def _queries(path, report: dict[str, Any]) -> dict[str, list[dict]]:
+    from llm_embedder.fileio import iter_jsonl
+    from llm_embedder.tasks import DEFAULT_TASKS
+
+    by_task: dict[str, list[dict]] = {}
+    for line, record in iter_jsonl(path):
+        task = record.get("task")
+        if task not in DEFAULT_TASKS:
+            raise InputError(path, line, "task", f"expected one of {', '.join(DEFAULT_TASKS)}")
+        if not isinstance(record.get("query"), str) or not record["query"].strip():
+            raise InputError(path, line, "query", "expected a non-empty string")
+        by_task.setdefault(task, []).append(record)
+    report["queries"] = {"source": str(path), "counts": {t: len(r) for t, r in by_task.items()}}
+    return by_task
+
+
+def build_user_data(
+    inputs: UserInputs,
+    out: str | Path,
+    lm: CausalLM | None,
+    settings: UserDataSettings = UserDataSettings(),
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Write the data folder ``out`` (whole: built beside it and renamed when complete); return the report."""
+    given = inputs.given()
+    if not given:
+        raise InputError(None, None, None, f"adapt needs at least one input: --{', --'.join(INPUT_KINDS)}")
+    needs_lm = inputs.corpus or inputs.tools
+    if needs_lm and lm is None:
+        raise ValueError("writing questions and tool requests needs the LLM")
+    report: dict[str, Any] = {}
+    with atomic_path(out, is_dir=True) as tmp:
+        train: dict[str, list[dict]] = {}
+        if inputs.corpus:
+            train["qa"] = _knowledge(lm, inputs.corpus, settings, tmp, report, show_progress)
+        if inputs.tools:
+            train["tool"] = _tools(lm, inputs.tools, settings, tmp, report, show_progress)
+        if inputs.conversations:
+            train["chat"] = _chat(inputs.conversations, settings, tmp, report)
+        if inputs.documents:
+            train["lrlm"] = _lrlm(inputs.documents, settings, report)
+        if inputs.examples:
+            train["icl"] = _icl(inputs.examples, settings, report)
+        if inputs.queries:
+            for task, records in _queries(inputs.queries, report).items():
+                train.setdefault(task, []).extend(records)
+        for task, records in train.items():
+            if records:
+                write_jsonl(tmp / "train" / f"{task}.json", records)
+        if not any(train.values()):
+            raise InputError(None, None, None, "no training query could be made from the inputs (see the counts above)")
+        write_json(tmp / "generation.json", report)
+        (tmp / "GENERATED.md").write_text(generated_markdown(report), encoding="utf-8")
+    return report
+
+
+def generated_markdown(report: dict[str, Any]) -> str:
+    """What was generated and kept, per need, with samples: the file a user reads before trusting it."""
+    lines = ["# What `adapt` made from your data", ""]
+    for task, part in report.items():
+        lines += [f"## {task} (from `{part.get('source')}`)", ""]
+        lines += [f"- {what}: {n}" for what, n in part.get("counts", {}).items()]
+        for record in part.get("sample", [])[:3]:
+            lines += ["", "```json", json.dumps(record, ensure_ascii=False, indent=1)[:800], "```"]
+        for reason, samples in part.get("dropped_samples", {}).items():
+            lines += ["", f"Dropped as {reason}, for example:"]
+            lines += [f"- {s['query']!r}" for s in samples[:3]]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""Query writing: the prompts, the cleaning, the consistency filter and the dev split by source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llm_embedder.data.generate import (
+    QUESTION_SHOTS,
+    GenerationSettings,
+    clean_query,
+    consistent,
+    question_prompt,
+    request_prompt,
+    split_by_source,
+    write_queries,
+)
+
+KEYS = [
+    "The capital of France is Paris, on the river Seine.",
+    "Photosynthesis turns light, water and carbon dioxide into sugar in plant leaves.",
+    "The Pacific is the largest and deepest ocean on Earth.",
+]
+
+
+class ScriptedLM:
+    """Stands in for the LLM's greedy generation: each prompt's answer comes from ``reply(prompt)``."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.calls = 0
+
+    def generate(self, prompts, max_new_tokens=32, stop="\n", batch_size=8):
+        self.calls += 1
+        return [self.reply(p) for p in prompts]
+
+
+def _last_key(prompt: str) -> str:
+    return prompt.rsplit("Passage: ", 1)[-1].split("\n")[0]
+
+
+def test_prompts_end_with_the_key_and_vary_their_demonstrations():
+    first, second = question_prompt(KEYS[0], 0), question_prompt(KEYS[0], 1)
+    assert first.endswith(f"Passage: {KEYS[0]}\nQuestion:") and first != second
+    assert first.count("Question:") == 3  # two demonstrations, then the open slot
+    assert request_prompt("get_time, Current time", 2).endswith("Tool: get_time, Current time\nUser request:")
+
+
+@pytest.mark.parametrize(
+    ("text", "question", "expected"),
+    [
+        ("  What is the capital of France? It is Paris.", True, "What is the capital of France?"),
+        ('"Where is it?"', True, "Where is it?"),
+        ("Paris is the capital", True, None),  # no question mark
+        ("Why?", True, None),  # too short
+        (QUESTION_SHOTS[0][1], True, None),  # a copy of a demonstration
+        ("Book me a table for two tonight", False, "Book me a table for two tonight"),
+        ('get_x, required_params: [{"name": "a"}]', False, None),  # a copy of the tool's rendering
+    ],
+)
+def test_clean_query(text, question, expected):
+    assert clean_query(text, question) == expected
+
+
+def test_consistency_filter_by_hand():
+    queries = [
+        "Which river runs through Paris?",
+        "What does photosynthesis make in leaves?",
+        "What is the capital of France?",
+    ]
+    # the third query was written for the ocean passage: BM25's top 1 is the France passage, so it fails
+    assert consistent(queries, [0, 1, 2], KEYS, top_k=1) == [True, True, False]
+    # no word in common with the ocean passage: BM25 never returns it, however deep the filter looks
+    assert consistent(queries, [0, 1, 2], KEYS, top_k=3) == [True, True, False]
+    assert consistent(["Which ocean is the capital of France?"], [2], KEYS, top_k=1) == [False]
+    assert consistent(["Which ocean is the capital of France?"], [2], KEYS, top_k=2) == [True]
+    assert consistent(queries, [0, 1, 2], KEYS, top_k=0) == [True, True, True]
+
+
+def test_write_queries_counts_every_drop_and_keeps_sources():
+    replies = {
+        KEYS[0]: " What is the capital of France?",
+        KEYS[1]: " Not a question",
+        KEYS[2]: " What is the capital of France?",
+    }
+    lm = ScriptedLM(lambda p: replies[_last_key(p)])
+    made = write_queries(lm, KEYS, GenerationSettings(per_key=2, filter_top_k=1), "question")
+    assert made.queries == ["What is the capital of France?"] and made.sources == [0]
+    assert made.counts == {"written": 6, "dropped: malformed": 2, "dropped: duplicate": 3, "kept": 1}
+    assert made.dropped_samples["malformed"][0]["query"] == "Not a question"
+
+
+def test_dev_split_holds_out_whole_sources_never_all():
+    sources = [f"doc{i % 7}" for i in range(40)]
+    dev = split_by_source(sources, 0.3, seed=1)
+    assert len(dev) == 2 and dev < set(sources)
+    assert dev == split_by_source(list(reversed(sources)), 0.3, seed=1)  # the order of queries does not matter
+    assert split_by_source(["only"], 0.5, 0) == set()
+    assert len(split_by_source(["a", "b"], 0.99, 0)) == 1
+    assert split_by_source(["a", "b"], 0.0, 0) == set()
+
+
+def test_dev_share_over_many_seeds_is_the_rounded_share():
+    sizes = {len(split_by_source([str(i) for i in range(10)], 0.2, seed)) for seed in range(20)}
+    assert sizes == {2}
+    picks = np.array([sorted(split_by_source([str(i) for i in range(10)], 0.2, s)) for s in range(200)]).ravel()
+    assert len(set(picks.tolist())) == 10  # every source can be held out
