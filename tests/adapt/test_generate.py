@@ -105,3 +105,11 @@ def test_dev_share_over_many_seeds_is_the_rounded_share():
     assert sizes == {2}
     picks = np.array([sorted(split_by_source([str(i) for i in range(10)], 0.2, s)) for s in range(200)]).ravel()
     assert len(set(picks.tolist())) == 10  # every source can be held out
+
+
+def test_max_keys_writes_for_a_seeded_sample_but_filters_against_every_key():
+    lm = ScriptedLM(lambda p: f" What does {_last_key(p).split()[1]} mean here?")
+    made = write_queries(lm, KEYS, GenerationSettings(per_key=1, filter_top_k=1, max_keys=2), "question", seed=3)
+    again = write_queries(lm, KEYS, GenerationSettings(per_key=1, filter_top_k=1, max_keys=2), "question", seed=3)
+    assert made.counts["written"] == 2 and made.sources == again.sources
+    assert len(set(made.sources)) == len(made.sources) <= 2

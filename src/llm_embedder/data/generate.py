@@ -83,12 +83,17 @@ class GenerationSettings:
     """Consistency filter: keep a query whose key BM25 ranks within this many (0: no filter)."""
     max_new_tokens: int = 40
     batch_size: int = 16
+    max_keys: int | None = None
+    """Write queries for at most this many keys (a seeded sample; none: all).  The other keys still
+    count in the consistency filter and, for passages, as negatives."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.per_key <= 16:
             raise ValueError(f"per_key must be 1-16, got {self.per_key}")
         if self.filter_top_k < 0:
             raise ValueError(f"filter_top_k must be 0 (off) or more, got {self.filter_top_k}")
+        if self.max_keys is not None and self.max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1 (or none for all), got {self.max_keys}")
 
 
 @dataclass
@@ -164,12 +169,17 @@ def write_queries(
     settings: GenerationSettings,
     kind: str,
     show_progress: bool = False,
+    seed: int = 0,
 ) -> Generated:
     """``settings.per_key`` queries for each key (``kind``: ``question`` for passages, ``request`` for
-    tools), cleaned, deduplicated and filtered for consistency."""
+    tools; at most ``settings.max_keys`` keys, a sample seeded by ``seed``), cleaned, deduplicated and
+    filtered for consistency against all keys."""
     question = kind == "question"
     make = question_prompt if question else request_prompt
-    jobs = [(i, v) for i in range(len(keys)) for v in range(settings.per_key)]
+    chosen = range(len(keys))
+    if settings.max_keys is not None and settings.max_keys < len(keys):
+        chosen = sorted(np.random.default_rng(seed).permutation(len(keys))[: settings.max_keys].tolist())
+    jobs = [(i, v) for i in chosen for v in range(settings.per_key)]
     prompts = [make(keys[i], v) for i, v in jobs]
     texts = _generate(lm, prompts, settings, show_progress, f"writing {kind}s")
     out = Generated()

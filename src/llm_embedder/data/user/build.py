@@ -84,7 +84,7 @@ def _write_eval(out: Path, folder: str, test: list[dict[str, Any]], corpus: list
 def _knowledge(lm, path, settings, out: Path, report: dict[str, Any], show_progress: bool) -> list[dict]:
     passages = read_corpus(path)
     keys = [f"{p.title} {p.text}".strip() for p in passages]
-    made = write_queries(lm, keys, settings.generation, "question", show_progress)
+    made = write_queries(lm, keys, settings.generation, "question", show_progress, settings.seed)
     answers = write_answers(
         lm, made.queries, [keys[i] for i in made.sources], settings.generation, show_progress=show_progress
     )
@@ -119,7 +119,7 @@ def _knowledge(lm, path, settings, out: Path, report: dict[str, Any], show_progr
 def _tools(lm, path, settings, out: Path, report: dict[str, Any], show_progress: bool) -> list[dict]:
     tools = read_tools(path)
     keys = [render_function(t.definition) for t in tools]
-    made = write_queries(lm, keys, settings.generation, "request", show_progress)
+    made = write_queries(lm, keys, settings.generation, "request", show_progress, settings.seed)
     dev_tools = split_by_source([t.name for t in tools], settings.dev_share, settings.seed)
     train, dev = [], []
     for query, source in zip(made.queries, made.sources, strict=True):
