@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-quick test lint bench clean
+.PHONY: setup demo demo-quick adapt-demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ demo: setup
 demo-quick: setup
 	$(BIN)/llm-embedder run recipes/demo.yaml --quick
 
+# `adapt` on the small shipped example (data/adapt-example): minutes on 2 cores, then its report.
+ADAPT_EXAMPLE := data/adapt-example
+adapt-demo: setup
+	$(BIN)/llm-embedder adapt --quick --corpus $(ADAPT_EXAMPLE)/corpus --tools $(ADAPT_EXAMPLE)/tools.json \
+		--conversations $(ADAPT_EXAMPLE)/chats.jsonl --documents $(ADAPT_EXAMPLE)/books \
+		--examples $(ADAPT_EXAMPLE)/examples.jsonl --out runs/adapt-demo/model --work-dir runs/adapt-demo/work
+	cat runs/adapt-demo/model/report.md
+
 test: setup lint
 	$(BIN)/pytest -q
 
@@ -39,6 +47,7 @@ bench: setup
 	$(BIN)/python benchmarks/score.py
 	$(BIN)/python benchmarks/eval.py
 	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/generate_queries.py
 	$(BIN)/python benchmarks/train.py
 
 clean:
