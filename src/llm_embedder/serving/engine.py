@@ -161,7 +161,8 @@ class Engine:
 
     Use as a context manager (or ``start()``/``stop()``); :meth:`embed` is the blocking call a
     Python user makes, :meth:`prepare` + :meth:`submit` the two halves the HTTP layer uses.
-    ``tokenizer_workers``: how many callers tokenise at once (each with its own tokenizer copy).
+    ``tokenizer_workers``: how many callers tokenise at once (each with its own tokenizer copy);
+    ``model_name``: what was loaded (a zoo name, folder or hub id), recorded by the collections it fills.
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class Engine:
         max_queue_inputs: int = DEFAULT_MAX_QUEUE_INPUTS,
         metrics: EngineMetrics | None = None,
         tokenizer_workers: int | None = None,
+        model_name: str = "",
     ):
         if max_batch_tokens < 1 or max_queue_inputs < 1:
             raise ValueError("max_batch_tokens and max_queue_inputs must be positive")
@@ -184,6 +186,7 @@ class Engine:
         self.metrics = metrics
         self.tokenizer_workers = tokenizer_workers
         self.vocab_size = len(embedder.tokenizer)
+        self.model_name = model_name
         # Computed once: the served weights never change while the engine runs.
         self.fingerprint = vectors_fingerprint(embedder)
         # Waiting requests, each with its own cursor: the worker takes from them in turn.
@@ -207,6 +210,12 @@ class Engine:
     @property
     def tasks(self):
         return self.embedder.tasks
+
+    @property
+    def encoder_info(self) -> dict[str, str]:
+        """How this engine makes vectors, as collections record it (to say what differs on a conflict)."""
+        info = {"backend": self.embedder.backend, "dtype": self.embedder.encoding_dtype}
+        return {"model": self.model_name, **info} if self.model_name else info
 
     @property
     def running(self) -> bool:
