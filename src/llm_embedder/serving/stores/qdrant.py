@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from llm_embedder.serving.lock import DataDirLock
 from llm_embedder.serving.stores.base import CollectionSpec, MissingCollection, Record, StoredHit
 
 PREFIX = "llme_"
@@ -30,7 +31,13 @@ def _point_id(key: str) -> str:
 
 class QdrantStore:
     def __init__(self, path: str | None = None, url: str | None = None, **client_options: Any):
-        self.client = QdrantClient(path=path, url=url, **client_options)
+        # Local mode keeps its data in ``path``: one process at a time, as for the SQLite store.
+        self._dir_lock = DataDirLock(path).acquire() if path else None
+        try:
+            self.client = QdrantClient(path=path, url=url, **client_options)
+        except BaseException:
+            self.close_lock()
+            raise
         self._writing = threading.Lock()
         if not self.client.collection_exists(REGISTRY):
             self.client.create_collection(
@@ -122,6 +129,11 @@ class QdrantStore:
 
     def close(self) -> None:
         self.client.close()
+        self.close_lock()
+
+    def close_lock(self) -> None:
+        if self._dir_lock is not None:
+            self._dir_lock.release()
 
 
 def _record(payload: dict[str, Any]) -> Record:

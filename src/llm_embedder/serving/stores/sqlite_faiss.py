@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_embedder.retrieval.dense import DenseIndex
+from llm_embedder.serving.lock import DataDirLock
 from llm_embedder.serving.stores.base import CollectionSpec, MissingCollection, Record, StoredHit
 
 DB_FILE = "collections.sqlite3"
@@ -40,10 +41,19 @@ CREATE INDEX IF NOT EXISTS records_by_session ON records (collection, session, s
 
 
 class SqliteFaissStore:
+    """Holds the data dir's lock (:mod:`~llm_embedder.serving.lock`) from opening to :meth:`close`."""
+
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._dir_lock = DataDirLock(self.data_dir).acquire()
+        try:
+            self._open()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+
+    def _open(self) -> None:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -215,3 +225,4 @@ class SqliteFaissStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._dir_lock.release()
