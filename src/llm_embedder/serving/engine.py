@@ -113,6 +113,12 @@ def vectors_fingerprint(embedder: Any) -> str:
     return embedder_fingerprint(embedder)
 
 
+def encoder_info(embedder: Any, model_name: str = "") -> dict[str, str]:
+    """How an embedder makes vectors, as collections record it (to say what differs on a conflict)."""
+    info = {"backend": embedder.backend, "dtype": embedder.encoding_dtype}
+    return {"model": model_name, **info} if model_name else info
+
+
 def canonical_side(side: str) -> str:
     """``query`` or ``key`` for a side or one of its aliases (``document``, ``search_query`` ...)."""
     try:
@@ -213,9 +219,7 @@ class Engine:
 
     @property
     def encoder_info(self) -> dict[str, str]:
-        """How this engine makes vectors, as collections record it (to say what differs on a conflict)."""
-        info = {"backend": self.embedder.backend, "dtype": self.embedder.encoding_dtype}
-        return {"model": self.model_name, **info} if self.model_name else info
+        return encoder_info(self.embedder, self.model_name)
 
     @property
     def running(self) -> bool:
@@ -309,9 +313,7 @@ class Engine:
         return [Prepared(r, task, side, i in over) for i, r in enumerate(rows)]
 
     @staticmethod
-    def _look(
-        tokenizer: Any, instruction: str, text: str, budget: int, window: int, truncate: str
-    ) -> tuple[str, bool]:
+    def _look(tokenizer: Any, instruction: str, text: str, budget: int, window: int, truncate: str) -> tuple[str, bool]:
         """The part of a long ``text`` that decides its tokens, and whether it is over ``budget``.
 
         Doubling windows from the end that truncation keeps: a 5M-character text is refused or cut after
