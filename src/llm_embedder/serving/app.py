@@ -23,7 +23,15 @@ from starlette.routing import Match
 
 from llm_embedder import __version__
 from llm_embedder.serving.collection_routes import add_collection_routes
-from llm_embedder.serving.engine import SIDE_ALIASES, SIDES, Engine, InputTooLong, canonical_side
+from llm_embedder.serving.engine import (
+    SIDE_ALIASES,
+    SIDES,
+    Engine,
+    EngineStopped,
+    InputTooLong,
+    QueueFull,
+    canonical_side,
+)
 from llm_embedder.serving.gate import Gate, error_body
 from llm_embedder.serving.http import ApiError, call_engine, engine_error, json_response, retry_headers
 from llm_embedder.serving.metrics import ServingMetrics
@@ -188,15 +196,15 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
                 "invalid_dimensions",
                 "dimensions",
             )
-        texts = await call_engine(engine, input_texts, body.input, engine, settings.max_inputs)
+        texts = await call_engine(input_texts, body.input, engine, settings.max_inputs)
         try:
-            items = await call_engine(engine, engine.prepare, texts, task, side, body.truncate)
+            items = await call_engine(engine.prepare, texts, task, side, body.truncate)
         except InputTooLong as exc:
             raise ApiError(400, str(exc), "input_too_long", "input") from None
         try:
             future = engine.submit(items)
-        except Exception as exc:
-            raise engine_error(exc, engine) from None
+        except (QueueFull, EngineStopped) as exc:
+            raise engine_error(exc) from None
         result = await asyncio.wrap_future(future)
         metrics.embedded(task, side, len(texts), result.tokens, result.truncated, time.perf_counter() - began)
         if body.encoding_format == "base64":
@@ -279,7 +287,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
         return Response(metrics.render(), media_type=ServingMetrics.CONTENT_TYPE)
 
     if collections is not None:
-        add_collection_routes(app, collections, engine)
+        add_collection_routes(app, collections)
 
     def observe(scope: dict, status: int, seconds: float) -> None:
         route = scope.get("route")

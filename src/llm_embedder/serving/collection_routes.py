@@ -58,10 +58,10 @@ class Augment(BaseModel):
     assemble: bool = False
 
 
-def add_collection_routes(app: FastAPI, collections: Collections, engine: Any) -> None:
+def add_collection_routes(app: FastAPI, collections: Collections) -> None:
     async def call(func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await call_engine(engine, func, *args, **kwargs)
+            return await call_engine(func, *args, **kwargs)
         except CollectionError as exc:
             raise ApiError(exc.status, str(exc), type(exc).__name__.lower()) from None
 

@@ -34,7 +34,7 @@ def retry_headers(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(max(1, int(seconds)))}
 
 
-def engine_error(exc: Exception, engine: Any) -> ApiError:
+def engine_error(exc: Exception) -> ApiError:
     """429 for a full queue (retry when it should have drained), 503 for a stopped engine."""
     if isinstance(exc, QueueFull):
         return ApiError(429, str(exc), "queue_full", **retry_headers(exc.retry_after_s))
@@ -43,9 +43,9 @@ def engine_error(exc: Exception, engine: Any) -> ApiError:
     raise TypeError(f"not an engine error: {exc!r}")
 
 
-async def call_engine(engine: Any, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+async def call_engine(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``func`` in a worker thread, with the engine's errors answered as HTTP errors."""
     try:
         return await run_in_threadpool(func, *args, **kwargs)
     except (QueueFull, EngineStopped) as exc:
-        raise engine_error(exc, engine) from None
+        raise engine_error(exc) from None
