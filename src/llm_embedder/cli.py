@@ -389,14 +389,23 @@ def cmd_data_build_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from llm_embedder.serving.app import ServeSettings
     from llm_embedder.serving.collections import Collections
-    from llm_embedder.serving.server import read_api_keys, serve_model
+    from llm_embedder.serving.server import model_names, read_api_keys, serve_model, set_threads
     from llm_embedder.serving.stores import open_store
 
     store = open_store(args.store, args.data_dir) if args.data_dir or args.store else None
-    settings = ServeSettings(served_name=args.served_name, model=_model_reference(args.model))
+    settings = ServeSettings(
+        served_name=args.served_name,
+        model=_model_reference(args.model),
+        model_names=model_names(args.model),
+        access_log=args.access_log,
+    )
     settings.api_keys = read_api_keys(args.api_key_file)
+    threads, tokenizer_workers = set_threads(args.threads, args.tokenizer_workers)  # before the model loads
     embedder = _load_embedder(args)
-    print(f"serving {settings.model} as {args.served_name!r} on http://{args.host}:{args.port} (docs at /docs)")
+    print(
+        f"serving {settings.model} as {args.served_name!r} on http://{args.host}:{args.port} (docs at /docs); "
+        f"{embedder.backend} {embedder.encoding_dtype}, {threads} model threads, {tokenizer_workers} tokenizers"
+    )
     serve_model(
         embedder,
         host=args.host,
@@ -404,8 +413,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings=settings,
         max_batch_tokens=args.max_batch_tokens,
         max_queue_inputs=args.max_queue,
+        tokenizer_workers=tokenizer_workers,
         collections_factory=(lambda engine: Collections(store, engine)) if store else None,
     )
+    return 0
+
+
+def cmd_collections_reembed(args: argparse.Namespace) -> int:
+    from llm_embedder.serving.reembed import reembed
+
+    embedder = _load_embedder(args)
+    summary = reembed(args.data_dir, embedder, model_name=_model_reference(args.model), progress=_progress(args))
+    print(summary)
     return 0
 
 
@@ -652,10 +671,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-file", default=None, help="file of API keys, one a line (also: $LLM_EMBEDDER_API_KEYS)")
     p.add_argument("--max-batch-tokens", type=int, default=8192, help="padded tokens per forward pass")
     p.add_argument("--max-queue", type=int, default=8192, help="inputs waiting at most; beyond: 429")
+    p.add_argument(
+        "--threads", type=int, default=None, help="model threads (default: the cores less the tokenizers' share)"
+    )
+    p.add_argument(
+        "--tokenizer-workers", type=int, default=None, help="inputs tokenised at once (default: a quarter of the cores)"
+    )
+    p.add_argument("--access-log", action="store_true", help="log one line per request")
     _add_model_args(p)
     p.set_defaults(func=cmd_serve)
 
     adapt_command.register(sub)
+
+    collections = sub.add_parser("collections", help="manage a serving data dir").add_subparsers(
+        dest="collections_command", required=True
+    )
+    p = collections.add_parser(
+        "reembed",
+        help="re-embed every collection of a data dir with another model (switches only once all is done)",
+        description="Embeds every stored record again with --model (and --backend/--dtype), then switches all "
+        "collections at once; until then the data dir holds the old vectors. Resumable: a rerun embeds only what "
+        "is missing. Runs beside a server on the data dir; the switch waits for it to stop.",
+    )
+    p.add_argument("--data-dir", required=True, help="the folder given to serve --data-dir (SQLite store)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_collections_reembed)
 
     p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
     p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")

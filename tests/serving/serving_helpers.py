@@ -29,3 +29,47 @@ def open_test_store(kind, path):
     from llm_embedder.serving.stores import open_store
 
     return open_store({"sqlite": "sqlite", "qdrant": "qdrant-local"}[kind], str(path))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(*args: str, port: int, timeout: float = 180):
+    """``llm-embedder serve ARGS --port PORT`` as a child process, returned once ``/health`` answers."""
+    import subprocess
+    import time
+
+    import httpx
+    from processes import cli, subprocess_env
+
+    proc = subprocess.Popen(
+        cli("serve", *args, "--port", str(port)),
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+def stop_server(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except Exception:
+        proc.kill()
+        proc.wait()

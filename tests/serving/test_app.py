@@ -82,7 +82,7 @@ def test_auth_and_fingerprint_header(server, engine, tiny_embedder):
         assert response.json()["error"]["code"] == "invalid_api_key"
         assert response.headers[FINGERPRINT_HEADER] == fingerprint
     assert post(server, body, headers={"Authorization": "Bearer other-key"}).status_code == 200
-    for path in ("/info", "/metrics", "/ready", "/v1/tasks", "/docs"):
+    for path in ("/info", "/metrics", "/ready", "/v1/tasks"):
         assert httpx.get(server.url + path).status_code == 401, path
     health = httpx.get(server.url + "/health")
     assert health.status_code == 200 and health.headers[FINGERPRINT_HEADER] == fingerprint

@@ -88,3 +88,117 @@ def test_side_aliases():
     ]
     with pytest.raises(ValueError, match="unknown input_type"):
         canonical_side("answer")
+
+
+# ---------------------------------------------------------------------------- bounded tokenization (issue 23, §4)
+class _Spy:
+    """A tokenizer that records how many characters it was given."""
+
+    def __init__(self, tokenizer, seen):
+        self.tokenizer, self.seen = tokenizer, seen
+
+    def __call__(self, text, *args, **kwargs):
+        self.seen.extend(len(t) for t in ([text] if isinstance(text, str) else text))
+        return self.tokenizer(text, *args, **kwargs)
+
+
+def test_a_huge_input_is_tokenised_only_as_far_as_its_budget(tiny_embedder):
+    from llm_embedder.serving.engine import CHARS_PER_TOKEN
+
+    engine = Engine(tiny_embedder, tokenizer_workers=1)
+    seen = []
+    engine._tokenizers.put(_Spy(engine._tokenizers.get(), seen))
+    huge = LONG * 2000  # 5.4M characters
+    budget = tiny_embedder.tasks["qa"].query_max_length
+    bound = CHARS_PER_TOKEN * (budget + 1) + len(tiny_embedder.tasks["qa"].query_instruction)
+    with pytest.raises(InputTooLong):
+        engine.prepare(["paris", huge], "qa", "query", truncate="error")
+    assert max(seen) <= bound
+    # and the cut is the one the whole text gets: the first (right) or last (left) tokens of LONG
+    for side in ("right", "left"):
+        seen.clear()
+        got = engine.prepare([huge], "qa", "query", truncate=side)[0]
+        assert got.features == engine.prepare([LONG], "qa", "query", truncate=side)[0].features and got.truncated
+        assert max(seen) <= bound
+
+
+def test_a_text_of_few_tokens_in_many_characters_is_looked_at_further(tiny_embedder):
+    engine = Engine(tiny_embedder, tokenizer_workers=1)
+    wide = "x" * 30_000 + " paris"  # one long word: few tokens in many characters, under the budget
+    got = engine.prepare([wide], "qa", "query", truncate="error")[0]
+    expected = tiny_embedder.tokenizer(tiny_embedder.tasks["qa"].query_instruction + wide)["input_ids"]
+    assert got.features["input_ids"] == expected and not got.truncated
+
+
+def test_the_worker_never_waits_for_tokenizers(tiny_embedder):
+    with Engine(tiny_embedder, tokenizer_workers=1) as engine:
+        items = engine.prepare(TEXTS, "qa", "key")
+        with engine.tokenizer():  # every tokenizer busy (as with a huge input being tokenised)
+            vectors = engine.submit(items).result(30).vectors
+    assert min_cosine(vectors, reference(tiny_embedder, TEXTS, "qa", "key")) >= 1 - 1e-6
+
+
+def test_a_small_request_is_not_stuck_behind_a_bulk_one(tiny_embedder):
+    engine = Engine(tiny_embedder, max_batch_tokens=64)
+    entered, release = threading.Event(), threading.Event()
+    forward = engine._forward
+
+    def gated_forward(rows, longest):
+        entered.set()
+        release.wait(10)
+        forward(rows, longest)
+
+    engine._forward = gated_forward
+    finished = []
+    with engine:
+        warm = engine.submit(engine.prepare(["warm up"], "qa", "query"))
+        assert entered.wait(10)
+        bulk = engine.submit(engine.prepare([f"bulk text number {i}" for i in range(200)], "qa", "key"))
+        small = engine.submit(engine.prepare(["paris"], "qa", "query"))
+        bulk.add_done_callback(lambda _: finished.append("bulk"))
+        small.add_done_callback(lambda _: finished.append("small"))
+        release.set()
+        warm.result(10), bulk.result(30), small.result(30)
+    assert finished == ["small", "bulk"]
+
+
+def test_retry_after_is_the_time_to_drain_the_queue(tiny_embedder):
+    engine = Engine(tiny_embedder, max_queue_inputs=10)
+    entered, release = threading.Event(), threading.Event()
+    forward = engine._forward
+    engine._forward = lambda rows, longest: (entered.set(), release.wait(10), forward(rows, longest))
+    with engine:
+        first = engine.submit(engine.prepare(["warm up"], "qa", "query"))
+        assert entered.wait(10)
+        engine.submit(engine.prepare(["a"] * 9, "qa", "key"))
+        engine._rate = 2.0  # inputs per second, as measured from recent batches
+        with pytest.raises(QueueFull) as full:
+            engine.submit(engine.prepare(["b", "c"], "qa", "key"))
+        release.set()
+        first.result(10)
+    assert full.value.retry_after_s == 5  # 9 queued at 2 per second
+
+
+def test_thread_defaults_from_the_core_count():
+    from llm_embedder.serving.engine import default_threads
+
+    assert default_threads(1) == (1, 1)
+    assert default_threads(2) == (1, 1)  # one model thread beside one tokenizer, not two fighting for two cores
+    assert default_threads(16) == (12, 4)
+
+
+def test_serve_threads_options(tiny_encoder_dir):
+    import torch
+
+    from llm_embedder.cli import build_parser
+    from llm_embedder.serving.server import set_threads
+
+    args = build_parser().parse_args(["serve", "--threads", "1", "--tokenizer-workers", "3"])
+    assert (args.threads, args.tokenizer_workers) == (1, 3)
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1, 3) == (1, 3) and torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="must be positive"):
+            set_threads(-1, None)
+    finally:
+        torch.set_num_threads(before)

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from llm_embedder import __version__
+from llm_embedder.serving.collection_routes import add_collection_routes
 from llm_embedder.serving.engine import (
     SIDE_ALIASES,
     SIDES,
@@ -31,10 +33,12 @@ from llm_embedder.serving.engine import (
     canonical_side,
 )
 from llm_embedder.serving.gate import Gate, error_body
+from llm_embedder.serving.http import ApiError, call_engine, engine_error, json_response, retry_headers
 from llm_embedder.serving.metrics import ServingMetrics
 
 MAX_INPUTS = 2048
 MAX_BODY_BYTES = 16 << 20
+access_log = logging.getLogger("llm_embedder.access")
 
 
 @dataclass
@@ -43,27 +47,25 @@ class ServeSettings:
     """The ``model`` clients send; ``<served_name>/<task>.<side>`` picks a task and side."""
     model: str = ""
     """What was loaded (a zoo name, folder or hub id), shown by ``/info``."""
+    model_names: tuple[str, ...] = ()
+    """Other names clients may send for the served model (the ``--model`` given, a folder's basename)."""
     api_keys: tuple[str, ...] = ()
     max_inputs: int = MAX_INPUTS
     max_body_bytes: int = MAX_BODY_BYTES
     default_task: str = "qa"
     default_input_type: str = "query"
-    retry_after_s: int = 1
+    access_log: bool = False
     extra_info: dict[str, Any] = field(default_factory=dict)
 
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None, **headers: str):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
-
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        return JSONResponse(error_body(self.message, kind, self.code, self.param), self.status, headers=self.headers)
+    @property
+    def names(self) -> list[str]:
+        """Every base name a client may send, the served name first."""
+        return list(dict.fromkeys(n for n in (self.served_name, *self.model_names) if n))
 
 
 class EmbeddingRequest(BaseModel):
-    input: str | list[str] | list[int] | list[list[int]]
+    # Strict: JSON true is not the token id 1, nor 3 the text "3".
+    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
@@ -73,21 +75,24 @@ class EmbeddingRequest(BaseModel):
     truncate: Literal["error", "left", "right"] = "error"
 
 
+INPUT_SHAPES = "a string, a list of strings, a list of token ids or a list of lists of token ids"
+
+
 def model_aliases(settings: ServeSettings, engine: Engine) -> list[str]:
-    return [f"{settings.served_name}/{task}.{side}" for task in engine.tasks for side in SIDES]
+    return [f"{name}/{task}.{side}" for name in settings.names for task in engine.tasks for side in SIDES]
 
 
 def resolve_task_side(body: EmbeddingRequest, settings: ServeSettings, engine: Engine) -> tuple[str, str]:
     """The task and side a request asks for: from the model alias, the extension fields, or the defaults."""
     alias_task = alias_side = None
-    if body.model and body.model != settings.served_name:
-        prefix = settings.served_name + "/"
-        alias_task, _, alias_side = body.model.removeprefix(prefix).rpartition(".")
-        if not body.model.startswith(prefix) or alias_task not in engine.tasks or alias_side not in SIDES:
+    if body.model and body.model not in settings.names:
+        base, _, alias = body.model.rpartition("/")
+        alias_task, _, alias_side = alias.rpartition(".")
+        if base not in settings.names or alias_task not in engine.tasks or alias_side not in SIDES:
             raise ApiError(
                 404,
-                f"unknown model {body.model!r}; use {settings.served_name!r} or {settings.served_name}/<task>.<side> "
-                f"(GET /v1/models lists them)",
+                f"unknown model {body.model!r}; use {' or '.join(map(repr, settings.names))}, or "
+                f"{settings.served_name}/<task>.<side> (GET /v1/models lists them)",
                 "model_not_found",
                 "model",
             )
@@ -117,19 +122,40 @@ def input_texts(value: Any, engine: Engine, max_inputs: int) -> list[str]:
         raise ApiError(400, "input must not be empty", "empty_input", "input")
     if len(texts) > max_inputs:
         raise ApiError(400, f"{len(texts)} inputs, at most {max_inputs} per request", "too_many_inputs", "input")
-    vocab = len(engine.embedder.tokenizer)
+    vocab = engine.vocab_size
     decoded = []
     for i, item in enumerate(texts):
+        if not item:  # as OpenAI: an empty string (or token list) has no embedding
+            raise ApiError(400, f"input {i} is empty", "empty_input", "input")
         if isinstance(item, list):
             if any(not 0 <= t < vocab for t in item):
                 raise ApiError(400, f"input {i}: token ids must lie in [0, {vocab})", "invalid_tokens", "input")
-            item = engine.embedder.tokenizer.decode(item, skip_special_tokens=True)
+            item = engine.decode(item)
         decoded.append(item)
     return decoded
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, ensure_ascii=False), status, media_type="application/json")
+def _validation_message(request: Request, exc: RequestValidationError) -> tuple[str, str, str | None]:
+    """One line for a body FastAPI could not take: ``(message, code, param)``."""
+    first = exc.errors()[0] if exc.errors() else {}
+    kind = first.get("type", "")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if kind == "json_invalid":
+        position = loc[0] if loc else "?"
+        reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+        return f"malformed JSON at character {position}: {reason}", "invalid_json", None
+    content_type = request.headers.get("content-type", "")
+    if not loc and "json" not in content_type:
+        return (
+            f"the body must be a JSON object sent as Content-Type: application/json, not {content_type or 'nothing'}",
+            "invalid_content_type",
+            None,
+        )
+    if loc and loc[0] == "input":
+        return f"input must be {INPUT_SHAPES}", "invalid_input", "input"
+    where = ".".join(loc)
+    message = first.get("msg", "invalid request")
+    return (f"{where}: {message}" if where else message), "invalid_request", where or None
 
 
 def create_app(engine: Engine, settings: ServeSettings | None = None, collections: Any = None) -> Any:
@@ -137,7 +163,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
     settings = settings or ServeSettings()
     metrics = ServingMetrics()
     engine.metrics = metrics
-    app = FastAPI(title="llm-embedder", version="1", summary="Task-aware embeddings and retrieval for LLMs")
+    app = FastAPI(title="llm-embedder", version=__version__, summary="Task-aware embeddings and retrieval for LLMs")
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -145,21 +171,18 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
-        return JSONResponse(error_body(message, "invalid_request_error", "invalid_request", where or None), 400)
+        message, code, param = _validation_message(request, exc)
+        return JSONResponse(error_body(message, "invalid_request_error", code, param), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None), exc.status_code)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(getattr(route, "path", "other"), str(response.status_code)).inc()
-        return response
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a bad request: uvicorn logs its traceback; the client gets the shape it parses.
+        message = f"internal error ({type(exc).__name__}); the server log has the details"
+        return JSONResponse(error_body(message, "server_error", "internal_error"), 500)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Response:
@@ -168,16 +191,21 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
         if body.dimensions is not None and body.dimensions != engine.dim:
             raise ApiError(
                 400,
-                f"dimensions={body.dimensions}: this model gives {engine.dim} only",
+                f"dimensions={body.dimensions}: this model gives {engine.dim} only (it is not trained for "
+                "shorter, Matryoshka-style vectors)",
                 "invalid_dimensions",
                 "dimensions",
             )
-        texts = input_texts(body.input, engine, settings.max_inputs)
+        texts = await call_engine(input_texts, body.input, engine, settings.max_inputs)
         try:
-            items = await run_in_threadpool(engine.prepare, texts, task, side, body.truncate)
+            items = await call_engine(engine.prepare, texts, task, side, body.truncate)
         except InputTooLong as exc:
             raise ApiError(400, str(exc), "input_too_long", "input") from None
-        result = await asyncio.wrap_future(_submit(engine, items, settings))
+        try:
+            future = engine.submit(items)
+        except (QueueFull, EngineStopped) as exc:
+            raise engine_error(exc) from None
+        result = await asyncio.wrap_future(future)
         metrics.embedded(task, side, len(texts), result.tokens, result.truncated, time.perf_counter() - began)
         if body.encoding_format == "base64":
             vectors: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in result.vectors]
@@ -186,12 +214,12 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens, "truncated_inputs": result.truncated}
         model = body.model or settings.served_name
-        return _json({"object": "list", "data": data, "model": model, "usage": usage})
+        return json_response({"object": "list", "data": data, "model": model, "usage": usage})
 
     @app.get("/v1/models")
     async def models() -> Response:
-        names = [settings.served_name, *model_aliases(settings, engine)]
-        return _json(
+        names = [*settings.names, *model_aliases(settings, engine)]
+        return json_response(
             {
                 "object": "list",
                 "data": [{"id": n, "object": "model", "created": 0, "owned_by": "llm-embedder"} for n in names],
@@ -205,15 +233,20 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
             row = {k: v for k, v in asdict(task).items() if k != "training"}
             row["models"] = [f"{settings.served_name}/{name}.{side}" for side in SIDES]
             rows.append({"id": name, "object": "task", **row})
-        return _json({"object": "list", "data": rows})
+        return json_response({"object": "list", "data": rows})
 
     @app.get("/info")
     async def info() -> Response:
         embedder = engine.embedder
-        return _json(
+        return json_response(
             {
                 "served_name": settings.served_name,
+                "model_names": settings.names,
                 "model": settings.model,
+                "version": __version__,
+                "backend": embedder.backend,
+                "dtype": embedder.encoding_dtype,
+                "device": str(embedder.device),
                 "dimension": engine.dim,
                 "pooling": embedder.pooling,
                 "normalize": embedder.normalize,
@@ -231,6 +264,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
                     "max_batch_tokens": engine.max_batch_tokens,
                     "max_queue_inputs": engine.max_queue_inputs,
                 },
+                "threads": {"model": _model_threads(embedder), "tokenizers": engine.tokenizer_workers},
                 "auth": bool(settings.api_keys),
                 **settings.extra_info,
             }
@@ -239,13 +273,13 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
     @app.get("/health")
     async def health() -> Response:
         alive = engine.running
-        return _json({"status": "ok" if alive else "worker stopped"}, 200 if alive else 503)
+        return json_response({"status": "ok" if alive else "worker stopped"}, 200 if alive else 503)
 
     @app.get("/ready")
     async def ready() -> Response:
         if not engine.running:
-            raise ApiError(503, "the model is not loaded yet or is shutting down", "not_ready", **_retry(settings))
-        return _json({"status": "ready", "queued_inputs": engine.queued_inputs})
+            raise ApiError(503, "the model is not loaded yet or is shutting down", "not_ready", **retry_headers(1))
+        return json_response({"status": "ready", "queued_inputs": engine.queued_inputs})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -253,21 +287,39 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
         return Response(metrics.render(), media_type=ServingMetrics.CONTENT_TYPE)
 
     if collections is not None:
-        from llm_embedder.serving.collection_routes import add_collection_routes
+        add_collection_routes(app, collections)
 
-        add_collection_routes(app, collections, settings, engine)
+    def observe(scope: dict, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or _route_path(app, scope)
+        metrics.request(path, scope.get("method", ""), status, seconds)
+        if settings.access_log:
+            client = scope.get("client") or ("-", 0)
+            access_log.info(
+                '%s "%s %s" %d %.1f ms', client[0], scope.get("method"), scope.get("path"), status, seconds * 1000
+            )
 
-    return Gate(app, fingerprint=engine.fingerprint, api_keys=settings.api_keys, max_body_bytes=settings.max_body_bytes)
+    return Gate(
+        app,
+        fingerprint=engine.fingerprint,
+        api_keys=settings.api_keys,
+        max_body_bytes=settings.max_body_bytes,
+        observe=observe,
+    )
 
 
-def _retry(settings: ServeSettings) -> dict[str, str]:
-    return {"Retry-After": str(settings.retry_after_s)}
+def _route_path(app: FastAPI, scope: dict) -> str:
+    """The route template of a request the gate answered itself (401, 413): bounded label values."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return getattr(route, "path", "other")
+    return "other"
 
 
-def _submit(engine: Engine, items: list, settings: ServeSettings) -> Any:
-    try:
-        return engine.submit(items)
-    except QueueFull as exc:
-        raise ApiError(429, str(exc), "queue_full", **_retry(settings)) from None
-    except EngineStopped as exc:
-        raise ApiError(503, str(exc), "not_ready", **_retry(settings)) from None
+def _model_threads(embedder: Any) -> int:
+    import torch
+
+    if embedder.runtime is not None:
+        return int(embedder.runtime.session.get_session_options().intra_op_num_threads)
+    return torch.get_num_threads()

@@ -6,13 +6,13 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from llm_embedder.serving.augment import Need, augment
 from llm_embedder.serving.collections import CollectionError, Collections
-from llm_embedder.serving.engine import EngineStopped, QueueFull
+from llm_embedder.serving.http import ApiError, call_engine
+from llm_embedder.serving.http import json_response as _json
 
 
 class CreateCollection(BaseModel):
@@ -58,18 +58,12 @@ class Augment(BaseModel):
     assemble: bool = False
 
 
-def add_collection_routes(app: FastAPI, collections: Collections, settings: Any, engine: Any) -> None:
-    from llm_embedder.serving.app import ApiError, _json, _retry
-
+def add_collection_routes(app: FastAPI, collections: Collections) -> None:
     async def call(func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await run_in_threadpool(func, *args, **kwargs)
+            return await call_engine(func, *args, **kwargs)
         except CollectionError as exc:
             raise ApiError(exc.status, str(exc), type(exc).__name__.lower()) from None
-        except QueueFull as exc:
-            raise ApiError(429, str(exc), "queue_full", **_retry(settings)) from None
-        except EngineStopped as exc:
-            raise ApiError(503, str(exc), "not_ready", **_retry(settings)) from None
 
     @app.post("/v1/collections")
     async def create(body: CreateCollection) -> Response:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_embedder.fingerprint import text_digest
-from llm_embedder.serving.stores.base import CollectionSpec, Record, Store
+from llm_embedder.serving.stores.base import CollectionSpec, MissingCollection, Record, Store
 
 KIND_TASKS = {"knowledge": "qa", "memory": "chat", "examples": "icl", "tools": "tool", "documents": "lrlm"}
 CHUNKED_KINDS = ("knowledge", "documents")
@@ -61,6 +61,12 @@ class Hit:
     score: float
     session: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _describe(encoder: dict[str, Any]) -> str:
+    how = " ".join(str(encoder[k]) for k in ("backend", "dtype") if encoder.get(k))
+    model = encoder.get("model") or "?"
+    return f"{model} ({how + ', ' if how else ''}fingerprint {encoder['fingerprint']})"
 
 
 def check_name(name: str) -> str:
@@ -107,7 +113,8 @@ class Collections:
             raise CollectionError(f"method {method!r} is not supported; supported: {', '.join(METHODS)}")
         task = KIND_TASKS[kind]
         self.engine.tasks.get_task(task)
-        spec = CollectionSpec(name, kind, task, self.engine.fingerprint, self.engine.dim, method, factory)
+        encoder = dict(getattr(self.engine, "encoder_info", {}))
+        spec = CollectionSpec(name, kind, task, self.engine.fingerprint, self.engine.dim, method, factory, encoder)
         existing = self.store.spec(name)
         if existing is not None and existing != spec:
             raise Conflict(f"collection {name!r} exists with other settings: {existing.to_dict()}")
@@ -133,9 +140,14 @@ class Collections:
     def _bound(self, name: str) -> CollectionSpec:
         spec = self.get(name)
         if spec.fingerprint != self.engine.fingerprint:
+            here = {**getattr(self.engine, "encoder_info", {}), "fingerprint": self.engine.fingerprint}
+            there = {**spec.encoder, "fingerprint": spec.fingerprint}
+            differs = ", ".join(f"{k} {there.get(k, '?')} here {here[k]}" for k in here if here[k] != there.get(k))
+            data_dir = getattr(self.store, "data_dir", "DIR")
             raise Conflict(
-                f"collection {name!r} was filled by model {spec.fingerprint}; this server runs "
-                f"{self.engine.fingerprint}"
+                f"collection {name!r} was filled by model {_describe(there)}; this server runs {_describe(here)} "
+                f"({differs}): serve the model that filled it, or re-embed every collection with this one: "
+                f"llm-embedder collections reembed --data-dir {data_dir} --model MODEL [--backend/--dtype as served]"
             )
         return spec
 
@@ -176,7 +188,12 @@ class Collections:
             todo = [r for r in records if r.id not in have]
         if todo:
             vectors = self.engine.embed([r.text for r in todo], spec.task, "key")
-            self.store.upsert(name, todo, vectors)
+            try:
+                self.store.upsert(name, todo, vectors, expect=spec)
+            except MissingCollection:
+                raise NotFound(
+                    f"collection {name!r} was deleted (or replaced) while the items were embedded; nothing was added"
+                ) from None
         return [r.id for r in records]
 
     # ------------------------------------------------------------------ reading

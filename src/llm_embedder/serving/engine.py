@@ -5,19 +5,27 @@ worker takes what is waiting, sorts it by length and runs forward passes of at m
 ``max_batch_tokens`` padded tokens. A vector does not depend on its batch neighbours (right
 padding, masked attention), so results equal ``Embedder.encode_queries`` / ``encode_keys``.
 
-Callers tokenise in their own thread (the worker only pads and runs the model); the queue is
-bounded by a number of inputs, and a full queue is refused at once (:class:`QueueFull`) rather
-than letting latency grow without bound.
+Callers tokenise in their own thread with a tokenizer borrowed from a small pool (the worker
+owns its own and only pads and runs the model), so a huge input never holds up the worker or
+other callers; texts are cut to a character bound derived from the token budget before they are
+tokenised. The worker takes inputs round-robin across waiting requests, so a small request is
+not stuck behind a bulk one. The queue is bounded by a number of inputs, and a full queue is
+refused at once (:class:`QueueFull`) with a retry delay estimated from the recent throughput.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import os
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +46,10 @@ SIDE_ALIASES = {
 }
 TRUNCATIONS = ("error", "left", "right")
 DEFAULT_MAX_QUEUE_INPUTS = 8192
+# Characters looked at per token of budget before tokenising: English runs ~4-6 characters a token,
+# so this is generous; a text whose first CHARS_PER_TOKEN * budget characters hold fewer tokens
+# (long unsplittable words) is looked at in doubling windows, never all at once unless it must.
+CHARS_PER_TOKEN = 32
 
 
 class InputTooLong(ValueError):
@@ -52,7 +64,11 @@ class InputTooLong(ValueError):
 
 
 class QueueFull(RuntimeError):
-    """The engine holds as many inputs as it may; try again shortly."""
+    """The engine holds as many inputs as it may; try again in ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class EngineStopped(RuntimeError):
@@ -63,6 +79,44 @@ class EngineMetrics(Protocol):
     def batch(self, rows: int, padded_tokens: int, seconds: float) -> None: ...
 
     def queued(self, seconds: float) -> None: ...
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(cores: int | None = None) -> tuple[int, int]:
+    """``(model threads, tokenizer workers)`` for a machine: every core busy, none oversubscribed.
+
+    Tokenising runs beside the forward pass, so it gets its own share of the cores (a quarter, at least
+    one); on a small CPU one model thread beats several that fight the tokenizers for two cores.
+    """
+    cores = cores or available_cores()
+    tokenizers = max(1, cores // 4)
+    return max(1, cores - tokenizers), tokenizers
+
+
+def vectors_fingerprint(embedder: Any) -> str:
+    """What a collection's vectors depend on: :func:`embedder_fingerprint`, with one equivalence.
+
+    ONNX float32 gives torch float32's vectors (cosine 1 - 1e-12, see the README's encoding speed), so
+    the two share a fingerprint and a data dir filled by one is served by the other; int8 and bf16 do not.
+    """
+    if getattr(embedder, "runtime", None) is not None and embedder.runtime_dtype == "float32":
+        same = SimpleNamespace(
+            model=embedder.model, tasks=embedder.tasks, pooling=embedder.pooling, normalize=embedder.normalize
+        )
+        return embedder_fingerprint(same)
+    return embedder_fingerprint(embedder)
+
+
+def encoder_info(embedder: Any, model_name: str = "") -> dict[str, str]:
+    """How an embedder makes vectors, as collections record it (to say what differs on a conflict)."""
+    info = {"backend": embedder.backend, "dtype": embedder.encoding_dtype}
+    return {"model": model_name, **info} if model_name else info
 
 
 def canonical_side(side: str) -> str:
@@ -101,6 +155,8 @@ class _Job:
     out: np.ndarray
     enqueued: float
     remaining: int = field(init=False)
+    next: int = 0
+    """The first of its inputs not yet taken by the worker."""
 
     def __post_init__(self) -> None:
         self.remaining = len(self.items)
@@ -111,6 +167,8 @@ class Engine:
 
     Use as a context manager (or ``start()``/``stop()``); :meth:`embed` is the blocking call a
     Python user makes, :meth:`prepare` + :meth:`submit` the two halves the HTTP layer uses.
+    ``tokenizer_workers``: how many callers tokenise at once (each with its own tokenizer copy);
+    ``model_name``: what was loaded (a zoo name, folder or hub id), recorded by the collections it fills.
     """
 
     def __init__(
@@ -120,19 +178,33 @@ class Engine:
         max_batch_tokens: int = MERGE_MAX_TOKENS,
         max_queue_inputs: int = DEFAULT_MAX_QUEUE_INPUTS,
         metrics: EngineMetrics | None = None,
+        tokenizer_workers: int | None = None,
+        model_name: str = "",
     ):
         if max_batch_tokens < 1 or max_queue_inputs < 1:
             raise ValueError("max_batch_tokens and max_queue_inputs must be positive")
+        tokenizer_workers = tokenizer_workers or default_threads()[1]
+        if tokenizer_workers < 1:
+            raise ValueError("tokenizer_workers must be positive")
         self.embedder = embedder
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_inputs = max_queue_inputs
         self.metrics = metrics
+        self.tokenizer_workers = tokenizer_workers
+        self.vocab_size = len(embedder.tokenizer)
+        self.model_name = model_name
         # Computed once: the served weights never change while the engine runs.
-        self.fingerprint = embedder_fingerprint(embedder)
-        self._pending: deque[tuple[_Job, int]] = deque()
+        self.fingerprint = vectors_fingerprint(embedder)
+        # Waiting requests, each with its own cursor: the worker takes from them in turn.
+        self._jobs: deque[_Job] = deque()
+        self._queued = 0
         self._cond = threading.Condition()
-        # Fast tokenizers raise "Already borrowed" when two threads use one with other settings.
-        self._tokenizer_lock = threading.Lock()
+        # A fast tokenizer raises "Already borrowed" when two threads use it with other settings, so each
+        # caller borrows a copy; the worker pads with the embedder's own and never waits for a caller.
+        self._tokenizers: queue.Queue = queue.Queue()
+        for _ in range(tokenizer_workers):
+            self._tokenizers.put(copy.deepcopy(embedder.tokenizer))
+        self._rate = 0.0  # inputs per second of recent forward passes (for Retry-After)
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -144,6 +216,10 @@ class Engine:
     @property
     def tasks(self):
         return self.embedder.tasks
+
+    @property
+    def encoder_info(self) -> dict[str, str]:
+        return encoder_info(self.embedder, self.model_name)
 
     @property
     def running(self) -> bool:
@@ -174,9 +250,24 @@ class Engine:
 
     @property
     def queued_inputs(self) -> int:
-        return len(self._pending)
+        return self._queued
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has drained at the recent throughput (1 to 300)."""
+        rate = self._rate
+        if rate <= 0:
+            return 1
+        return int(min(300, max(1, math.ceil(self._queued / rate))))
 
     # ------------------------------------------------------------------ requests
+    def tokenizer(self) -> _Borrowed:
+        """A tokenizer for this thread alone while the ``with`` block runs (waits when all are lent)."""
+        return _Borrowed(self._tokenizers)
+
+    def decode(self, ids: list[int]) -> str:
+        with self.tokenizer() as tokenizer:
+            return tokenizer.decode(ids, skip_special_tokens=True)
+
     def prepare(self, texts: Sequence[str], task: str, side: str, truncate: str = "right") -> list[Prepared]:
         """Tokenise ``texts`` with the task's instruction and budget for one side.
 
@@ -191,28 +282,53 @@ class Engine:
         spec = self.embedder.tasks.get_task(task)
         instruction = spec.query_instruction if side == "query" else spec.key_instruction
         budget = spec.query_max_length if side == "query" else spec.key_max_length
-        full = [instruction + t for t in texts]
-        tokenizer = self.embedder.tokenizer
-        with self._tokenizer_lock:
-            # One token over the budget is enough to tell a long input (and never warns or tokenises it all).
-            encoded = tokenizer(full, truncation=True, max_length=budget + 1, padding=False)
-            rows = [{k: v[i] for k, v in encoded.items()} for i in range(len(full))]
-            long = [i for i, r in enumerate(rows) if len(r["input_ids"]) > budget]
-            if long and truncate == "error":
-                i = long[0]
-                raise InputTooLong(i, budget, task, side)
-            if long and truncate == "right":
-                cut = tokenizer([full[i] for i in long], truncation=True, max_length=budget, padding=False)
-                for j, i in enumerate(long):
-                    rows[i] = {k: v[j] for k, v in cut.items()}
-            for i in long if truncate == "left" else ():
-                rows[i] = self._cut_left(instruction, texts[i], budget)
-        marked = set(long)
-        return [Prepared(r, task, side, i in marked) for i, r in enumerate(rows)]
+        window = CHARS_PER_TOKEN * (budget + 1)
+        rows: list[dict[str, list[int]]] = [{} for _ in texts]
+        over: set[int] = set()
+        with self.tokenizer() as tokenizer:
+            # Texts within the character window (nearly all) in one call; the others one by one.
+            short = [i for i, text in enumerate(texts) if len(text) <= window]
+            if short:
+                # One token over the budget is enough to tell a long input (and never warns).
+                encoded = tokenizer(
+                    [instruction + texts[i] for i in short], truncation=True, max_length=budget + 1, padding=False
+                )
+                for j, i in enumerate(short):
+                    rows[i] = {k: v[j] for k, v in encoded.items()}
+                    if len(rows[i]["input_ids"]) > budget:
+                        over.add(i)
+            parts = {}  # the part of each long text that decides its tokens
+            for i in (i for i, text in enumerate(texts) if len(text) > window):
+                parts[i], is_over = self._look(tokenizer, instruction, texts[i], budget, window, truncate)
+                if is_over:
+                    over.add(i)
+            if over and truncate == "error":
+                raise InputTooLong(min(over), budget, task, side)
+            for i in sorted(over | parts.keys()):
+                text = parts.get(i, texts[i])
+                if i in over and truncate == "left":
+                    rows[i] = self._cut_left(tokenizer, instruction, text, budget)
+                else:
+                    rows[i] = dict(tokenizer(instruction + text, truncation=True, max_length=budget, padding=False))
+        return [Prepared(r, task, side, i in over) for i, r in enumerate(rows)]
 
-    def _cut_left(self, instruction: str, text: str, budget: int) -> dict[str, list[int]]:
+    @staticmethod
+    def _look(tokenizer: Any, instruction: str, text: str, budget: int, window: int, truncate: str) -> tuple[str, bool]:
+        """The part of a long ``text`` that decides its tokens, and whether it is over ``budget``.
+
+        Doubling windows from the end that truncation keeps: a 5M-character text is refused or cut after
+        tokenising a few thousand characters, not all of them.
+        """
+        while True:
+            part = text if len(text) <= window else _window(text, window, from_end=truncate == "left")
+            row = tokenizer(instruction + part, truncation=True, max_length=budget + 1, padding=False)
+            if len(row["input_ids"]) > budget or part is text:
+                return part, len(row["input_ids"]) > budget
+            window *= 2  # few tokens in many characters (long words): look further
+
+    @staticmethod
+    def _cut_left(tokenizer: Any, instruction: str, text: str, budget: int) -> dict[str, list[int]]:
         """Drop tokens from the start of ``text`` until instruction + text fits ``budget``."""
-        tokenizer = self.embedder.tokenizer
         offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         overhead = len(tokenizer(instruction)["input_ids"])  # the instruction and the special tokens
         drop = max(0, len(offsets) - (budget - overhead))
@@ -235,9 +351,13 @@ class Engine:
         with self._cond:
             if not self.running:
                 raise EngineStopped("the engine is not running")
-            if len(self._pending) + len(items) > self.max_queue_inputs:
-                raise QueueFull(f"queue full ({len(self._pending)} inputs waiting, at most {self.max_queue_inputs})")
-            self._pending.extend((job, i) for i in range(len(items)))
+            if self._queued + len(items) > self.max_queue_inputs:
+                raise QueueFull(
+                    f"queue full ({self._queued} inputs waiting, at most {self.max_queue_inputs})",
+                    self.retry_after_s(),
+                )
+            self._jobs.append(job)
+            self._queued += len(items)
             self._cond.notify()
         return future
 
@@ -254,29 +374,39 @@ class Engine:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
+                while not self._jobs and not self._stopping:
                     self._cond.wait()
-                if not self._pending:
+                if not self._jobs:
                     return
                 taken = self._take()
             self._run(taken)
 
     def _take(self) -> list[tuple[_Job, int]]:
-        """The oldest waiting inputs, up to one batch's worth of tokens (at least one input)."""
-        taken, tokens = [], 0
-        while self._pending:
-            job, i = self._pending[0]
-            length = job.items[i].tokens
+        """Up to one batch's worth of tokens (at least one input), one input from each waiting request in turn.
+
+        Round-robin rather than first-come: a one-text query queued behind a 2,048-text bulk request
+        rides in the next batch instead of waiting for the whole bulk request.
+        """
+        taken: list[tuple[_Job, int]] = []
+        tokens = 0
+        while self._jobs:
+            job = self._jobs[0]
+            length = job.items[job.next].tokens
             if taken and tokens + length > self.max_batch_tokens:
                 break
-            taken.append(self._pending.popleft())
+            taken.append((job, job.next))
             tokens += length
+            job.next += 1
+            self._queued -= 1
+            self._jobs.popleft()
+            if job.next < len(job.items):
+                self._jobs.append(job)
         return taken
 
     def _run(self, taken: list[tuple[_Job, int]]) -> None:
         now = time.perf_counter()
         if self.metrics is not None:
-            for job in {id(j): j for j, _ in taken}.values():
+            for job in {id(j): j for j, i in taken if i == 0}.values():
                 self.metrics.queued(now - job.enqueued)
         taken.sort(key=lambda row: -row[0].items[row[1]].tokens)  # longest first: less padding
         lengths = [job.items[i].tokens for job, i in taken]
@@ -288,16 +418,24 @@ class Engine:
             cut = next((j for j in range(start + 1, end) if 2 * lengths[j] < longest), end)
             self._forward(taken[start:cut], longest)
             start = cut
+        seconds = time.perf_counter() - now
+        if seconds > 0:
+            rate = len(taken) / seconds
+            self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
 
     def _forward(self, rows: list[tuple[_Job, int]], longest: int) -> None:
         began = time.perf_counter()
+        embedder = self.embedder
         try:
             keys = rows[0][0].items[rows[0][1]].features.keys()
             features = {k: [job.items[i].features[k] for job, i in rows] for k in keys}
-            with self._tokenizer_lock:
-                batch = self.embedder.collate(features, range(len(rows)))
+            batch = embedder.collate(features, range(len(rows)))
             with torch.inference_mode():
-                vectors = self.embedder(**batch).float().cpu().numpy()
+                if embedder.runtime is None:
+                    out = embedder(**batch)
+                else:  # the backend the server reports (onnx), as Embedder.encode runs it
+                    out = embedder._pool(embedder.runtime(**batch), batch["attention_mask"])
+                vectors = out.float().cpu().numpy()
         except Exception as exc:  # a failed batch fails its requests, never the worker
             for job, _ in rows:
                 if not job.future.done():
@@ -313,3 +451,30 @@ class Engine:
                 job.future.set_result(
                     EncodeResult(job.out, sum(p.tokens for p in items), sum(p.truncated for p in items))
                 )
+
+
+class _Borrowed:
+    def __init__(self, pool: queue.Queue):
+        self.pool = pool
+
+    def __enter__(self) -> Any:
+        self.tokenizer = self.pool.get()
+        return self.tokenizer
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pool.put(self.tokenizer)
+
+
+def _window(text: str, chars: int, from_end: bool) -> str:
+    """The first (or last) ``chars`` characters of ``text``, cut at a space when one is near.
+
+    A cut at a space leaves every whole word's tokens as the full text gives them; only the cut word
+    could tokenise otherwise, and it lies beyond the budget.
+    """
+    if from_end:
+        part = text[-chars:]
+        space = part.find(" ", 0, max(1, chars // 8))
+        return part[space + 1 :] if space >= 0 else part
+    part = text[:chars]
+    space = part.rfind(" ", chars - max(1, chars // 8))
+    return part[:space] if space > 0 else part

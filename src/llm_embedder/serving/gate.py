@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 FINGERPRINT_HEADER = "x-llm-embedder-fingerprint"
-OPEN_PATHS = frozenset({"/health"})
+# The docs open in a browser, which sends no key; they describe the API, never data.
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -34,16 +36,42 @@ class _BodyTooLarge(Exception):
 
 
 class Gate:
-    def __init__(self, app: Any, *, fingerprint: str, api_keys: Collection[str] = (), max_body_bytes: int):
+    """``observe(scope, status, seconds)``, if given, sees every answer, the gate's own 401 and 413 included."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        fingerprint: str,
+        api_keys: Collection[str] = (),
+        max_body_bytes: int,
+        observe: Callable[[dict, int, float], None] | None = None,
+    ):
         self.app = app
         self.fingerprint = fingerprint.encode("ascii")
         self.api_keys = tuple(api_keys)
         self.max_body_bytes = max_body_bytes
+        self.observe = observe
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        began = time.perf_counter()
+        status: list[int] = []
+
+        async def send_seen(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self._gate(scope, receive, send_seen)
+        finally:
+            if self.observe is not None and status:
+                self.observe(scope, status[-1], time.perf_counter() - began)
+
+    async def _gate(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
         started = too_large = False
 
         async def send_marked(message: dict) -> None:

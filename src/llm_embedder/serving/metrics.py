@@ -1,11 +1,20 @@
-"""Prometheus metrics of one server: requests, inputs, tokens, truncations, batches, queue time, latency.
+"""Prometheus metrics of one server: requests, inputs, tokens, truncations, batches, queue time, latency, process.
 
 Each server gets its own registry (several servers in one process, as in the tests, never share counts).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768)
@@ -21,6 +30,16 @@ class ServingMetrics:
         self.requests = Counter(
             "llm_embedder_requests", "HTTP requests by route and status", ["route", "status"], registry=r
         )
+        self.http_seconds = Histogram(
+            "llm_embedder_http_request_seconds",
+            "HTTP request latency by route (all routes, errors included)",
+            ["route", "method"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # CPU seconds, resident memory, open files
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         by_task = ["task", "side"]
         self.inputs = Counter("llm_embedder_inputs", "Inputs embedded", by_task, registry=r)
         self.tokens = Counter("llm_embedder_tokens", "Tokens embedded (instruction included)", by_task, registry=r)
@@ -46,6 +65,10 @@ class ServingMetrics:
             registry=r,
         )
         self.queue_inputs = Gauge("llm_embedder_queue_inputs", "Inputs waiting for the worker", registry=r)
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.http_seconds.labels(route, method).observe(seconds)
 
     # EngineMetrics
     def batch(self, rows: int, padded_tokens: int, seconds: float) -> None:

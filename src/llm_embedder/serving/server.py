@@ -30,6 +30,33 @@ def read_api_keys(path: str | os.PathLike | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def model_names(model: str | None) -> tuple[str, ...]:
+    """Names clients may send for the served model: the ``--model`` given and, for a folder, its basename."""
+    from llm_embedder.models.zoo import DEFAULT_ENCODER
+
+    model = model or DEFAULT_ENCODER
+    names = [model]
+    if Path(model).is_dir():
+        names.append(Path(model).resolve().name)
+    return tuple(dict.fromkeys(names))
+
+
+def set_threads(threads: int | None, tokenizer_workers: int | None) -> tuple[int, int]:
+    """Model threads and tokenizer workers, defaults from the core count; call before loading the model
+    (the onnx backend sizes its session from torch's thread count)."""
+    import torch
+
+    from llm_embedder.serving.engine import default_threads
+
+    model_default, tokenizer_default = default_threads()
+    threads = threads or model_default
+    tokenizer_workers = tokenizer_workers or tokenizer_default
+    if threads < 1 or tokenizer_workers < 1:
+        raise ValueError("--threads and --tokenizer-workers must be positive")
+    torch.set_num_threads(threads)
+    return threads, tokenizer_workers
+
+
 def _config(app: Any, **options: Any) -> uvicorn.Config:
     # One event loop, h11 and no access log: the model is the bottleneck, not the HTTP parser.
     return uvicorn.Config(app, log_level=options.pop("log_level", "warning"), access_log=False, **options)
@@ -76,13 +103,25 @@ def serve_model(
     settings: Any,
     max_batch_tokens: int,
     max_queue_inputs: int,
+    tokenizer_workers: int | None = None,
     collections_factory: Any = None,
 ) -> None:
     """Run the server until interrupted: an engine on ``embedder``, the app, and the collections if any."""
+    import logging
+
     from llm_embedder.serving.app import create_app
     from llm_embedder.serving.engine import Engine
 
-    with Engine(embedder, max_batch_tokens=max_batch_tokens, max_queue_inputs=max_queue_inputs) as engine:
+    if settings.access_log:
+        logging.getLogger("llm_embedder.access").setLevel(logging.INFO)
+    engine = Engine(
+        embedder,
+        max_batch_tokens=max_batch_tokens,
+        max_queue_inputs=max_queue_inputs,
+        tokenizer_workers=tokenizer_workers,
+        model_name=settings.model,
+    )
+    with engine:
         collections = collections_factory(engine) if collections_factory else None
         try:
             serve(create_app(engine, settings, collections), host, port)

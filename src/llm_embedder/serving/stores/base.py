@@ -13,6 +13,10 @@ from typing import Any, Protocol
 import numpy as np
 
 
+class MissingCollection(KeyError):
+    """The collection is gone (dropped while a write was on its way); the write left nothing."""
+
+
 @dataclass(frozen=True)
 class CollectionSpec:
     name: str
@@ -23,6 +27,8 @@ class CollectionSpec:
     dim: int
     method: str = "dense"
     factory: str = "Flat"
+    encoder: dict[str, Any] = field(default_factory=dict, compare=False)
+    """How the vectors were made (model, backend, dtype), to say what differs when another model is refused."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,8 +58,14 @@ class Store(Protocol):
 
     def drop(self, name: str) -> bool: ...
 
-    def upsert(self, name: str, records: list[Record], vectors: np.ndarray) -> None:
-        """Add or replace records by id; durable and searchable when it returns."""
+    def upsert(
+        self, name: str, records: list[Record], vectors: np.ndarray, expect: CollectionSpec | None = None
+    ) -> None:
+        """Add or replace records by id; durable and searchable when it returns.
+
+        Raises :class:`MissingCollection`, having written nothing, when the collection does not exist, or
+        exists with another spec than ``expect`` (checked with the write, so a concurrent drop wins or loses
+        whole)."""
 
     def existing_ids(self, name: str, ids: list[str]) -> set[str]: ...
 

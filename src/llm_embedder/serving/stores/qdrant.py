@@ -9,6 +9,7 @@ acknowledgement (``wait=True``); sessions are a payload filter.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from llm_embedder.serving.stores.base import CollectionSpec, Record, StoredHit
+from llm_embedder.serving.lock import DataDirLock
+from llm_embedder.serving.stores.base import CollectionSpec, MissingCollection, Record, StoredHit
 
 PREFIX = "llme_"
 REGISTRY = "llme__registry"  # user names cannot start with "_", so no collection is called this
@@ -29,7 +31,14 @@ def _point_id(key: str) -> str:
 
 class QdrantStore:
     def __init__(self, path: str | None = None, url: str | None = None, **client_options: Any):
-        self.client = QdrantClient(path=path, url=url, **client_options)
+        # Local mode keeps its data in ``path``: one process at a time, as for the SQLite store.
+        self._dir_lock = DataDirLock(path).acquire() if path else None
+        try:
+            self.client = QdrantClient(path=path, url=url, **client_options)
+        except BaseException:
+            self.close_lock()
+            raise
+        self._writing = threading.Lock()
         if not self.client.collection_exists(REGISTRY):
             self.client.create_collection(
                 REGISTRY, vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT)
@@ -40,6 +49,8 @@ class QdrantStore:
             raise ValueError("the Qdrant store builds its own HNSW index; factory must be 'Flat' (the default)")
         if self.spec(spec.name) is not None:
             return
+        if self.client.collection_exists(PREFIX + spec.name):  # left by a drop cut short: no longer listed
+            self.client.delete_collection(PREFIX + spec.name)
         self.client.create_collection(
             PREFIX + spec.name, vectors_config=models.VectorParams(size=spec.dim, distance=models.Distance.DOT)
         )
@@ -55,13 +66,17 @@ class QdrantStore:
         return sorted((CollectionSpec(**p.payload) for p in points), key=lambda s: s.name)
 
     def drop(self, name: str) -> bool:
-        if self.spec(name) is None:
-            return False
-        self.client.delete_collection(PREFIX + name)
-        self.client.delete(REGISTRY, models.PointIdsList(points=[_point_id(name)]), wait=True)
-        return True
+        with self._writing:
+            if self.spec(name) is None:
+                return False
+            # The registry entry first: a crash in between leaves an unlisted collection, not a listed empty one.
+            self.client.delete(REGISTRY, models.PointIdsList(points=[_point_id(name)]), wait=True)
+            self.client.delete_collection(PREFIX + name)
+            return True
 
-    def upsert(self, name: str, records: list[Record], vectors: np.ndarray) -> None:
+    def upsert(
+        self, name: str, records: list[Record], vectors: np.ndarray, expect: CollectionSpec | None = None
+    ) -> None:
         first = time.time_ns()
         points = [
             models.PointStruct(
@@ -77,7 +92,11 @@ class QdrantStore:
             )
             for n, (record, vector) in enumerate(zip(records, vectors, strict=True))
         ]
-        self.client.upsert(PREFIX + name, points, wait=True)
+        with self._writing:  # a drop in this process waits for the write, or the write sees the drop
+            found = self.spec(name)
+            if found is None or (expect is not None and found != expect):
+                raise MissingCollection(name)
+            self.client.upsert(PREFIX + name, points, wait=True)
 
     def existing_ids(self, name: str, ids: list[str]) -> set[str]:
         found = self.client.retrieve(PREFIX + name, [_point_id(i) for i in ids], with_payload=True)
@@ -110,6 +129,11 @@ class QdrantStore:
 
     def close(self) -> None:
         self.client.close()
+        self.close_lock()
+
+    def close_lock(self) -> None:
+        if self._dir_lock is not None:
+            self._dir_lock.release()
 
 
 def _record(payload: dict[str, Any]) -> Record:

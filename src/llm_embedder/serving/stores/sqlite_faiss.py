@@ -9,6 +9,7 @@ rebuilt from it on start, so they can never disagree with what was acknowledged.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections import defaultdict
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from llm_embedder.retrieval.dense import DenseIndex
-from llm_embedder.serving.stores.base import CollectionSpec, Record, StoredHit
+from llm_embedder.serving.lock import DataDirLock
+from llm_embedder.serving.stores.base import CollectionSpec, MissingCollection, Record, StoredHit
 
 DB_FILE = "collections.sqlite3"
+log = logging.getLogger("llm_embedder.serving")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
@@ -38,9 +41,19 @@ CREATE INDEX IF NOT EXISTS records_by_session ON records (collection, session, s
 
 
 class SqliteFaissStore:
+    """Holds the data dir's lock (:mod:`~llm_embedder.serving.lock`) from opening to :meth:`close`."""
+
     def __init__(self, data_dir: str | Path):
-        self.path = Path(data_dir) / DB_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FILE
+        self._dir_lock = DataDirLock(self.data_dir).acquire()
+        try:
+            self._open()
+        except BaseException:
+            self._dir_lock.release()
+            raise
+
+    def _open(self) -> None:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -51,7 +64,30 @@ class SqliteFaissStore:
             for name, spec in self._db.execute("SELECT name, spec FROM collections")
         }
         self._indexes: dict[tuple[str, str], DenseIndex] = {}
+        self._drop_orphans()
         self._load_indexes()
+
+    def _drop_orphans(self) -> None:
+        """Rows of a collection that no longer exists: reported and removed, never a reason not to start.
+
+        Earlier versions could leave them (a drop during an add); they are unreachable, and would
+        reappear in a new collection of the same name.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                orphans = self._db.execute(
+                    "SELECT collection, count(*) FROM records WHERE collection NOT IN (SELECT name FROM collections) "
+                    "GROUP BY collection"
+                ).fetchall()
+                if orphans:
+                    self._db.execute("DELETE FROM records WHERE collection NOT IN (SELECT name FROM collections)")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        for collection, count in orphans:
+            log.warning("%s: removed %d records of the deleted collection %r", self.path, count, collection)
 
     def _load_indexes(self) -> None:
         parts: dict[tuple[str, str], tuple[list[int], list[bytes]]] = defaultdict(lambda: ([], []))
@@ -103,13 +139,18 @@ class SqliteFaissStore:
             return True
 
     # ------------------------------------------------------------------ records
-    def upsert(self, name: str, records: list[Record], vectors: np.ndarray) -> None:
+    def upsert(
+        self, name: str, records: list[Record], vectors: np.ndarray, expect: CollectionSpec | None = None
+    ) -> None:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         with self._lock:
             replaced: list[tuple[str, int]] = []
             added: list[tuple[str, int]] = []
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                row = self._db.execute("SELECT spec FROM collections WHERE name = ?", (name,)).fetchone()
+                if row is None or (expect is not None and CollectionSpec(**json.loads(row[0])) != expect):
+                    raise MissingCollection(name)
                 for record, vector in zip(records, vectors, strict=True):
                     old = self._db.execute(
                         "SELECT session, seq FROM records WHERE collection = ? AND id = ?", (name, record.id)
@@ -184,3 +225,4 @@ class SqliteFaissStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._dir_lock.release()
