@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm_embedder.data.generate import (
+from llm_embedder.userdata.generate import (
     QUESTION_SHOTS,
     GenerationSettings,
     clean_query,
