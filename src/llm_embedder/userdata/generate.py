@@ -225,7 +225,7 @@ def _generate(lm: CausalLM, prompts: list[str], settings: GenerationSettings, sh
     world, rank = dist_utils.world_size(), dist_utils.rank()
     mine = prompts[rank::world]
     out: list[str] = []
-    step = settings.batch_size * 4  # a few batches per bar update; generate() batches inside
+    step = settings.batch_size  # one batch per bar update
     label = f"{what}[{rank}]" if world > 1 else what
     with tqdm(total=len(mine), desc=label, unit="prompt", disable=not show_progress) as bar:
         for start in range(0, len(mine), step):
