@@ -29,6 +29,8 @@ from llm_embedder.retrieval.corpus import Corpus
 from llm_embedder.tasks import DEFAULT_TASKS
 
 TASKS = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
+# the training corpora: what negatives are mined from and the LLM scores for training
+TRAIN_CORPUS = "corpus-train"
 # the key template each task's corpus is read with (as the evaluators and `mine` use them)
 KEY_TEMPLATES = {"qa": "{title} {text}", "icl": "{contents}", "tool": "{text}", "convsearch": "{text}"}
 # evaluation folders: test, dev and out-of-domain, each in the layout `eval --data` reads
@@ -97,7 +99,8 @@ def test_layout_has_every_file_and_no_leftovers(quick):
         for split in SPLIT_DIRS:
             assert (quick / split / TEST_FILES[task]).is_file(), (split, task)
     for task in KEY_TEMPLATES:
-        assert (quick / "corpus" / f"{task}.jsonl").is_file()
+        assert (quick / TRAIN_CORPUS / f"{task}.jsonl").is_file()
+    assert not (quick / "corpus").exists()  # the old name of the training corpora, once the test corpora
     for split in SPLIT_DIRS:
         same = [("qa/msmarco/corpus.json", "qa/nq/corpus.json"), ("qa/nq/test.json", "qa/popqa/test.json")]
         for a, b in same:
@@ -110,8 +113,12 @@ def test_layout_has_every_file_and_no_leftovers(quick):
     ):
         assert (quick / "dev" / rel).read_bytes() == (quick / "eval" / rel).read_bytes()  # dev shares test's corpora
         assert (quick / "ood" / rel).read_bytes() != (quick / "eval" / rel).read_bytes()  # ood has its own
-    # qa trains on the qa-retrieval column's corpus (no question's own sentence in it)
-    assert (quick / "corpus/qa.jsonl").read_bytes() == (quick / "eval/qa/retrieval/corpus.json").read_bytes()
+    # only icl trains on its test corpus (the demonstration pool: ICL queries have no labelled key)
+    for task, rel in (("qa", "qa/retrieval"), ("tool", "tool/toolbench"), ("convsearch", "convsearch/qrecc")):
+        assert (quick / TRAIN_CORPUS / f"{task}.jsonl").read_bytes() != (
+            quick / "eval" / rel / "corpus.json"
+        ).read_bytes()
+    assert (quick / TRAIN_CORPUS / "icl.jsonl").read_bytes() == (quick / "eval/icl/icl/corpus.json").read_bytes()
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["seed"] == 0 and manifest["size"] == "quick" and manifest["layout_version"] == LAYOUT_VERSION
     assert manifest["splits"] == {"test": "eval/", "dev": "dev/", "ood": "ood/"}
@@ -139,7 +146,7 @@ def test_train_files_load_and_train_once_negatives_are_mined(quick, tmp_path, ta
     data = load_train_file(path, DEFAULT_TASKS, require_teacher=False)
     assert data.task == task and len(data) == 0 and data.dropped == {"no negatives": len(raw)}
 
-    corpus = Corpus.from_jsonl(quick / "corpus" / f"{task}.jsonl", KEY_TEMPLATES[task])
+    corpus = Corpus.from_jsonl(quick / TRAIN_CORPUS / f"{task}.jsonl", KEY_TEMPLATES[task])
     for r in raw:  # the positive text is the corpus row it points at, as the key template renders it
         assert [corpus.texts[i] for i in r["pos_index"]] == r["pos"]
     searcher = Searcher.build(corpus, "bm25", task=task, show_progress=False)
@@ -222,7 +229,7 @@ def _labelled(quick: Path, task: str) -> dict[str, list[tuple[dict, dict]]]:
     }[task]
     out = {
         "train": [
-            (r, read(quick / "corpus" / f"{task}.jsonl")[r["pos_index"][0]])
+            (r, read(quick / TRAIN_CORPUS / f"{task}.jsonl")[r["pos_index"][0]])
             for r in read(quick / "train" / f"{task}.json")
         ]
     }
@@ -309,7 +316,7 @@ def test_convsearch_positive_answers_the_last_question_which_leans_on_the_conver
     from llm_embedder.data.demo.convsearch import REFERENCES
 
     pronouns = {"it", "its", "they", "them", "their", "he", "him", "his", "she", "her"}
-    corpus_of = {"train": quick / "corpus/convsearch.jsonl"}
+    corpus_of = {"train": quick / TRAIN_CORPUS / "convsearch.jsonl"}
     corpus_of |= {s: quick / s / "convsearch/qrecc/corpus.json" for s in SPLIT_DIRS}
     for split, pairs in _labelled(quick, "convsearch").items():
         assert pairs
@@ -345,7 +352,7 @@ def test_lrlm_documents_are_long_enough_for_the_evaluator(quick, split):
 
 @needs_sources
 def test_icl_training_positives_are_same_task_demonstrations(quick):
-    corpus = read(quick / "corpus/icl.jsonl")
+    corpus = read(quick / TRAIN_CORPUS / "icl.jsonl")
     for r in read(quick / "train/icl.json"):
         assert {corpus[i]["task_name"] for i in r["pos_index"]} == {r["task_name"]}
 
@@ -415,14 +422,92 @@ def test_chat_splits_use_different_conversations_and_ood_other_prompts(quick):
     assert not prompts["ood"] & (prompts["train"] | prompts["eval"] | prompts["dev"])
 
 
+def _strings(value) -> list[str]:
+    """Every string inside a JSON value (records' queries, answers, positives, histories, ...)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [s for v in value for s in _strings(v)] if isinstance(value, list) else []
+
+
+def _training_strings(quick: Path, task: str) -> list[str]:
+    """What training sees of a task: its training records and its training corpus."""
+    records = read(quick / "train" / f"{task}.json")
+    corpus = quick / TRAIN_CORPUS / f"{task}.jsonl"
+    return _strings(records) + (_strings(read(corpus)) if corpus.is_file() else [])
+
+
+# (query file, corpus) of every labelled column of a task, relative to an evaluation folder
+LABELLED_FILES = {
+    "qa": [("qa/popqa/test.json", "qa/nq/corpus.json"), ("qa/retrieval/test.json", "qa/retrieval/corpus.json")],
+    "tool": [("tool/toolbench/test.json", "tool/toolbench/corpus.json")],
+    "convsearch": [("convsearch/qrecc/test.concat.json", "convsearch/qrecc/corpus.json")],
+}
+
+
+def _held_out_positives(quick: Path, task: str) -> list[dict]:
+    """Every corpus row labelled relevant for a dev, test or ood query of ``task``."""
+    out = []
+    for split in SPLIT_DIRS:
+        for test, corpus in LABELLED_FILES[task]:
+            rows = read(quick / split / corpus)
+            out += [rows[i] for r in read(quick / split / test) for i in r.get("pos_index", [])]
+    return out
+
+
+@needs_sources
+@pytest.mark.parametrize("task", TASKS)
+def test_no_held_out_key_reaches_training(quick, task):
+    """Nothing labelled for a dev, test or ood query is in a training file or a training corpus, so no
+    held-out answer is mined as a negative or scored by the LLM for training.  qa, tool and convsearch:
+    no positive row's text; icl (no labelled keys): no query; chat: no conversation; lrlm: no article."""
+    seen = _training_strings(quick, task)
+    if task in ("qa", "tool", "convsearch"):
+        held_out = [row["text"] for row in _held_out_positives(quick, task)]
+        assert held_out
+        text = "\n".join(seen)
+        leaked = [p for p in held_out if p in text]
+        assert not leaked, (task, len(leaked), leaked[:2])
+    elif task == "icl":
+        held_out = {norm(r["query"]) for s in SPLIT_DIRS for r in read(quick / s / TEST_FILES["icl"])}
+        inputs = {norm(x.rsplit("\n", 1)[0]) for x in seen} | {norm(x) for x in seen}
+        assert held_out and not held_out & inputs
+    else:
+        field = "conversation" if task == "chat" else "title"
+        held_out = {r[field] for s in SPLIT_DIRS for r in read(quick / s / TEST_FILES[task])}
+        assert held_out and not held_out & {r[field] for r in read(quick / "train" / f"{task}.json")}
+
+
 @needs_sources
 def test_ood_never_reaches_training(quick):
-    """No ood positive, query or corpus row is in a training file or a training corpus."""
-    train_text = "\n".join((quick / "train" / f"{t}.json").read_text(encoding="utf-8") for t in TASKS)
-    train_text += "\n".join((quick / "corpus" / f"{t}.jsonl").read_text(encoding="utf-8") for t in KEY_TEMPLATES)
+    """No ood query or corpus row of any task is in a training file or a training corpus."""
+    text = "\n".join(s for task in TASKS for s in _training_strings(quick, task))
     for task in ("qa", "tool", "convsearch"):
         for r, row in _labelled(quick, task)["ood"]:
-            assert row["text"] not in train_text and r["query"] not in train_text, task
+            assert row["text"] not in text and r["query"] not in text, task
+
+
+@needs_sources
+def test_pipeline_mines_no_held_out_key(quick, tmp_path):
+    """The pipeline's mine stage (the demo recipe's settings) mines from the training corpora: no
+    negative it writes is a dev, test or ood positive."""
+    from llm_embedder.pipeline import Pipeline, PipelineConfig
+
+    recipe = Path(__file__).parents[2] / "recipes" / "demo.yaml"
+    config = PipelineConfig.from_yaml(recipe, quick=True, overrides=[f"work_dir={tmp_path}"])
+    files = Pipeline(config, show_progress=False).mine(quick)
+    for task in ("qa", "tool", "convsearch"):
+        mined = read(files[task])
+        assert files[task].parent == tmp_path / "mined" and all(r["neg"] for r in mined)
+        # as the key template renders them (what `neg` holds), and as the raw text
+        held_out = {f(row) for row in _held_out_positives(quick, task) for f in (_text, KEY_TEMPLATES[task].format_map)}
+        negatives = {n for r in mined for n in r["neg"]}
+        assert negatives and not negatives & held_out, task
+
+
+def _text(row: dict) -> str:
+    return row["text"]
 
 
 # ============================================================================ sizes
@@ -436,9 +521,11 @@ def test_quick_sizes(quick):
         for split, folder in (("test", "eval"), ("dev", "dev"), ("ood", "ood")):
             assert len(read(quick / folder / TEST_FILES[task])) == expected == manifest[task][split], (task, split)
     assert len(read(quick / "eval/qa/nq/corpus.json")) == size.qa_corpus
-    assert len(read(quick / "corpus/tool.jsonl")) == size.tool_corpus
-    assert len(read(quick / "corpus/convsearch.jsonl")) == size.convsearch_corpus
-    assert 0.75 * 4 * size.icl_pool_per_task <= len(read(quick / "corpus/icl.jsonl")) <= 4 * size.icl_pool_per_task
+    assert len(read(quick / "eval/tool/toolbench/corpus.json")) == size.tool_corpus
+    assert len(read(quick / TRAIN_CORPUS / "tool.jsonl")) == size.tool_corpus
+    assert len(read(quick / "eval/convsearch/qrecc/corpus.json")) == size.convsearch_corpus
+    pool = len(read(quick / TRAIN_CORPUS / "icl.jsonl"))
+    assert 0.75 * 4 * size.icl_pool_per_task <= pool <= 4 * size.icl_pool_per_task
     for folder in SPLIT_DIRS:
         assert 0.75 * size.test <= len(read(quick / folder / "qa/mmlu/test.json")) <= size.test
     assert all(6 <= len(r["history"]) <= size.candidates for r in read(quick / "train/chat.json"))

@@ -21,7 +21,8 @@ CARDS: dict[str, tuple[str, str, str]] = {
         "ignored; questions without one are dropped); the corpus is the qa corpus plus those positives, without "
         "the passage any qa question (train, dev, test, ood) was cut from, so no question finds its own sentence. "
         "Training questions are made the same way (positives: the article's other passages that state the "
-        "answer) and mine their negatives from that corpus.",
+        "answer) and mine their negatives from the training corpus: the train articles' passages, none "
+        "a question was cut from.",
         "cloze statements, not natural questions; one small Wikipedia sample (97 articles), not the full dump; "
         "MMLU-style questions are the same cloze questions with choices, not exam questions.",
     ),

@@ -8,9 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import EVAL_SPLITS, DemoSize, TaskData, norm_text, round_robin, shuffled
+from llm_embedder.data.demo.common import (
+    EVAL_SPLITS,
+    DemoSize,
+    TaskData,
+    norm_text,
+    round_robin,
+    shuffled,
+    train_corpus_path,
+)
 from llm_embedder.data.demo.qa import contains_word, passage_clozes
-from llm_embedder.data.demo.wikipedia import Article, passage_corpus, passage_text
+from llm_embedder.data.demo.wikipedia import Article, passage_corpus, passage_rows, passage_text
 
 REFERENCES = ("pronoun", "ellipsis")
 _POSSESSIVE = {"it": "its", "they": "their", "he": "his", "she": "her"}
@@ -163,7 +171,9 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
 
     Corpus rows are ``{"title", "text": "<title> <passage>"}``.  Corpus (test and dev): every
     positive plus a seeded sample of the other passages of the in-domain articles (the same and
-    other subjects).  Corpus (ood): the ood positives plus a sample of all other passages.
+    other subjects).  Corpus (ood): the ood positives plus a sample of all other passages.  Training
+    corpus (``corpus-train/convsearch.jsonl``, ``pos_index`` of the training records): every passage
+    of the train articles that no question was cut from, so no dev, test or ood passage.
     """
     splits = (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test))
     sessions = {split: [(a, sessions_of(a, rng)) for a in shuffled(parts[split], rng)] for split, _ in splits}
@@ -220,7 +230,11 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
         ]
     files["eval/convsearch/qrecc/corpus.json"] = corpora["in"][0]
     files["ood/convsearch/qrecc/corpus.json"] = corpora["ood"][0]
-    rows, row_of = corpora["in"]
+    # the training corpus: every passage of the train articles that no question was cut from
+    every_passage = {(a.title, q) for a in parts["train"] for q in range(len(a.passages))}
+    rows, row_of = passage_rows(every_passage - cut_from, parts["train"])
+    rows[:] = [{"title": r["title"], "text": f"{r['title']} {r['text']}"} for r in rows]
+    files[train_corpus_path("convsearch")] = rows
     train = [
         {
             **(r := record(i, a, t, q, pos, row_of)),
@@ -233,7 +247,7 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
         train,
         "convsearch/qrecc/test.concat.json",
         files,
-        corpus_file="eval/convsearch/qrecc/corpus.json",
+        train_corpus=train_corpus_path("convsearch"),
         linked={"dev/convsearch/qrecc/corpus.json": "eval/convsearch/qrecc/corpus.json"},
         notes={
             "test_references": {

@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import DemoSize, TaskData, norm_text, shuffled, split_counts, word_count
+from llm_embedder.data.demo.common import (
+    DemoSize,
+    TaskData,
+    norm_text,
+    shuffled,
+    split_counts,
+    train_corpus_path,
+    word_count,
+)
 from llm_embedder.data.demo.sources import SOURCES
 
 
@@ -208,7 +216,13 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
             "ood/icl/icl/test.json": ood,
             "ood/icl/icl/corpus.json": ood_corpus,
         },
-        corpus_file="eval/icl/icl/corpus.json",
-        linked={"dev/icl/icl/corpus.json": "eval/icl/icl/corpus.json"},
+        # ICL queries have no labelled key: the pool is the demonstration collection that training
+        # and evaluation both retrieve from, as in the paper; what keeps test content out of it is the
+        # split by content (no test item's input is in it).
+        train_corpus=train_corpus_path("icl"),
+        linked={
+            "dev/icl/icl/corpus.json": "eval/icl/icl/corpus.json",
+            train_corpus_path("icl"): "eval/icl/icl/corpus.json",
+        },
         notes={"task_names": names, "ood_task_names": list(ood_tasks)},
     )

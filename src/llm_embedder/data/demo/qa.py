@@ -16,6 +16,7 @@ from llm_embedder.data.demo.common import (
     norm_text,
     round_robin,
     shuffled,
+    train_corpus_path,
     word_count,
 )
 from llm_embedder.data.demo.wikipedia import GAP, Article, passage_corpus, passage_rows, passage_text, split_sentences
@@ -153,10 +154,13 @@ def _retrieval_files(
     need: int,
     train_need: int,
     corpora: dict[str, tuple[dict[tuple[str, int], int], list[Article]]],
+    train_pool: list[Article],
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int], list[tuple[Pick, list[int]]]]:
     """The qa retrieval column's files (``qa/retrieval/test.json`` + ``corpus.json`` per evaluation
-    folder), where a question cannot find the sentence it was cut from, and the training questions
-    made the same way (third item: ``(pick, positive rows)``, rows of the in-domain corpus).
+    folder), where a question cannot find the sentence it was cut from, the training questions
+    made the same way (third item: ``(pick, positive rows)``, rows of the training corpus) and the
+    training corpus (``corpus-train/qa.jsonl``: every passage of the ``train_pool`` articles but the
+    source passages, so no dev, test or ood passage).
 
     Questions: the split's popqa (train: first training) questions, then its further cloze
     questions (``candidates``, the same round-robin order; the first ones are its prefix) up to
@@ -165,8 +169,7 @@ def _retrieval_files(
     question without one is dropped, and a further question cut from an earlier question's positive
     too.  Corpus: the qa corpus's passages plus every positive, less the source passage of every
     popqa/train question of any split and of every further question; ``corpora`` maps ``in``/``ood``
-    to the qa corpus's (title, passage) -> row and its article pool.  The in-domain corpus also
-    holds the training positives: it is the training (mining) corpus.
+    to the qa corpus's (title, passage) -> row and its article pool.
     """
     source = {(a.title, p) for found in picks.values() for a, p, _ in found}
     used: set[tuple[str, int]] = set()  # every chosen positive: no later question may be cut from one
@@ -210,7 +213,9 @@ def _retrieval_files(
             }
             for i, ((a, _, c), pos) in enumerate(positives[split])
         ]
-    train = [(pick, [rows_of["in"][pick[0].title, q] for q in pos]) for pick, pos in positives["train"]]
+    every_passage = {(a.title, q) for a in train_pool for q in range(len(a.passages))}
+    files[train_corpus_path("qa")], train_row_of = passage_rows(every_passage - source, train_pool)
+    train = [(pick, [train_row_of[pick[0].title, q] for q in pos]) for pick, pos in positives["train"]]
     return files, {f"retrieval_{split}": len(found) for split, found in positives.items()}, train
 
 
@@ -228,8 +233,8 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
 
     Training records are made as the qa retrieval column's questions (below): ``pos`` = the article's
     other passages that contain the answer (as ``"<title> <text>"``, the eval key template) with
-    their ``pos_index`` in the training corpus, ``eval/qa/retrieval/corpus.json`` (also
-    ``corpus/qa.jsonl``), which holds no question's source passage.
+    their ``pos_index`` in the training corpus, ``corpus-train/qa.jsonl``: every passage of the train
+    articles but the ones a question was cut from (no dev, test or ood passage is in it).
 
     Every test, dev and ood question carries its source passage as ``pos_index`` (``qa/nq/test.json``
     is the same file as ``qa/popqa/test.json``).  The qa retrieval column reads its own files,
@@ -298,16 +303,17 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         size.test,
         size.train,
         {"in": (row_of, in_domain), "ood": (ood_row_of, parts["ood"] + in_domain)},
+        parts["train"],
     )
     if len(positives) < size.train:
         raise RuntimeError(f"qa: only {len(positives)} train questions have an answering passage, {size.train} needed")
     files |= retrieval
     linked["dev/qa/retrieval/corpus.json"] = "eval/qa/retrieval/corpus.json"
     notes |= counts
-    # Training asks what the qa-retrieval column asks: another passage that states the answer, mined
-    # from that column's corpus, where no question's own sentence is (a cloze question finds it word
-    # for word, which teaches nothing the base encoder cannot do; measured 2026-12-02: top-1 0.94).
-    corpus_file = "eval/qa/retrieval/corpus.json"
+    # Training asks what the qa-retrieval column asks: another passage that states the answer, from a
+    # corpus where no question's own sentence is (a cloze question finds it word for word, which
+    # teaches nothing the base encoder cannot do) and no held-out article is.
+    corpus_file = train_corpus_path("qa")
     rows = files[corpus_file]
     train = [
         {
@@ -320,4 +326,4 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         }
         for i, ((_, _, c), pos) in enumerate(positives)
     ]
-    return TaskData(train, "qa/popqa/test.json", files, corpus_file=corpus_file, linked=linked, notes=notes)
+    return TaskData(train, "qa/popqa/test.json", files, train_corpus=corpus_file, linked=linked, notes=notes)
