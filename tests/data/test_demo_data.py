@@ -343,6 +343,25 @@ def test_convsearch_positive_answers_the_last_question_which_leans_on_the_conver
 
 @needs_sources
 @pytest.mark.parametrize("split", SPLIT_DIRS)
+def test_eval_records_name_their_cluster(quick, split):
+    """The unit the leaderboard resamples: the article of a qa or convsearch question, the gold
+    function of a tool request, the prompt a chat was started from (else the conversation)."""
+    for rel in ("qa/popqa/test.json", "qa/retrieval/test.json"):
+        for r in read(quick / split / rel):
+            assert r["cluster_unit"] == "article" and r["query"].startswith(r["cluster"] + ": "), rel
+    for r in read(quick / split / TEST_FILES["convsearch"]):
+        assert r["cluster_unit"] == "article" and r["cluster"] == r["subject"]
+    corpus = read(quick / split / "tool/toolbench/corpus.json")
+    for r in read(quick / split / TEST_FILES["tool"]):
+        assert r["cluster_unit"] == "tool" and r["cluster"] == corpus[r["pos_index"][0]]["name"]
+    data = json.loads((locate_sources(["chitchat"])["chitchat"] / "dataset.json").read_text(encoding="utf-8"))
+    for r in read(quick / split / TEST_FILES["chat"]):
+        prompt = " ".join(str(data[r["conversation"]].get("prompt") or "").split())
+        assert r["cluster_unit"] == "prompt" and r["cluster"] == (prompt or r["conversation"])
+
+
+@needs_sources
+@pytest.mark.parametrize("split", SPLIT_DIRS)
 def test_lrlm_documents_are_long_enough_for_the_evaluator(quick, split):
     """The evaluator predicts the last 8 of 128-token chunks with 8 retrieved chunk pairs: it needs
     (16 + 2) x 128 tokens; 15,000 characters is well above that for English prose."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_embedder.errors import InputError
-from llm_embedder.evaluation.base import EvalResult, fit_passages, load_records, require_lm
+from llm_embedder.evaluation.base import EvalResult, cluster_fields, fit_passages, load_records, require_lm
 from llm_embedder.evaluation.metrics import contains_answer, popqa_match
 from llm_embedder.evaluation.retrievers import Retriever
 from llm_embedder.models.lm import CausalLM
@@ -280,7 +280,7 @@ class OpenQA:
             prompt = _knowledge(lm, corpus, ids, self.knowledge_tokens, "Knowledge: ") + shots + f"Q: {r['query']} A:"
             prompts.append(prompt)
             spans.append(lm.make_span(prompt, f" {answers[i][0]}"))
-            details.append({"query": r["query"], "retrieved": ids, "answers": answers[i]})
+            details.append({"query": r["query"], "retrieved": ids, "answers": answers[i], **cluster_fields(r)})
         generations = lm.generate(prompts, max_new_tokens=self.max_new_tokens)
         logliks = [s / c for s, c in lm.span_log_probs(spans)]
         for d, text, ll in zip(details, generations, logliks, strict=True):

@@ -104,12 +104,18 @@ def _tool_corpus(
     return [{"text": d, "name": d.split(",", 1)[0]} for d in docs], {d: i for i, d in enumerate(docs)}
 
 
+def _tool_cluster(gold: str) -> dict[str, str]:
+    """Requests for one function are not independent: the leaderboard resamples whole tools."""
+    return {"cluster": gold.split(",", 1)[0], "cluster_unit": "tool"}
+
+
 def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> TaskData:
     """Tool retrieval: a BFCL user request -> its gold function document.
 
     Requests with exactly one gold function (English; 3-150 words; unique) from simple_python/java/
     javascript and the single-call rows of multiple make train, dev and test; requests sharing a gold
-    document stay in one split, so the three share no tool.  ood: the live_simple and single-call
+    document stay in one split, so the three share no tool.  An eval record's ``cluster`` is its gold
+    function's name.  ood: the live_simple and single-call
     live_multiple requests (real users' requests and functions).  The corpus is every document
     offered with a chosen request (its gold and the row's other functions) plus a seeded sample of
     the other BFCL function documents of the same family (ood: the live files; the others: the rest).
@@ -147,7 +153,8 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
     for split, folder in EVAL_SPLITS.items():
         rows = ood_row_of if split == "ood" else row_of
         files[f"{folder}/tool/toolbench/test.json"] = [
-            {"query": q, "pos_index": [rows[g]], "query_id": i} for i, (q, g, _) in enumerate(splits[split])
+            {"query": q, "pos_index": [rows[g]], **_tool_cluster(g), "query_id": i}
+            for i, (q, g, _) in enumerate(splits[split])
         ]
     # The training corpus is drawn last (the test files do not depend on it) and holds no held-out gold
     # document, also where a training request's BFCL row offers one beside its own.

@@ -115,7 +115,9 @@ def _sources_md(
         "`llm-embedder eval --data DIR/eval` reads (the query files are named `test*.json` in all three). "
         "`dev/` shares the test corpora (same files); `ood/` has its own. Choices (steps, learning rate, "
         "merge weights, ...) are made on `dev/`; `ood/` is never used in training: it checks that the "
-        "model stays general.",
+        "model stays general. Eval records of qa, convsearch, tool and chat carry `cluster` and `cluster_unit` "
+        "(their article, gold function or conversation starter): questions of one cluster are not independent, "
+        "so the leaderboard resamples whole clusters.",
         f"- `{TRAIN_CORPUS_DIR}/<task>.jsonl`: the training corpus, the one negatives are mined from and the "
         "LLM scores for training: no key labelled relevant for a dev, test or ood query is in it (qa and "
         "convsearch: the passages of the train articles; tool: no held-out gold function; icl: the "

@@ -11,7 +11,7 @@ MANIFEST_KIND = "llm-embedder-demo-data"
 LAYOUT_VERSION = 4
 """Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages;
 3: qa/retrieval/ files for the qa-retrieval column; 4: ``corpus-train/`` replaces ``corpus/``, the test
-corpora); a cached build of another version is stale."""
+corpora, and eval records carry ``cluster``); a cached build of another version is stale."""
 TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 

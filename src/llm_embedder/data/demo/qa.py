@@ -148,6 +148,12 @@ def _multiple_choice(picks: list[tuple[Article, int, Cloze]], rng: np.random.Gen
 Pick = tuple[Article, int, Cloze]
 
 
+def article_cluster(article: Article) -> dict[str, str]:
+    """An eval record's cluster: questions cut from one article are not independent (the leaderboard
+    resamples whole articles)."""
+    return {"cluster": article.title, "cluster_unit": "article"}
+
+
 def _retrieval_files(
     picks: dict[str, list[Pick]],
     candidates: dict[str, list[Pick]],
@@ -209,6 +215,7 @@ def _retrieval_files(
                 "answers": [c.answer],
                 "pos_index": [row[a.title, q] for q in pos],
                 "answer_kind": c.kind,
+                **article_cluster(a),
                 "query_id": i,
             }
             for i, ((a, _, c), pos) in enumerate(positives[split])
@@ -288,6 +295,7 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
                 "answers": [c.answer],
                 "pos_index": [rows[a.title, p]],
                 "answer_kind": c.kind,
+                **article_cluster(a),
                 "query_id": i,
             }
             for i, (a, p, c) in enumerate(picks[split])
