@@ -46,6 +46,15 @@ TEST_FILES = {
 }
 
 
+# (query file, corpus) of each task's labelled column, relative to an evaluation folder (popqa's records
+# have no positive: their source passage is in no corpus)
+LABELLED_FILES = {
+    "qa": [("qa/retrieval/test.json", "qa/retrieval/corpus.json")],
+    "tool": [("tool/toolbench/test.json", "tool/toolbench/corpus.json")],
+    "convsearch": [("convsearch/qrecc/test.concat.json", "convsearch/qrecc/corpus.json")],
+}
+
+
 def _installed() -> bool:
     try:
         locate_sources()
@@ -102,7 +111,13 @@ def test_layout_has_every_file_and_no_leftovers(quick):
         assert (quick / TRAIN_CORPUS / f"{task}.jsonl").is_file()
     assert not (quick / "corpus").exists()  # the old name of the training corpora, once the test corpora
     for split in SPLIT_DIRS:
-        same = [("qa/msmarco/corpus.json", "qa/nq/corpus.json"), ("qa/nq/test.json", "qa/popqa/test.json")]
+        # popqa and mmlu read the qa-retrieval corpus, where no question's own passage is
+        same = [
+            ("qa/msmarco/corpus.json", "qa/retrieval/corpus.json"),
+            ("qa/nq/corpus.json", "qa/retrieval/corpus.json"),
+            ("qa/nq/test.json", "qa/popqa/test.json"),
+            ("qa/popqa/demos.json", "../eval/qa/popqa/demos.json"),
+        ]
         for a, b in same:
             assert (quick / split / a).read_bytes() == (quick / split / b).read_bytes()
     for rel in (
@@ -190,9 +205,9 @@ def test_eval_files_pass_the_evaluators_checks(quick, split):
     rows = load_records(evaluators[2].eval_file, {"query": str, "answers": list, "pos_index": list})
     check_labels(evaluators[2].eval_file, rows, Corpus.from_jsonl(evaluators[2].corpus_file, "{title} {text}"))
 
-    qa_corpus = Corpus.from_jsonl(ev / "qa/nq/corpus.json", "{title} {text}")
-    rows = load_records(ev / "qa/popqa/test.json", {"query": str, "answers": list, "pos_index": list})
-    check_labels(ev / "qa/popqa/test.json", rows, qa_corpus)
+    rows = load_records(ev / "qa/popqa/test.json", {"query": str, "answers": list, "cluster": str})
+    assert not any("pos_index" in r for _, r in rows)  # its source passage is in no corpus
+    assert evaluators[1].demos_file == ev / "qa/popqa/demos.json"
     answer_of = {r["query"]: r["answers"][0] for _, r in rows}
 
     mmlu = MultipleChoiceQA(ev / "qa/mmlu/test.json", ev / "qa/msmarco/corpus.json")
@@ -222,11 +237,7 @@ def test_eval_files_pass_the_evaluators_checks(quick, split):
 # ============================================================================ shapes (what evaluation assumes)
 def _labelled(quick: Path, task: str) -> dict[str, list[tuple[dict, dict]]]:
     """Per split (train and the evaluation folders), each query record with the corpus row of its first positive."""
-    corpus_rel = {
-        "qa": "qa/nq/corpus.json",
-        "tool": "tool/toolbench/corpus.json",
-        "convsearch": "convsearch/qrecc/corpus.json",
-    }[task]
+    ((test, corpus_rel),) = LABELLED_FILES[task]
     out = {
         "train": [
             (r, read(quick / TRAIN_CORPUS / f"{task}.jsonl")[r["pos_index"][0]])
@@ -235,22 +246,22 @@ def _labelled(quick: Path, task: str) -> dict[str, list[tuple[dict, dict]]]:
     }
     for split in SPLIT_DIRS:
         corpus = read(quick / split / corpus_rel)
-        out[split] = [(r, corpus[r["pos_index"][0]]) for r in read(quick / split / TEST_FILES[task])]
+        out[split] = [(r, corpus[r["pos_index"][0]]) for r in read(quick / split / test)]
     return out
 
 
 @needs_sources
 def test_qa_positive_passage_contains_the_answer(quick):
+    """Train and every evaluation folder: the positive is another passage of the question's article
+    that states the answer, not the sentence the question was cut from."""
     for split, pairs in _labelled(quick, "qa").items():
+        assert pairs
         for r, row in pairs:
-            if split == "train":  # another passage of the question's article that states the answer
-                assert r["query"].startswith(row["title"] + ": ") and r["pos"][0] == f"{row['title']} {row['text']}"
-                assert re.search(rf"(?<![\w-]){re.escape(r['answers'][0])}(?![\w-])", row["text"], re.I)
-                assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) not in row["text"]
-                continue
             assert "____" in r["query"] and r["query"].startswith(row["title"] + ": "), split
-            # the question is a sentence of its passage with the answer blanked
-            assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) in row["text"], split
+            if split == "train":
+                assert r["pos"][0] == f"{row['title']} {row['text']}"
+            assert re.search(rf"(?<![\w-]){re.escape(r['answers'][0])}(?![\w-])", row["text"], re.I)
+            assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) not in row["text"]
 
 
 @needs_sources
@@ -370,6 +381,67 @@ def test_lrlm_documents_are_long_enough_for_the_evaluator(quick, split):
 
 
 @needs_sources
+def test_popqa_demonstrations_are_training_questions_of_other_articles(quick):
+    """Few-shot demonstrations come from train only: no test, dev or ood question and none of their articles."""
+    demos = read(quick / "eval/qa/popqa/demos.json")
+    train = {r["query"]: r["answers"] for r in read(quick / "train/qa.json")}
+    assert demos and all(train[d["query"]] == d["answers"] for d in demos)
+    for split in SPLIT_DIRS:
+        held_out = read(quick / split / "qa/popqa/test.json")
+        assert not {r["cluster"] for r in held_out} & {d["cluster"] for d in demos}, split
+        assert not {r["query"] for r in held_out} & {d["query"] for d in demos}, split
+
+
+def _analogy_pairs(text: str, answer: str) -> set[tuple[str, ...]]:
+    """The two word pairs of "Complete the analogy: a is to b as c is to" -> d, each either order."""
+    a, b, c = re.fullmatch(r"Complete the analogy: (\S+) is to (\S+) as (\S+) is to", text).groups()
+    return {tuple(sorted((a.lower(), b.lower()))), tuple(sorted((c.lower(), answer.lower())))}
+
+
+@needs_sources
+def test_icl_analogy_splits_share_no_word_pair(quick):
+    """A word pair of an analogy (its answer pair included) is in at most one of test, dev, train and the
+    demonstration pool: "Athens is to Greece as Baghdad is to Iraq" in the pool would answer the test
+    question "Paris is to France as Baghdad is to"."""
+    for folder, name in (("eval", "analogy"), ("ood", "analogy-grammar")):
+        sets = {}
+        for split in ("eval", "dev") if folder == "eval" else ("ood",):
+            records = [r for r in read(quick / split / TEST_FILES["icl"]) if r["task_name"] == name]
+            sets[split] = set().union(*(_analogy_pairs(r["query"], r["answers"][0]) for r in records))
+        if folder == "eval":
+            train = [r for r in read(quick / "train/icl.json") if r["task_name"] == name]
+            sets["train"] = set().union(*(_analogy_pairs(r["query"], r["answers"][0]) for r in train))
+        pool = [r["contents"] for r in read(quick / folder / "icl/icl/corpus.json") if r["task_name"] == name]
+        sets["pool"] = set().union(*(_analogy_pairs(*c.rsplit("\n", 1)) for c in pool))
+        assert all(sets.values()), folder
+        _assert_disjoint(sets, f"{folder} word pair")
+
+
+def test_split_by_content_deals_in_order_and_skips_shared_keys():
+    from llm_embedder.data.demo.icl_sets import Demo, split_by_content
+
+    demos = [
+        Demo("q1", "a", "g", ("P", "Q")),
+        Demo("q2", "a", "g", ("Q", "R")),  # shares Q with q1, same split: kept
+        Demo("q3", "a", "g", ("R", "S")),  # shares R with the first split: skipped by the second
+        Demo("q4", "a", "g", ("T", "U")),
+        Demo("q5", "a", "g", ("U", "V")),  # the second split's own key: kept
+        Demo("q6", "a", "g", ("V", "W")),  # shares V with the second split: skipped by the third
+        Demo("q7", "a", "g"),  # no content: its input is the key
+    ]
+    first, second, third = split_by_content(demos, [2, 2, 1])
+    assert [d.input for d in first] == ["q1", "q2"]
+    assert [d.input for d in second] == ["q4", "q5"]
+    assert [d.input for d in third] == ["q7"]  # q6 shares V with the second split
+    plain = [Demo(f"x{i}", "a", "g") for i in range(6)]
+    assert [[d.input for d in part] for part in split_by_content(plain, [2, 3, 5])] == [
+        ["x0", "x1"],
+        ["x2", "x3", "x4"],
+        ["x5"],
+    ]
+
+
+@needs_sources
 def test_icl_training_positives_are_same_task_demonstrations(quick):
     corpus = read(quick / TRAIN_CORPUS / "icl.jsonl")
     for r in read(quick / "train/icl.json"):
@@ -457,14 +529,6 @@ def _training_strings(quick: Path, task: str) -> list[str]:
     return _strings(records) + (_strings(read(corpus)) if corpus.is_file() else [])
 
 
-# (query file, corpus) of every labelled column of a task, relative to an evaluation folder
-LABELLED_FILES = {
-    "qa": [("qa/popqa/test.json", "qa/nq/corpus.json"), ("qa/retrieval/test.json", "qa/retrieval/corpus.json")],
-    "tool": [("tool/toolbench/test.json", "tool/toolbench/corpus.json")],
-    "convsearch": [("convsearch/qrecc/test.concat.json", "convsearch/qrecc/corpus.json")],
-}
-
-
 def _held_out_positives(quick: Path, task: str) -> list[dict]:
     """Every corpus row labelled relevant for a dev, test or ood query of ``task``."""
     out = []
@@ -539,7 +603,7 @@ def test_quick_sizes(quick):
         expected = {"lrlm": size.lrlm_test_docs, "icl": size.llm_test, "chat": size.llm_test}.get(task, size.test)
         for split, folder in (("test", "eval"), ("dev", "dev"), ("ood", "ood")):
             assert len(read(quick / folder / TEST_FILES[task])) == expected == manifest[task][split], (task, split)
-    assert len(read(quick / "eval/qa/nq/corpus.json")) == size.qa_corpus
+    assert len(read(quick / "eval/qa/retrieval/corpus.json")) >= 0.75 * size.qa_corpus
     assert len(read(quick / "eval/tool/toolbench/corpus.json")) == size.tool_corpus
     assert len(read(quick / TRAIN_CORPUS / "tool.jsonl")) == size.tool_corpus
     assert len(read(quick / "eval/convsearch/qrecc/corpus.json")) == size.convsearch_corpus
@@ -559,15 +623,15 @@ def test_quick_sizes(quick):
 
 @needs_sources
 def test_qa_labels_are_findable_by_bm25(quick):
-    """A sanity check of the derived labels: the passage a cloze question was cut from, and a
+    """A sanity check of the derived labels: a passage that states a cloze question's answer, and a
     request's gold function, are mostly among BM25's top 10."""
     from llm_embedder.retrieval.searcher import Searcher
 
-    for task, template, rel in (("qa", "{title} {text}", "qa/nq"), ("tool", "{text}", "tool/toolbench")):
+    for task, template, rel in (("qa", "{title} {text}", "qa/retrieval"), ("tool", "{text}", "tool/toolbench")):
         corpus = Corpus.from_jsonl(quick / "eval" / rel / "corpus.json", template)
-        test = read(quick / "eval" / TEST_FILES[task])
+        test = read(quick / "eval" / rel / "test.json")
         hits = Searcher.build(corpus, "bm25", task=task, show_progress=False).search([r["query"] for r in test], k=10)
-        found = sum(r["pos_index"][0] in [h.id for h in row] for r, row in zip(test, hits, strict=True))
+        found = sum(bool(set(r["pos_index"]) & {h.id for h in row}) for r, row in zip(test, hits, strict=True))
         assert found >= 0.5 * len(test), (task, found)
 
 

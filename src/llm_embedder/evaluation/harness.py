@@ -4,6 +4,7 @@ Data follow the released LLM-Embedder evaluation layout under one folder (only t
 are evaluated):
 
     qa/mmlu/test.json + qa/msmarco/corpus.json        qa/popqa/test.json + qa/nq/corpus.json
+                                                      (+ qa/popqa/demos.json: few-shot demonstrations)
     (qa-retrieval: qa/retrieval/test.json + corpus.json, else the popqa questions whose records carry
     ``pos_index``, ranked over qa/nq/corpus.json)
     icl/icl/test.json + icl/icl/corpus.json           chat/msc/test.json
@@ -62,8 +63,12 @@ def _mmlu(d: Path, limit: int | None):
 
 
 def _popqa(d: Path, limit: int | None):
-    test, corpus = d / "qa/popqa/test.json", d / "qa/nq/corpus.json"
-    return OpenQA(test, corpus, limit=limit) if _if_present(test, corpus) else None
+    """Few-shot demonstrations from ``qa/popqa/demos.json`` where present (the demo data: training
+    questions), else from the other test questions (the released PopQA file)."""
+    test, corpus, demos = d / "qa/popqa/test.json", d / "qa/nq/corpus.json", d / "qa/popqa/demos.json"
+    if not _if_present(test, corpus):
+        return None
+    return OpenQA(test, corpus, limit=limit, demos_file=demos if demos.is_file() else None)
 
 
 def _icl(d: Path, limit: int | None):

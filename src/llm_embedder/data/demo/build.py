@@ -122,8 +122,10 @@ def _sources_md(
         "LLM scores for training: no key labelled relevant for a dev, test or ood query is in it (qa and "
         "convsearch: the passages of the train articles; tool: no held-out gold function; icl: the "
         "demonstration pool, the same file as `eval/icl/icl/corpus.json`, since ICL queries have no labelled "
-        "key). The test corpora under `eval/` are read only by the evaluation. `qa/msmarco/corpus.json` is "
-        "the same file as `qa/nq/corpus.json`, and `qa/nq/test.json` the same as `qa/popqa/test.json`.",
+        "key). The test corpora under `eval/` are read only by the evaluation. `qa/nq/corpus.json` and "
+        "`qa/msmarco/corpus.json` (popqa's and mmlu's knowledge) are the same file as `qa/retrieval/corpus.json` "
+        "(no question's own passage), `qa/nq/test.json` the same as `qa/popqa/test.json`, and "
+        "`qa/popqa/demos.json` (popqa's few-shot demonstrations) holds training questions.",
         "",
         "Row number = document id in every corpus. Train, dev, test and ood never share a query (compared "
         "case- and whitespace-insensitively); the Wikipedia tasks (qa, convsearch, lrlm) split whole articles "

@@ -11,7 +11,8 @@ MANIFEST_KIND = "llm-embedder-demo-data"
 LAYOUT_VERSION = 4
 """Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages;
 3: qa/retrieval/ files for the qa-retrieval column; 4: ``corpus-train/`` replaces ``corpus/``, the test
-corpora, and eval records carry ``cluster``); a cached build of another version is stale."""
+corpora, eval records carry ``cluster``, popqa reads the qa-retrieval corpus and ``qa/popqa/demos.json``);
+a cached build of another version is stale."""
 TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 

@@ -243,19 +243,23 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
     their ``pos_index`` in the training corpus, ``corpus-train/qa.jsonl``: every passage of the train
     articles but the ones a question was cut from (no dev, test or ood passage is in it).
 
-    Every test, dev and ood question carries its source passage as ``pos_index`` (``qa/nq/test.json``
-    is the same file as ``qa/popqa/test.json``).  The qa retrieval column reads its own files,
-    ``qa/retrieval/test.json`` + ``corpus.json`` (see ``_retrieval_files``): the same questions
-    against a corpus without their source passages, since a cloze question finds the sentence it
-    was cut from word for word.
+    The qa retrieval column reads ``qa/retrieval/test.json`` + ``corpus.json`` (see
+    ``_retrieval_files``): the same questions, then more, against a corpus without the passage any
+    question was cut from, since a cloze question finds the sentence it was cut from word for word.
+    popqa and mmlu read that corpus too (``qa/nq/corpus.json`` and ``qa/msmarco/corpus.json`` are
+    the same file): their knowledge must state the answer elsewhere.  Their questions' records
+    carry no ``pos_index`` (``qa/nq/test.json`` is the same file as ``qa/popqa/test.json``); every
+    record names its article as ``cluster``.  popqa's few-shot demonstrations are the training
+    questions (``qa/popqa/demos.json``), never a test question or one of its article.
 
     Multiple choice (``qa/mmlu``): each question whose article offers three other spans of the same
     kind (years or names) not in the sentence; the choices are those three and the answer in a
     random order; the subject is the article title.
 
-    Corpus of popqa and mmlu (test and dev): every train, dev and test question's passage plus a
-    seeded sample of the other passages of those articles.  Corpus (ood): the ood questions'
-    passages plus a seeded sample of all other passages.  Negatives are left to mining.
+    The qa corpus the retrieval corpus starts from (test and dev): every train, dev and test
+    question's passage plus a seeded sample of the other passages of those articles.  Its ood
+    counterpart: the ood questions' passages plus a seeded sample of all other passages.  Negatives
+    are left to mining.
     """
     seen: set[str] = set()
     picks: dict[str, list[Pick]] = {}
@@ -276,34 +280,28 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
 
     in_domain = parts["test"] + parts["dev"] + parts["train"]
     chosen = [(a, p) for split in ("test", "dev", "train") for a, p, _ in picks[split]]
-    corpus, row_of = passage_corpus(chosen, in_domain, size.qa_corpus, rng)
-    ood_corpus, ood_row_of = passage_corpus(
-        [(a, p) for a, p, _ in picks["ood"]], parts["ood"] + in_domain, size.qa_corpus, rng
-    )
+    _, row_of = passage_corpus(chosen, in_domain, size.qa_corpus, rng)
+    _, ood_row_of = passage_corpus([(a, p) for a, p, _ in picks["ood"]], parts["ood"] + in_domain, size.qa_corpus, rng)
 
     def key(row: dict[str, str]) -> str:  # the corpus row as the eval key template "{title} {text}" renders it
         return f"{row['title']} {row['text']}"
 
-    files: dict[str, list[dict[str, Any]]] = {"eval/qa/nq/corpus.json": corpus, "ood/qa/nq/corpus.json": ood_corpus}
-    linked = {"dev/qa/nq/corpus.json": "eval/qa/nq/corpus.json"}
+    # The popqa and mmlu questions read the qa-retrieval corpus: a cloze question's own sentence in
+    # the knowledge would reward finding it word for word, not finding what states the answer.
+    files: dict[str, list[dict[str, Any]]] = {}
+    linked: dict[str, str] = {}
     notes: dict[str, Any] = {"articles": {k: len(v) for k, v in parts.items()}}
     for split, folder in EVAL_SPLITS.items():
-        rows = ood_row_of if split == "ood" else row_of
         files[f"{folder}/qa/popqa/test.json"] = [
-            {
-                "query": c.query,
-                "answers": [c.answer],
-                "pos_index": [rows[a.title, p]],
-                "answer_kind": c.kind,
-                **article_cluster(a),
-                "query_id": i,
-            }
-            for i, (a, p, c) in enumerate(picks[split])
+            {"query": c.query, "answers": [c.answer], "answer_kind": c.kind, **article_cluster(a), "query_id": i}
+            for i, (a, _, c) in enumerate(picks[split])
         ]
         files[f"{folder}/qa/mmlu/test.json"] = mmlu = _multiple_choice(picks[split], rng)
         linked[f"{folder}/qa/nq/test.json"] = f"{folder}/qa/popqa/test.json"
+        retrieval_corpus = f"{'ood' if split == 'ood' else 'eval'}/qa/retrieval/corpus.json"
+        linked[f"{folder}/qa/nq/corpus.json"] = retrieval_corpus
         if mmlu:
-            linked[f"{folder}/qa/msmarco/corpus.json"] = f"{folder}/qa/nq/corpus.json"
+            linked[f"{folder}/qa/msmarco/corpus.json"] = retrieval_corpus
         notes[f"mmlu_{split}"] = len(mmlu)
     retrieval, counts, positives = _retrieval_files(
         picks,
@@ -334,4 +332,10 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         }
         for i, ((_, _, c), pos) in enumerate(positives)
     ]
+    # popqa's few-shot demonstrations: training questions (other articles than any held-out question's)
+    files["eval/qa/popqa/demos.json"] = [
+        {"query": c.query, "answers": [c.answer], **article_cluster(a), "query_id": i}
+        for i, ((a, _, c), _) in enumerate(positives)
+    ]
+    linked |= {f"{folder}/qa/popqa/demos.json": "eval/qa/popqa/demos.json" for folder in ("dev", "ood")}
     return TaskData(train, "qa/popqa/test.json", files, train_corpus=corpus_file, linked=linked, notes=notes)
