@@ -10,11 +10,11 @@ The pick: the highest in-domain score among the models whose out-of-domain score
 none qualifies, the one with the best out-of-domain score, and the result says so.
 
 Ties: a dev score is a mean over a few hundred queries, so two models within ``dev_tie`` of the best
-eligible dev score (default 0.03, about the paired noise of a mean of three retrieval columns of 200
-queries, relative to the base) are not told apart by dev.  Among those tied models the one with the
-best out-of-domain score wins: when dev cannot choose, take the option that is safer on data it was
-not chosen on (a model with no out-of-domain score counts as the least safe).  ``dev_tie=0`` picks by
-dev alone.
+eligible dev score are not told apart by dev (default 0.03: by a rough estimate from the per-column
+intervals, what a mean of three relative retrieval columns of 200 queries moves by chance).  Among
+those tied models the one with the best out-of-domain score wins: when dev cannot choose, take the
+option that is safer on data it was not chosen on (a model with no out-of-domain score counts as
+the least safe).  ``dev_tie=0`` picks by dev alone.
 """
 
 from __future__ import annotations

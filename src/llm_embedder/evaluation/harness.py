@@ -46,7 +46,7 @@ from llm_embedder.evaluation.memory import Conversation, LongText
 from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
-from llm_embedder.fileio import iter_jsonl, read_jsonl, write_json, write_jsonl
+from llm_embedder.fileio import atomic_path, iter_jsonl, read_jsonl, write_json, write_jsonl
 from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest, weights_digest
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
@@ -342,7 +342,8 @@ def write_leaderboard(
     if tests:
         lines += ["", *_difference_table(columns, specs, ref, confidence)]
     lines += ["", _legend(ref, len(tests), _units(columns, specs, confidence))]
-    (out / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_path(out / "leaderboard.md") as tmp:  # a reader never sees half a table
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     _chart(out / "leaderboard.png", columns, table, confidence, specs)
     return board
 
