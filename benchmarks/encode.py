@@ -15,7 +15,7 @@ of load on a shared machine spreads over all of them.
 Variants: sentence-transformers float32 (the reference), ours torch float32, torch bfloat16, onnx
 float32 and onnx int8 (onnxruntime dynamic quantisation).  Printed for each: texts/s, the speed
 ratio to the reference, the largest cosine deviation ``1 - min(row cosine)`` from the reference
-vectors, and the retrieval quality: nDCG@10 on the demo's qa (popqa over the nq corpus), tool
+vectors, and the retrieval quality: nDCG@10 on the demo's qa (the qa-retrieval files), tool
 (toolbench) and convsearch (qrecc) test splits, Flat inner-product search over each corpus.
 
 Goals (issue 12): one variant at least 6x the reference with nDCG@10 within 0.005 of float32 on
@@ -49,7 +49,7 @@ MODEL = "minilm"
 TASK = "qa"
 # (task, test file, corpus file, key template) of the demo data: the retrieval-labelled test splits.
 QUALITY = (
-    ("qa", "eval/qa/popqa/test.json", "eval/qa/nq/corpus.json", "{title} {text}"),
+    ("qa", "eval/qa/retrieval/test.json", "eval/qa/retrieval/corpus.json", "{title} {text}"),
     ("tool", "eval/tool/toolbench/test.json", "eval/tool/toolbench/corpus.json", "{text}"),
     ("convsearch", "eval/convsearch/qrecc/test.concat.json", "eval/convsearch/qrecc/corpus.json", "{text}"),
 )

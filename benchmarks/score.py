@@ -128,7 +128,7 @@ def demo_records(demo: Path, per_task: int, cap: int, work: Path) -> dict[str, t
         path = work / f"{task}.json"
         write_jsonl(path, rows)
         if not any(r.get("neg") or r.get("history") for r in rows):
-            corpus = Corpus.from_jsonl(demo / "corpus" / f"{task}.jsonl", KEY_TEMPLATES.get(task, "{text}"))
+            corpus = Corpus.from_jsonl(demo / "corpus-train" / f"{task}.jsonl", KEY_TEMPLATES.get(task, "{text}"))
             mine_file(
                 Searcher.build(corpus, "bm25", task=task), path, path.with_suffix(".mined"), MineSettings(0, 30, 7)
             )

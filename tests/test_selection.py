@@ -37,3 +37,25 @@ def test_choose_respects_the_out_of_domain_floor():
     picked = choose({"hot": {"dev": 1.3, "ood": 0.9}, "warm": {"dev": 1.2, "ood": 0.95}})
     assert picked["chosen"] == "warm" and "no model reached" in picked["rule"]
     assert choose({"only": {"dev": 1.0, "ood": None}})["chosen"] == "only"
+
+
+def test_a_tie_on_dev_goes_to_the_safer_model_out_of_domain():
+    # Round 3's case: instructions ahead on dev by 0.021, within the noise; without them safer out of domain.
+    candidates = {"instr": {"dev": 1.118, "ood": 1.079}, "plain": {"dev": 1.097, "ood": 1.12}}
+    picked = choose(candidates)
+    assert picked["chosen"] == "plain" and picked["tied"] == ["instr", "plain"]
+    assert "within 0.03 of it on dev: the best out-of-domain score among them" in picked["rule"]
+    # dev alone (no tie window) picks the higher dev score; a clear dev lead is not a tie
+    assert choose(candidates, dev_tie=0.0)["chosen"] == "instr"
+    clear = {"instr": {"dev": 1.20, "ood": 1.01}, "plain": {"dev": 1.10, "ood": 1.3}}
+    assert choose(clear)["chosen"] == "instr" and choose(clear)["tied"] == []
+    # the tie is measured from the best eligible model: one below the out-of-domain floor neither
+    # counts as the best nor ties
+    floor = {"hot": {"dev": 1.30, "ood": 0.9}, "a": {"dev": 1.10, "ood": 1.05}, "b": {"dev": 1.08, "ood": 1.2}}
+    assert choose(floor)["chosen"] == "b" and choose(floor)["tied"] == ["a", "b"]
+    # tied on dev and equal out of domain: the better dev score; an unknown ood score is the least safe
+    even = {"x": {"dev": 1.10, "ood": 1.1}, "y": {"dev": 1.09, "ood": 1.1}, "z": {"dev": 1.095, "ood": None}}
+    assert choose(even)["chosen"] == "x"
+    assert choose({"z": {"dev": 1.2, "ood": None}, "w": {"dev": 1.19, "ood": 1.0}})["chosen"] == "w"
+    with pytest.raises(ValueError, match="dev_tie must be >= 0"):
+        choose(candidates, dev_tie=-0.1)

@@ -585,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="paired comparison of two rows of a results folder, every column",
         description="For each column: both numbers, the difference A - B with its paired bootstrap interval, "
-        "the paired permutation test's p-value and the verdict for A.",
+        "the paired permutation test's p-value, the p-value after Holm's correction over the columns compared, "
+        "and the verdict for A (from the corrected p-value).",
     )
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="an `eval --out` folder (or a pipeline's eval/)")
     p.add_argument("--rows", required=True, metavar="A,B", help="two row labels (or retriever specs)")

@@ -214,7 +214,7 @@ class Pipeline:
             source = data / "train" / f"{task}.json"
             if not source.is_file():
                 continue
-            corpus = data / "corpus" / f"{task}.jsonl"
+            corpus = data / "corpus-train" / f"{task}.jsonl"  # never the test corpus
             has_negatives = any(r.get("neg") or r.get("history") for _, r in iter_jsonl(source))
             if has_negatives or not corpus.is_file():
                 files[task] = source

@@ -8,6 +8,13 @@ relative dev columns; its out-of-domain score the mean over the out-of-domain co
 The pick: the highest in-domain score among the models whose out-of-domain score is at least
 ``ood_floor`` (default 1.0: level with the base encoder out of domain, the issue's requirement); if
 none qualifies, the one with the best out-of-domain score, and the result says so.
+
+Ties: a dev score is a mean over a few hundred queries, so two models within ``dev_tie`` of the best
+eligible dev score are not told apart by dev (default 0.03: by a rough estimate from the per-column
+intervals, what a mean of three relative retrieval columns of 200 queries moves by chance).  Among
+those tied models the one with the best out-of-domain score wins: when dev cannot choose, take the
+option that is safer on data it was not chosen on (a model with no out-of-domain score counts as
+the least safe).  ``dev_tie=0`` picks by dev alone.
 """
 
 from __future__ import annotations
@@ -56,15 +63,38 @@ def mean_score(scores: Mapping[str, float]) -> float | None:
     return sum(scores.values()) / len(scores) if scores else None
 
 
-def choose(candidates: Mapping[str, Mapping[str, float | None]], ood_floor: float = 1.0) -> dict[str, Any]:
-    """Pick among ``{name: {"dev": score, "ood": score}}`` by the rule in the module docstring."""
+DEV_TIE = 0.03
+
+
+def choose(
+    candidates: Mapping[str, Mapping[str, float | None]], ood_floor: float = 1.0, dev_tie: float = DEV_TIE
+) -> dict[str, Any]:
+    """Pick among ``{name: {"dev": score, "ood": score}}`` by the rule in the module docstring; the
+    result names the models that tied on dev (``tied``)."""
     if not candidates:
         raise ValueError("no candidates to choose from")
+    if dev_tie < 0:
+        raise ValueError(f"dev_tie must be >= 0, got {dev_tie}")
     eligible = {n: s for n, s in candidates.items() if s.get("ood") is None or s["ood"] >= ood_floor}
+    tied: list[str] = []
     if eligible:
-        best = max(eligible, key=lambda n: (eligible[n]["dev"] or 0.0))
+        top = max(eligible[n]["dev"] or 0.0 for n in eligible)
+        tied = [n for n in eligible if (eligible[n]["dev"] or 0.0) >= top - dev_tie]
+        # safer out of domain first, then the better dev score; names keep equal models deterministic
+        best = max(tied, key=lambda n: (_or_worst(eligible[n].get("ood")), eligible[n]["dev"] or 0.0, n))
         rule = f"best in-domain dev score among models with out-of-domain score >= {ood_floor}"
+        if len(tied) > 1:
+            rule += f"; {len(tied)} models within {dev_tie} of it on dev: the best out-of-domain score among them"
     else:
         best = max(candidates, key=lambda n: (candidates[n]["ood"] or 0.0))
         rule = f"no model reached out-of-domain score {ood_floor}: the best out-of-domain score"
-    return {"chosen": best, "rule": rule, "candidates": {n: dict(s) for n, s in candidates.items()}}
+    return {
+        "chosen": best,
+        "rule": rule,
+        "tied": sorted(tied) if len(tied) > 1 else [],
+        "candidates": {n: dict(s) for n, s in candidates.items()},
+    }
+
+
+def _or_worst(score: float | None) -> float:
+    return float("-inf") if score is None else score

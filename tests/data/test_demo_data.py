@@ -29,6 +29,8 @@ from llm_embedder.retrieval.corpus import Corpus
 from llm_embedder.tasks import DEFAULT_TASKS
 
 TASKS = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
+# the training corpora: what negatives are mined from and the LLM scores for training
+TRAIN_CORPUS = "corpus-train"
 # the key template each task's corpus is read with (as the evaluators and `mine` use them)
 KEY_TEMPLATES = {"qa": "{title} {text}", "icl": "{contents}", "tool": "{text}", "convsearch": "{text}"}
 # evaluation folders: test, dev and out-of-domain, each in the layout `eval --data` reads
@@ -41,6 +43,15 @@ TEST_FILES = {
     "lrlm": "lrlm/wikipedia/test.json",
     "tool": "tool/toolbench/test.json",
     "convsearch": "convsearch/qrecc/test.concat.json",
+}
+
+
+# (query file, corpus) of each task's labelled column, relative to an evaluation folder (popqa's records
+# have no positive: their source passage is in no corpus)
+LABELLED_FILES = {
+    "qa": [("qa/retrieval/test.json", "qa/retrieval/corpus.json")],
+    "tool": [("tool/toolbench/test.json", "tool/toolbench/corpus.json")],
+    "convsearch": [("convsearch/qrecc/test.concat.json", "convsearch/qrecc/corpus.json")],
 }
 
 
@@ -97,9 +108,16 @@ def test_layout_has_every_file_and_no_leftovers(quick):
         for split in SPLIT_DIRS:
             assert (quick / split / TEST_FILES[task]).is_file(), (split, task)
     for task in KEY_TEMPLATES:
-        assert (quick / "corpus" / f"{task}.jsonl").is_file()
+        assert (quick / TRAIN_CORPUS / f"{task}.jsonl").is_file()
+    assert not (quick / "corpus").exists()  # the old name of the training corpora, once the test corpora
     for split in SPLIT_DIRS:
-        same = [("qa/msmarco/corpus.json", "qa/nq/corpus.json"), ("qa/nq/test.json", "qa/popqa/test.json")]
+        # popqa and mmlu read the qa-retrieval corpus, where no question's own passage is
+        same = [
+            ("qa/msmarco/corpus.json", "qa/retrieval/corpus.json"),
+            ("qa/nq/corpus.json", "qa/retrieval/corpus.json"),
+            ("qa/nq/test.json", "qa/popqa/test.json"),
+            ("qa/popqa/demos.json", "../eval/qa/popqa/demos.json"),
+        ]
         for a, b in same:
             assert (quick / split / a).read_bytes() == (quick / split / b).read_bytes()
     for rel in (
@@ -110,8 +128,12 @@ def test_layout_has_every_file_and_no_leftovers(quick):
     ):
         assert (quick / "dev" / rel).read_bytes() == (quick / "eval" / rel).read_bytes()  # dev shares test's corpora
         assert (quick / "ood" / rel).read_bytes() != (quick / "eval" / rel).read_bytes()  # ood has its own
-    # qa trains on the qa-retrieval column's corpus (no question's own sentence in it)
-    assert (quick / "corpus/qa.jsonl").read_bytes() == (quick / "eval/qa/retrieval/corpus.json").read_bytes()
+    # only icl trains on its test corpus (the demonstration pool: ICL queries have no labelled key)
+    for task, rel in (("qa", "qa/retrieval"), ("tool", "tool/toolbench"), ("convsearch", "convsearch/qrecc")):
+        assert (quick / TRAIN_CORPUS / f"{task}.jsonl").read_bytes() != (
+            quick / "eval" / rel / "corpus.json"
+        ).read_bytes()
+    assert (quick / TRAIN_CORPUS / "icl.jsonl").read_bytes() == (quick / "eval/icl/icl/corpus.json").read_bytes()
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["seed"] == 0 and manifest["size"] == "quick" and manifest["layout_version"] == LAYOUT_VERSION
     assert manifest["splits"] == {"test": "eval/", "dev": "dev/", "ood": "ood/"}
@@ -139,7 +161,7 @@ def test_train_files_load_and_train_once_negatives_are_mined(quick, tmp_path, ta
     data = load_train_file(path, DEFAULT_TASKS, require_teacher=False)
     assert data.task == task and len(data) == 0 and data.dropped == {"no negatives": len(raw)}
 
-    corpus = Corpus.from_jsonl(quick / "corpus" / f"{task}.jsonl", KEY_TEMPLATES[task])
+    corpus = Corpus.from_jsonl(quick / TRAIN_CORPUS / f"{task}.jsonl", KEY_TEMPLATES[task])
     for r in raw:  # the positive text is the corpus row it points at, as the key template renders it
         assert [corpus.texts[i] for i in r["pos_index"]] == r["pos"]
     searcher = Searcher.build(corpus, "bm25", task=task, show_progress=False)
@@ -183,9 +205,9 @@ def test_eval_files_pass_the_evaluators_checks(quick, split):
     rows = load_records(evaluators[2].eval_file, {"query": str, "answers": list, "pos_index": list})
     check_labels(evaluators[2].eval_file, rows, Corpus.from_jsonl(evaluators[2].corpus_file, "{title} {text}"))
 
-    qa_corpus = Corpus.from_jsonl(ev / "qa/nq/corpus.json", "{title} {text}")
-    rows = load_records(ev / "qa/popqa/test.json", {"query": str, "answers": list, "pos_index": list})
-    check_labels(ev / "qa/popqa/test.json", rows, qa_corpus)
+    rows = load_records(ev / "qa/popqa/test.json", {"query": str, "answers": list, "cluster": str})
+    assert not any("pos_index" in r for _, r in rows)  # its source passage is in no corpus
+    assert evaluators[1].demos_file == ev / "qa/popqa/demos.json"
     answer_of = {r["query"]: r["answers"][0] for _, r in rows}
 
     mmlu = MultipleChoiceQA(ev / "qa/mmlu/test.json", ev / "qa/msmarco/corpus.json")
@@ -215,35 +237,31 @@ def test_eval_files_pass_the_evaluators_checks(quick, split):
 # ============================================================================ shapes (what evaluation assumes)
 def _labelled(quick: Path, task: str) -> dict[str, list[tuple[dict, dict]]]:
     """Per split (train and the evaluation folders), each query record with the corpus row of its first positive."""
-    corpus_rel = {
-        "qa": "qa/nq/corpus.json",
-        "tool": "tool/toolbench/corpus.json",
-        "convsearch": "convsearch/qrecc/corpus.json",
-    }[task]
+    ((test, corpus_rel),) = LABELLED_FILES[task]
     out = {
         "train": [
-            (r, read(quick / "corpus" / f"{task}.jsonl")[r["pos_index"][0]])
+            (r, read(quick / TRAIN_CORPUS / f"{task}.jsonl")[r["pos_index"][0]])
             for r in read(quick / "train" / f"{task}.json")
         ]
     }
     for split in SPLIT_DIRS:
         corpus = read(quick / split / corpus_rel)
-        out[split] = [(r, corpus[r["pos_index"][0]]) for r in read(quick / split / TEST_FILES[task])]
+        out[split] = [(r, corpus[r["pos_index"][0]]) for r in read(quick / split / test)]
     return out
 
 
 @needs_sources
 def test_qa_positive_passage_contains_the_answer(quick):
+    """Train and every evaluation folder: the positive is another passage of the question's article
+    that states the answer, not the sentence the question was cut from."""
     for split, pairs in _labelled(quick, "qa").items():
+        assert pairs
         for r, row in pairs:
-            if split == "train":  # another passage of the question's article that states the answer
-                assert r["query"].startswith(row["title"] + ": ") and r["pos"][0] == f"{row['title']} {row['text']}"
-                assert re.search(rf"(?<![\w-]){re.escape(r['answers'][0])}(?![\w-])", row["text"], re.I)
-                assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) not in row["text"]
-                continue
             assert "____" in r["query"] and r["query"].startswith(row["title"] + ": "), split
-            # the question is a sentence of its passage with the answer blanked
-            assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) in row["text"], split
+            if split == "train":
+                assert r["pos"][0] == f"{row['title']} {row['text']}"
+            assert re.search(rf"(?<![\w-]){re.escape(r['answers'][0])}(?![\w-])", row["text"], re.I)
+            assert r["query"][len(row["title"]) + 2 :].replace("____", r["answers"][0]) not in row["text"]
 
 
 @needs_sources
@@ -309,7 +327,7 @@ def test_convsearch_positive_answers_the_last_question_which_leans_on_the_conver
     from llm_embedder.data.demo.convsearch import REFERENCES
 
     pronouns = {"it", "its", "they", "them", "their", "he", "him", "his", "she", "her"}
-    corpus_of = {"train": quick / "corpus/convsearch.jsonl"}
+    corpus_of = {"train": quick / TRAIN_CORPUS / "convsearch.jsonl"}
     corpus_of |= {s: quick / s / "convsearch/qrecc/corpus.json" for s in SPLIT_DIRS}
     for split, pairs in _labelled(quick, "convsearch").items():
         assert pairs
@@ -336,6 +354,25 @@ def test_convsearch_positive_answers_the_last_question_which_leans_on_the_conver
 
 @needs_sources
 @pytest.mark.parametrize("split", SPLIT_DIRS)
+def test_eval_records_name_their_cluster(quick, split):
+    """The unit the leaderboard resamples: the article of a qa or convsearch question, the gold
+    function of a tool request, the prompt a chat was started from (else the conversation)."""
+    for rel in ("qa/popqa/test.json", "qa/retrieval/test.json"):
+        for r in read(quick / split / rel):
+            assert r["cluster_unit"] == "article" and r["query"].startswith(r["cluster"] + ": "), rel
+    for r in read(quick / split / TEST_FILES["convsearch"]):
+        assert r["cluster_unit"] == "article" and r["cluster"] == r["subject"]
+    corpus = read(quick / split / "tool/toolbench/corpus.json")
+    for r in read(quick / split / TEST_FILES["tool"]):
+        assert r["cluster_unit"] == "tool" and r["cluster"] == corpus[r["pos_index"][0]]["name"]
+    data = json.loads((locate_sources(["chitchat"])["chitchat"] / "dataset.json").read_text(encoding="utf-8"))
+    for r in read(quick / split / TEST_FILES["chat"]):
+        prompt = " ".join(str(data[r["conversation"]].get("prompt") or "").split())
+        assert r["cluster_unit"] == "prompt" and r["cluster"] == (prompt or r["conversation"])
+
+
+@needs_sources
+@pytest.mark.parametrize("split", SPLIT_DIRS)
 def test_lrlm_documents_are_long_enough_for_the_evaluator(quick, split):
     """The evaluator predicts the last 8 of 128-token chunks with 8 retrieved chunk pairs: it needs
     (16 + 2) x 128 tokens; 15,000 characters is well above that for English prose."""
@@ -344,8 +381,69 @@ def test_lrlm_documents_are_long_enough_for_the_evaluator(quick, split):
 
 
 @needs_sources
+def test_popqa_demonstrations_are_training_questions_of_other_articles(quick):
+    """Few-shot demonstrations come from train only: no test, dev or ood question and none of their articles."""
+    demos = read(quick / "eval/qa/popqa/demos.json")
+    train = {r["query"]: r["answers"] for r in read(quick / "train/qa.json")}
+    assert demos and all(train[d["query"]] == d["answers"] for d in demos)
+    for split in SPLIT_DIRS:
+        held_out = read(quick / split / "qa/popqa/test.json")
+        assert not {r["cluster"] for r in held_out} & {d["cluster"] for d in demos}, split
+        assert not {r["query"] for r in held_out} & {d["query"] for d in demos}, split
+
+
+def _analogy_pairs(text: str, answer: str) -> set[tuple[str, ...]]:
+    """The two word pairs of "Complete the analogy: a is to b as c is to" -> d, each either order."""
+    a, b, c = re.fullmatch(r"Complete the analogy: (\S+) is to (\S+) as (\S+) is to", text).groups()
+    return {tuple(sorted((a.lower(), b.lower()))), tuple(sorted((c.lower(), answer.lower())))}
+
+
+@needs_sources
+def test_icl_analogy_splits_share_no_word_pair(quick):
+    """A word pair of an analogy (its answer pair included) is in at most one of test, dev, train and the
+    demonstration pool: "Athens is to Greece as Baghdad is to Iraq" in the pool would answer the test
+    question "Paris is to France as Baghdad is to"."""
+    for folder, name in (("eval", "analogy"), ("ood", "analogy-grammar")):
+        sets = {}
+        for split in ("eval", "dev") if folder == "eval" else ("ood",):
+            records = [r for r in read(quick / split / TEST_FILES["icl"]) if r["task_name"] == name]
+            sets[split] = set().union(*(_analogy_pairs(r["query"], r["answers"][0]) for r in records))
+        if folder == "eval":
+            train = [r for r in read(quick / "train/icl.json") if r["task_name"] == name]
+            sets["train"] = set().union(*(_analogy_pairs(r["query"], r["answers"][0]) for r in train))
+        pool = [r["contents"] for r in read(quick / folder / "icl/icl/corpus.json") if r["task_name"] == name]
+        sets["pool"] = set().union(*(_analogy_pairs(*c.rsplit("\n", 1)) for c in pool))
+        assert all(sets.values()), folder
+        _assert_disjoint(sets, f"{folder} word pair")
+
+
+def test_split_by_content_deals_in_order_and_skips_shared_keys():
+    from llm_embedder.data.demo.icl_sets import Demo, split_by_content
+
+    demos = [
+        Demo("q1", "a", "g", ("P", "Q")),
+        Demo("q2", "a", "g", ("Q", "R")),  # shares Q with q1, same split: kept
+        Demo("q3", "a", "g", ("R", "S")),  # shares R with the first split: skipped by the second
+        Demo("q4", "a", "g", ("T", "U")),
+        Demo("q5", "a", "g", ("U", "V")),  # the second split's own key: kept
+        Demo("q6", "a", "g", ("V", "W")),  # shares V with the second split: skipped by the third
+        Demo("q7", "a", "g"),  # no content: its input is the key
+    ]
+    first, second, third = split_by_content(demos, [2, 2, 1])
+    assert [d.input for d in first] == ["q1", "q2"]
+    assert [d.input for d in second] == ["q4", "q5"]
+    assert [d.input for d in third] == ["q7"]  # q6 shares V with the second split
+    plain = [Demo(f"x{i}", "a", "g") for i in range(6)]
+    assert [[d.input for d in part] for part in split_by_content(plain, [2, 3, 5])] == [
+        ["x0", "x1"],
+        ["x2", "x3", "x4"],
+        ["x5"],
+    ]
+
+
+@needs_sources
 def test_icl_training_positives_are_same_task_demonstrations(quick):
-    corpus = read(quick / "corpus/icl.jsonl")
+    corpus = read(quick / TRAIN_CORPUS / "icl.jsonl")
     for r in read(quick / "train/icl.json"):
         assert {corpus[i]["task_name"] for i in r["pos_index"]} == {r["task_name"]}
 
@@ -415,14 +513,84 @@ def test_chat_splits_use_different_conversations_and_ood_other_prompts(quick):
     assert not prompts["ood"] & (prompts["train"] | prompts["eval"] | prompts["dev"])
 
 
+def _strings(value) -> list[str]:
+    """Every string inside a JSON value (records' queries, answers, positives, histories, ...)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [s for v in value for s in _strings(v)] if isinstance(value, list) else []
+
+
+def _training_strings(quick: Path, task: str) -> list[str]:
+    """What training sees of a task: its training records and its training corpus."""
+    records = read(quick / "train" / f"{task}.json")
+    corpus = quick / TRAIN_CORPUS / f"{task}.jsonl"
+    return _strings(records) + (_strings(read(corpus)) if corpus.is_file() else [])
+
+
+def _held_out_positives(quick: Path, task: str) -> list[dict]:
+    """Every corpus row labelled relevant for a dev, test or ood query of ``task``."""
+    out = []
+    for split in SPLIT_DIRS:
+        for test, corpus in LABELLED_FILES[task]:
+            rows = read(quick / split / corpus)
+            out += [rows[i] for r in read(quick / split / test) for i in r.get("pos_index", [])]
+    return out
+
+
+@needs_sources
+@pytest.mark.parametrize("task", TASKS)
+def test_no_held_out_key_reaches_training(quick, task):
+    """Nothing labelled for a dev, test or ood query is in a training file or a training corpus, so no
+    held-out answer is mined as a negative or scored by the LLM for training.  qa, tool and convsearch:
+    no positive row's text; icl (no labelled keys): no query; chat: no conversation; lrlm: no article."""
+    seen = _training_strings(quick, task)
+    if task in ("qa", "tool", "convsearch"):
+        held_out = [row["text"] for row in _held_out_positives(quick, task)]
+        assert held_out
+        text = "\n".join(seen)
+        leaked = [p for p in held_out if p in text]
+        assert not leaked, (task, len(leaked), leaked[:2])
+    elif task == "icl":
+        held_out = {norm(r["query"]) for s in SPLIT_DIRS for r in read(quick / s / TEST_FILES["icl"])}
+        inputs = {norm(x.rsplit("\n", 1)[0]) for x in seen} | {norm(x) for x in seen}
+        assert held_out and not held_out & inputs
+    else:
+        field = "conversation" if task == "chat" else "title"
+        held_out = {r[field] for s in SPLIT_DIRS for r in read(quick / s / TEST_FILES[task])}
+        assert held_out and not held_out & {r[field] for r in read(quick / "train" / f"{task}.json")}
+
+
 @needs_sources
 def test_ood_never_reaches_training(quick):
-    """No ood positive, query or corpus row is in a training file or a training corpus."""
-    train_text = "\n".join((quick / "train" / f"{t}.json").read_text(encoding="utf-8") for t in TASKS)
-    train_text += "\n".join((quick / "corpus" / f"{t}.jsonl").read_text(encoding="utf-8") for t in KEY_TEMPLATES)
+    """No ood query or corpus row of any task is in a training file or a training corpus."""
+    text = "\n".join(s for task in TASKS for s in _training_strings(quick, task))
     for task in ("qa", "tool", "convsearch"):
         for r, row in _labelled(quick, task)["ood"]:
-            assert row["text"] not in train_text and r["query"] not in train_text, task
+            assert row["text"] not in text and r["query"] not in text, task
+
+
+@needs_sources
+def test_pipeline_mines_no_held_out_key(quick, tmp_path):
+    """The pipeline's mine stage (the demo recipe's settings) mines from the training corpora: no
+    negative it writes is a dev, test or ood positive."""
+    from llm_embedder.pipeline import Pipeline, PipelineConfig
+
+    recipe = Path(__file__).parents[2] / "recipes" / "demo.yaml"
+    config = PipelineConfig.from_yaml(recipe, quick=True, overrides=[f"work_dir={tmp_path}"])
+    files = Pipeline(config, show_progress=False).mine(quick)
+    for task in ("qa", "tool", "convsearch"):
+        mined = read(files[task])
+        assert files[task].parent == tmp_path / "mined" and all(r["neg"] for r in mined)
+        # as the key template renders them (what `neg` holds), and as the raw text
+        held_out = {f(row) for row in _held_out_positives(quick, task) for f in (_text, KEY_TEMPLATES[task].format_map)}
+        negatives = {n for r in mined for n in r["neg"]}
+        assert negatives and not negatives & held_out, task
+
+
+def _text(row: dict) -> str:
+    return row["text"]
 
 
 # ============================================================================ sizes
@@ -435,10 +603,12 @@ def test_quick_sizes(quick):
         expected = {"lrlm": size.lrlm_test_docs, "icl": size.llm_test, "chat": size.llm_test}.get(task, size.test)
         for split, folder in (("test", "eval"), ("dev", "dev"), ("ood", "ood")):
             assert len(read(quick / folder / TEST_FILES[task])) == expected == manifest[task][split], (task, split)
-    assert len(read(quick / "eval/qa/nq/corpus.json")) == size.qa_corpus
-    assert len(read(quick / "corpus/tool.jsonl")) == size.tool_corpus
-    assert len(read(quick / "corpus/convsearch.jsonl")) == size.convsearch_corpus
-    assert 0.75 * 4 * size.icl_pool_per_task <= len(read(quick / "corpus/icl.jsonl")) <= 4 * size.icl_pool_per_task
+    assert len(read(quick / "eval/qa/retrieval/corpus.json")) >= 0.75 * size.qa_corpus
+    assert len(read(quick / "eval/tool/toolbench/corpus.json")) == size.tool_corpus
+    assert len(read(quick / TRAIN_CORPUS / "tool.jsonl")) == size.tool_corpus
+    assert len(read(quick / "eval/convsearch/qrecc/corpus.json")) == size.convsearch_corpus
+    pool = len(read(quick / TRAIN_CORPUS / "icl.jsonl"))
+    assert 0.75 * 4 * size.icl_pool_per_task <= pool <= 4 * size.icl_pool_per_task
     for folder in SPLIT_DIRS:
         assert 0.75 * size.test <= len(read(quick / folder / "qa/mmlu/test.json")) <= size.test
     assert all(6 <= len(r["history"]) <= size.candidates for r in read(quick / "train/chat.json"))
@@ -453,15 +623,15 @@ def test_quick_sizes(quick):
 
 @needs_sources
 def test_qa_labels_are_findable_by_bm25(quick):
-    """A sanity check of the derived labels: the passage a cloze question was cut from, and a
+    """A sanity check of the derived labels: a passage that states a cloze question's answer, and a
     request's gold function, are mostly among BM25's top 10."""
     from llm_embedder.retrieval.searcher import Searcher
 
-    for task, template, rel in (("qa", "{title} {text}", "qa/nq"), ("tool", "{text}", "tool/toolbench")):
+    for task, template, rel in (("qa", "{title} {text}", "qa/retrieval"), ("tool", "{text}", "tool/toolbench")):
         corpus = Corpus.from_jsonl(quick / "eval" / rel / "corpus.json", template)
-        test = read(quick / "eval" / TEST_FILES[task])
+        test = read(quick / "eval" / rel / "test.json")
         hits = Searcher.build(corpus, "bm25", task=task, show_progress=False).search([r["query"] for r in test], k=10)
-        found = sum(r["pos_index"][0] in [h.id for h in row] for r, row in zip(test, hits, strict=True))
+        found = sum(bool(set(r["pos_index"]) & {h.id for h in row}) for r, row in zip(test, hits, strict=True))
         assert found >= 0.5 * len(test), (task, found)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from llm_embedder.cli import main as cli_main
-from llm_embedder.evaluation import harness
+from llm_embedder.evaluation import harness, stats
 
 N = 40
 ROWS = {"base": "base=dense:minilm", "tuned": "tuned=dense:runs/x/model", "bm25": "bm25"}
@@ -63,16 +63,66 @@ def test_leaderboard_marks_are_direction_aware(results):
     # Twelve discordant pairs, all against tuned: the exact McNemar p-value, 2 / 2^12.
     assert tuned["popqa"]["vs_reference"]["exact"] and tuned["popqa"]["vs_reference"]["p_value"] == 2 / 2**12
     assert tuned["tool"]["vs_reference"] == {
-        "difference": 0.0, "interval": [0.0, 0.0], "p_value": 1.0, "exact": True, "verdict": "same"
+        "difference": 0.0,
+        "interval": [0.0, 0.0],
+        "p_value": 1.0,
+        "exact": True,
+        "verdict": "same",
+        "p_holm": 1.0,
     }
+    assert tuned["popqa"]["unit"] == "example" and tuned["popqa"]["units"] == N
     assert "vs_reference" not in board["confidence"][ROWS["base"]]["msc"]
+    # Holm over the table's six comparisons (two rows x three columns); marks from the corrected p
+    tests = [
+        board["confidence"][ROWS[r]][c]["vs_reference"] for r in ("tuned", "bm25") for c in ("popqa", "msc", "tool")
+    ]
+    assert board["statistics"]["comparisons"] == 6
+    assert [t["p_holm"] for t in tests] == pytest.approx(stats.holm([t["p_value"] for t in tests]))
+    assert all(t["p_holm"] >= t["p_value"] for t in tests)
+    lower = [False, True, False] * 2  # popqa, msc (perplexity), tool
+    expected = [stats.verdict_of(t["difference"], t["p_holm"], low) for t, low in zip(tests, lower, strict=True)]
+    assert [t["verdict"] for t in tests] == expected
     lines = (results / "leaderboard.md").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "| retriever | popqa accuracy ↑ | msc perplexity ↓ | tool ndcg@5 ↑ |"
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
     low, high = tuned["popqa"]["interval"]
     assert cells[:2] == ["tuned", f"0.200 [{low:.3f}, {high:.3f}] ▼"]
     assert cells[2].endswith("▲") and cells[3] == "1.000 [1.000, 1.000] ="
-    assert "than `base`" in lines[-1]
+    assert "than `base`" in lines[-1] and "Holm's correction over the table's 6 comparisons" in lines[-1]
+    # the paired differences, with their intervals and corrected p, below the table
+    start = lines.index("Difference from `base` [95% paired bootstrap interval], Holm-corrected p:")
+    assert lines[start + 2] == "| retriever | popqa | msc | tool |"
+    tuned_line = next(line for line in lines[start:] if line.startswith("| tuned |"))
+    versus = tuned["popqa"]["vs_reference"]
+    low, high = versus["interval"]
+    expected = f"{versus['difference']:+.3f} [{low:+.3f}, {high:+.3f}] p={versus['p_holm']:.3f}"
+    assert [c.strip() for c in tuned_line.strip("|").split("|")][1] == expected
+
+
+def test_clustered_details_are_resampled_by_cluster(results):
+    """popqa's questions, said to come from four articles: its intervals and test resample articles,
+    and the JSON and the legend name the unit."""
+    for label in ("base", "tuned", "bm25"):
+        file = results / "details" / f"popqa__{harness._slug(ROWS[label])}.jsonl"
+        details = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+        for i, d in enumerate(details):
+            d.update(cluster=f"article {i % 4}", cluster_unit="article")
+        file.write_text("".join(json.dumps(d) + "\n" for d in details), encoding="utf-8")
+    board = harness.write_leaderboard(results, ["popqa", "msc", "tool"], list(ROWS.values()), "lm")
+    cell = board["confidence"][ROWS["tuned"]]["popqa"]
+    assert (cell["unit"], cell["units"], cell["n"]) == ("article", 4, N)
+    assert board["confidence"][ROWS["tuned"]]["msc"]["unit"] == "example"
+    read = [
+        [json.loads(line) for line in (results / "details" / f"popqa__{harness._slug(ROWS[r])}.jsonl").open()]
+        for r in ("tuned", "base")
+    ]
+    samples = [stats.sample_from_details("accuracy", d) for d in read]
+    expected = stats.paired_test(*samples)
+    assert expected.exact and expected.unit == "article"  # 2^4 swaps of whole articles
+    assert cell["vs_reference"]["p_value"] == pytest.approx(expected.p_value)
+    assert cell["interval"] == pytest.approx(list(stats.bootstrap_interval(samples[0])))
+    legend = (results / "leaderboard.md").read_text(encoding="utf-8").splitlines()[-1]
+    assert "resampling whole clusters in popqa: article (4)" in legend
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -85,15 +135,20 @@ def test_cli_compare_prints_every_column(results, capsys):
     code, out, err = run_cli(capsys, str(results), "--rows", "tuned,base")
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0].split() == ["column", "tuned", "base", "difference", "95%", "interval", "p", "verdict"]
+    assert lines[0].split() == ["column", "tuned", "base", "difference", "95%", "interval", "p", "Holm", "p", "verdict"]
     by_column = {line.split()[0]: line for line in lines[1:4]}
     assert list(by_column) == ["popqa", "msc", "tool"]  # the evaluators' usual order
     assert by_column["popqa"].split()[3:6] == ["0.200", "0.500", "-0.300"] and by_column["popqa"].endswith("▼ worse")
     assert f"{2 / 2**12:.4f}" in by_column["popqa"]
-    assert by_column["msc"].endswith("▲ better") and by_column["tool"].endswith("= within noise")
+    assert by_column["msc"].endswith("▲ better") and by_column["tool"].endswith("= not significant")
     assert lines[-1].startswith("tuned - base: paired bootstrap interval (10,000 resamples, seed 0)")
     rows = harness.compare_rows(results, "tuned", "base")
     assert [r["comparison"]["verdict"] for r in rows] == ["worse", "better", "same"]
+    # Holm over the three columns compared: popqa's 2/2^12 is the second smallest p, times 2
+    p = {r["evaluator"]: r["comparison"]["p_value"] for r in rows}
+    assert p["msc"] < p["popqa"] < p["tool"] == 1.0
+    expected = max(3 * p["msc"], 2 * p["popqa"])
+    assert rows[0]["comparison"]["p_holm"] == pytest.approx(expected) and f"{expected:.4f}" in by_column["popqa"]
     # Full specs name rows too; A and B swap the sign.
     swapped = harness.compare_rows(results, ROWS["base"], "tuned")
     assert [r["comparison"]["difference"] for r in swapped] == [-r["comparison"]["difference"] for r in rows]

@@ -457,6 +457,41 @@ def test_open_qa_few_shot_is_deterministic(eval_lm, tmp_path):
     assert lm.prompts == ["Knowledge: River The river is in Paris.\n\nQ: Who wrote the song? A:"]
 
 
+def test_open_qa_demonstrations_from_a_demos_file(eval_lm, tmp_path):
+    """With ``demos_file``: demonstrations only from it, never from the question's own cluster
+    (article), never one that shows a gold answer of the question; seeded per question; the
+    questions' clusters reach the details."""
+    questions = [
+        {"query": f"Alpha: fact {i} is ____.", "answers": [f"Ans{i}"], "cluster": "Alpha", "cluster_unit": "article"}
+        for i in range(3)
+    ] + [{"query": "Beta: the river is ____.", "answers": ["Nile"], "cluster": "Beta", "cluster_unit": "article"}]
+    demos = [
+        {"query": "Alpha: an own-article question ____.", "answers": ["Own"], "cluster": "Alpha"},
+        {"query": "Gamma: shows the gold ____.", "answers": ["nile"], "cluster": "Gamma"},  # Beta's answer
+        *({"query": f"Delta: other {i} ____.", "answers": [f"D{i}"], "cluster": "Delta"} for i in range(3)),
+    ]
+    test = write_jsonl(tmp_path / "test.json", questions)
+    corpus = write_jsonl(tmp_path / "corpus.json", [{"title": "River", "text": "The river is the Nile."}])
+    demos_file = write_jsonl(tmp_path / "demos.json", demos)
+    runs = []
+    for _ in range(2):
+        lm = RecordingLM(eval_lm, generation="x")
+        result = OpenQA(test, corpus, few_shot=3, demos_file=demos_file).run(lm, NoRetriever())
+        runs.append(lm.prompts)
+    assert runs[0] == runs[1]
+    shown = {f"Q: {d['query']} A: {d['answers'][0]}": d for d in demos}
+    for question, prompt in zip(questions, runs[0], strict=True):
+        blocks = prompt.split("\n\n")
+        assert blocks[-1] == f"Q: {question['query']} A:" and len(blocks) == 4
+        used = [shown[b] for b in blocks[:3]]  # every demonstration is a demos-file record
+        assert all(d["cluster"] != question["cluster"] for d in used)
+        assert all(d["answers"][0].lower() != question["answers"][0].lower() for d in used)
+    # Alpha's questions may use the gold-showing Gamma demo; Beta's may use the Alpha one
+    assert any("Gamma" in p for p in runs[0][:3]) and "Gamma" not in runs[0][3]
+    assert [d["cluster"] for d in result.details] == ["Alpha"] * 3 + ["Beta"]
+    assert {d["cluster_unit"] for d in result.details} == {"article"}
+
+
 def popqa_records() -> list[dict]:
     """Three relations (prop_id 22, 91, 106) of four questions each; ``obj`` is what a demo shows."""
     out = []

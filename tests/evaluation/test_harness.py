@@ -188,6 +188,8 @@ def test_every_cell_interval_comes_from_its_details(full_run, grid):
             assert stats.statistic(sample) == pytest.approx(board["rows"][spec][name], rel=1e-9), (spec, name)
             assert board["confidence"][spec][name] == {
                 "n": EXAMPLES[name],
+                "unit": "example",  # the toy records carry no clusters
+                "units": EXAMPLES[name],
                 "interval": pytest.approx(list(stats.bootstrap_interval(sample))),
             }
 
@@ -202,8 +204,9 @@ def test_leaderboard_against_a_reference_row(full_run, grid, tmp_path):
     assert again["rows"] == board["rows"] and again["reference"] == "bm25"
     assert again["statistics"]["resamples"] == stats.RESAMPLES and again["statistics"]["level"] == 0.95
     lines = (copy / "leaderboard.md").read_text(encoding="utf-8").splitlines()
-    assert "▲ / ▼: significantly better / worse than `bm25`" in lines[-1]
-    rows = {line.strip("|").split("|")[0].strip(): line for line in lines[2:-2]}
+    assert "▲ / ▼: significantly better / worse than `bm25`" in lines[-1] and "Holm" in lines[-1]
+    rows = {line.strip("|").split("|")[0].strip(): line for line in lines[2 : lines.index("")]}
+    assert list(rows) == [split_label(spec)[0] for spec in grid]
     assert not any(mark in rows["bm25"] for mark in "▲▼=")
     icl_text = rows["none"].strip("|").split("|")[1 + names.index("icl")].strip()
     assert again["confidence"]["none"]["icl"] is None and icl_text == f"{board['rows']['none']['icl']:.3f}"
@@ -222,10 +225,12 @@ def test_leaderboard_against_a_reference_row(full_run, grid, tmp_path):
             versus = confidence["vs_reference"]
             assert versus["p_value"] == pytest.approx(expected.p_value) and versus["exact"] == expected.exact
             assert versus["difference"] == pytest.approx(board["rows"][spec][name] - board["rows"]["bm25"][name])
-            assert versus["verdict"] == expected.verdict(low)
+            assert versus["p_holm"] >= versus["p_value"]
+            assert versus["verdict"] == stats.verdict_of(expected.difference, versus["p_holm"], low)
             assert stats.MARKS[versus["verdict"]] in rows[split_label(spec)[0]]
             compared += 1
     assert compared == 3 + 6 + 2  # none: no tool/convsearch, no icl details; recency: only msc and lrlm
+    assert again["statistics"]["comparisons"] >= compared
 
 
 def test_unknown_reference_fails_before_any_cell(data_dir, eval_lm_dir, tmp_path):

@@ -16,9 +16,11 @@ from llm_embedder.evaluation.stats import (
     Sample,
     bootstrap_distribution,
     bootstrap_interval,
+    holm,
     paired_test,
     sample_from_details,
     statistic,
+    verdict_of,
 )
 
 
@@ -133,6 +135,107 @@ def test_bootstrap_is_seeded_and_degenerate_data_give_a_point():
     assert bootstrap_interval(Sample.of([0.25] * 8)) == pytest.approx((0.25, 0.25))
 
 
+# ----------------------------------------------------------------------------- clusters
+def exact_cluster_bootstrap(values, groups, clusters, transform) -> np.ndarray:
+    """The column on every one of the C^C equally likely draws of C whole clusters, the slow way:
+    each resample is the drawn clusters' examples put together."""
+    names = sorted(set(clusters), key=clusters.index)
+    members = {c: [i for i, x in enumerate(clusters) if x == c] for c in names}
+    outcomes = []
+    for draw in itertools.product(names, repeat=len(names)):
+        rows = [i for c in draw for i in members[c]]
+        outcomes.append(column([values[i] for i in rows], [groups[i] for i in rows], transform))
+    return np.asarray(outcomes)
+
+
+CLUSTERED = [
+    # qa-like: one group, questions from three articles of different sizes
+    ([0.9, 0.1, 0.4, 0.8, 0.7, 0.2], ["g"] * 6, ["a", "b", "b", "c", "c", "c"], "identity"),
+    # lrlm-like perplexity over files, documents clustered across the files
+    ([2.1, 2.9, 3.4, 1.2, 1.9, 2.5], ["f", "f", "h", "h", "f", "h"], ["x", "x", "y", "y", "z", "w"], "exp"),
+]
+
+
+@pytest.mark.parametrize("values,groups,clusters,transform", CLUSTERED, ids=["articles", "files-and-clusters"])
+def test_cluster_bootstrap_matches_every_resample_of_whole_clusters(values, groups, clusters, transform):
+    outcomes = exact_cluster_bootstrap(values, groups, clusters, transform)
+    sample = Sample.of(values, groups, transform, clusters=clusters, unit="article")
+    assert sample.units == len(set(clusters)) and sample.unit == "article"
+    drawn = bootstrap_distribution(sample, resamples=40_000, seed=3)
+    # every resample is one of the enumerated ones, and they come with their probabilities
+    nearest = np.abs(drawn[:, None] - outcomes[None, :]).min(axis=1)
+    assert nearest.max() < 1e-9
+    spread = outcomes.max() - outcomes.min()
+    assert drawn.mean() == pytest.approx(outcomes.mean(), abs=0.005 * spread)
+    assert drawn.std() == pytest.approx(outcomes.std(), rel=0.02)
+    weights = np.full(len(outcomes), 1 / len(outcomes))
+    low, high = bootstrap_interval(sample, resamples=40_000, seed=3)
+    assert low == pytest.approx(weighted_quantile(outcomes, weights, 0.025), abs=0.02 * spread)
+    assert high == pytest.approx(weighted_quantile(outcomes, weights, 0.975), abs=0.02 * spread)
+
+
+def test_cluster_bootstrap_of_one_example_clusters_is_the_example_bootstrap():
+    """Same seed, same draws: resampling n one-example clusters is resampling the examples (labels
+    that sort in example order, so that cluster k is example k)."""
+    x = np.random.default_rng(2).random(17)
+    groups = ["u" if i % 3 else "v" for i in range(17)]
+    plain = bootstrap_distribution(Sample.of(x, groups), resamples=500, seed=8)
+    clusters = [f"{i:02d}" for i in range(17)]
+    clustered = bootstrap_distribution(Sample.of(x, groups, clusters=clusters), resamples=500, seed=8)
+    assert clustered == pytest.approx(plain, rel=1e-12)
+
+
+def exhaustive_cluster_p(a, b, groups, clusters, transform) -> float:
+    """The cluster-level permutation test the slow way: all 2^C ways to swap whole clusters' results."""
+    names = sorted(set(clusters))
+    observed = abs(column(a, groups, transform) - column(b, groups, transform))
+    hits = 0
+    for swap in itertools.product([False, True], repeat=len(names)):
+        flip = {c: s for c, s in zip(names, swap, strict=True)}
+        x = [bi if flip[c] else ai for ai, bi, c in zip(a, b, clusters, strict=True)]
+        y = [ai if flip[c] else bi for ai, bi, c in zip(a, b, clusters, strict=True)]
+        hits += abs(column(x, groups, transform) - column(y, groups, transform)) >= observed - 1e-9
+    return hits / 2 ** len(names)
+
+
+@pytest.mark.parametrize("transform", ["identity", "exp"])
+def test_cluster_p_value_equals_all_cluster_swaps(transform):
+    rng = np.random.default_rng(4)
+    n = 14
+    clusters = [f"c{i % 5}" for i in range(n)]
+    groups = ["x" if i % 4 else "y" for i in range(n)]
+    a = rng.uniform(1, 3, n)
+    b = a + rng.normal(0.3, 0.4, n)
+    result = paired_test(
+        Sample.of(a, groups, transform, clusters=clusters, unit="article"),
+        Sample.of(b, groups, transform, clusters=clusters, unit="article"),
+    )
+    assert result.exact and result.unit == "article" and result.units == 5
+    expected = exhaustive_cluster_p(list(a), list(b), groups, clusters, transform)
+    assert result.p_value == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_few_clusters_cannot_give_a_small_p_value():
+    """Forty questions from three articles, all better by the same margin: per example p is tiny, but
+    only 2^3 swaps of whole articles exist, the two extreme ones as extreme as observed: p = 2/8."""
+    a = np.linspace(0.2, 0.8, 40)
+    clusters = [i % 3 for i in range(40)]
+    per_example = paired_test(Sample.of(a + 0.1), Sample.of(a))
+    per_article = paired_test(Sample.of(a + 0.1, clusters=clusters), Sample.of(a, clusters=clusters))
+    assert per_example.p_value < 0.001 and per_article.exact and per_article.p_value == pytest.approx(2 / 8)
+    assert per_example.unit == "example" and per_article.unit == "cluster"
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> 0.06 (never below the previous)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02, 0.02, 0.9]) == pytest.approx([0.06, 0.06, 0.9])  # ties: 3 x 0.02, then max(2 x 0.02, 0.06)
+    assert holm([0.003]) == [0.003] and holm([]) == []
+    # one raw p of 0.03 among 25 tests is no longer a mark
+    assert verdict_of(0.1, 0.03, False) == "better" and verdict_of(0.1, holm([0.03] + [0.5] * 24)[0], False) == "same"
+
+
 # ----------------------------------------------------------------------------- paired tests
 CASES = {
     "mean": (lambda r, n: (r.random(n), r.random(n) + 0.2), None, "identity"),
@@ -229,6 +332,8 @@ def test_paired_test_refuses_rows_on_different_examples():
         paired_test(Sample.of([1, 2], keys=["p", "q"]), Sample.of([1, 2], keys=["p", "r"]))
     with pytest.raises(ValueError, match="group their examples differently"):
         paired_test(Sample.of([1, 2], ["x", "y"]), Sample.of([1, 2]))
+    with pytest.raises(ValueError, match="cluster their examples differently"):
+        paired_test(Sample.of([1, 2], clusters=["p", "p"]), Sample.of([1, 2]))
 
 
 # ----------------------------------------------------------------------------- reading details/
@@ -252,6 +357,19 @@ def test_sample_from_details_reproduces_each_evaluators_number():
     ndcg = retrieval_metrics(rankings, labels, (3,))["ndcg@3"]
     assert statistic(sample_from_details("ndcg@3", tool, ndcg)) == pytest.approx(ndcg)
     assert sample_from_details("ndcg@3", tool).keys == ("q0", "q1", "q2")
+
+
+def test_sample_from_details_reads_clusters_and_their_unit():
+    details = [
+        {"query": f"q{i}", "correct": i % 2, "cluster": t, "cluster_unit": "article"} for i, t in enumerate("aabbb")
+    ]
+    sample = sample_from_details("accuracy", details, 0.4)
+    assert sample.unit == "article" and sample.units == 2 and list(sample.clusters) == [0, 0, 1, 1, 1]
+    unnamed = sample_from_details("accuracy", [{k: v for k, v in d.items() if k != "cluster_unit"} for d in details])
+    assert unnamed.unit == "cluster" and unnamed.units == 2
+    details[0].pop("cluster")  # not every example has one: examples are the unit
+    plain = sample_from_details("accuracy", details)
+    assert plain.clusters is None and plain.unit == "example" and plain.units == 5
 
 
 def test_sample_from_details_declines_what_it_cannot_reproduce():

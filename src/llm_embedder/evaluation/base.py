@@ -45,6 +45,13 @@ def load_records(
     return rows
 
 
+def cluster_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """An eval record's ``cluster`` (the id of the group of examples it is not independent of: its
+    article, conversation, tool) and ``cluster_unit`` (what kind of group), for its details: the
+    leaderboard's intervals and tests resample whole clusters where every example has one."""
+    return {k: record[k] for k in ("cluster", "cluster_unit") if record.get(k) is not None}
+
+
 def check_labels(path: str | Path, rows: list[tuple[int, dict]], corpus: Corpus, field: str = "pos_index") -> None:
     """Every labelled id must exist in the corpus."""
     ids = set(corpus.ids)

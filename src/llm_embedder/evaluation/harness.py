@@ -4,6 +4,7 @@ Data follow the released LLM-Embedder evaluation layout under one folder (only t
 are evaluated):
 
     qa/mmlu/test.json + qa/msmarco/corpus.json        qa/popqa/test.json + qa/nq/corpus.json
+                                                      (+ qa/popqa/demos.json: few-shot demonstrations)
     (qa-retrieval: qa/retrieval/test.json + corpus.json, else the popqa questions whose records carry
     ``pos_index``, ranked over qa/nq/corpus.json)
     icl/icl/test.json + icl/icl/corpus.json           chat/msc/test.json
@@ -16,10 +17,13 @@ model fingerprint, the evaluation code and library versions; a cell is run again
 matches), ``details/...jsonl`` (per example),
 ``cache/`` (corpus embeddings per model and task), and ``leaderboard.{md,json,png}``.
 
-Each number comes with a 95% bootstrap interval over the test examples, and each row is compared with
-a reference row (``--reference``, default ``base``) by a paired test on the same examples: ▲ / ▼ mark
-a row significantly better / worse (lower perplexity is better), = within noise (see ``stats.py``).
-``llm-embedder eval compare RESULTS_DIR --rows A,B`` prints the paired comparison of any two rows.
+Each number comes with a 95% bootstrap interval over the test examples (over whole clusters, e.g.
+articles, where the eval records carry a ``cluster``), and each row is compared with a reference row
+(``--reference``, default ``base``) by a paired test on the same examples: ▲ / ▼ mark a row
+significantly better / worse (lower perplexity is better) after Holm's correction over all the
+table's comparisons, = not significantly different (see ``stats.py``); the markdown also gives each
+paired difference with its interval.  ``llm-embedder eval compare RESULTS_DIR --rows A,B`` prints
+the paired comparison of any two rows.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from llm_embedder.evaluation.memory import Conversation, LongText
 from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
-from llm_embedder.fileio import iter_jsonl, read_jsonl, write_json, write_jsonl
+from llm_embedder.fileio import atomic_path, iter_jsonl, read_jsonl, write_json, write_jsonl
 from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest, weights_digest
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
@@ -59,8 +63,12 @@ def _mmlu(d: Path, limit: int | None):
 
 
 def _popqa(d: Path, limit: int | None):
-    test, corpus = d / "qa/popqa/test.json", d / "qa/nq/corpus.json"
-    return OpenQA(test, corpus, limit=limit) if _if_present(test, corpus) else None
+    """Few-shot demonstrations from ``qa/popqa/demos.json`` where present (the demo data: training
+    questions), else from the other test questions (the released PopQA file)."""
+    test, corpus, demos = d / "qa/popqa/test.json", d / "qa/nq/corpus.json", d / "qa/popqa/demos.json"
+    if not _if_present(test, corpus):
+        return None
+    return OpenQA(test, corpus, limit=limit, demos_file=demos if demos.is_file() else None)
 
 
 def _icl(d: Path, limit: int | None):
@@ -310,12 +318,19 @@ def write_leaderboard(
         }
         for spec in specs
     }
+    tests = [
+        (versus, low)
+        for spec in specs
+        for name, _, low in columns
+        if (versus := (confidence[spec][name] or {}).get("vs_reference"))
+    ]
+    _correct(tests)
     board = {
         "lm": lm_name,
         "columns": [{"evaluator": n, "metric": m, "lower_is_better": low} for n, m, low in columns],
         "rows": table,
         "reference": ref,
-        "statistics": _STATISTICS,
+        "statistics": {**_STATISTICS, "comparisons": len(tests)},
         "confidence": confidence,
     }
     write_json(out / "leaderboard.json", board)
@@ -324,8 +339,11 @@ def write_leaderboard(
     for spec in specs:
         values = " | ".join(_markdown_cell(table[spec][n], confidence[spec][n]) for n, _, _ in columns)
         lines.append(f"| {split_label(spec)[0]} | {values} |")
-    lines += ["", _legend(ref)]
-    (out / "leaderboard.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if tests:
+        lines += ["", *_difference_table(columns, specs, ref, confidence)]
+    lines += ["", _legend(ref, len(tests), _units(columns, specs, confidence))]
+    with atomic_path(out / "leaderboard.md") as tmp:  # a reader never sees half a table
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     _chart(out / "leaderboard.png", columns, table, confidence, specs)
     return board
 
@@ -336,8 +354,11 @@ _STATISTICS = {
     "alpha": stats.ALPHA,
     "resamples": stats.RESAMPLES,
     "seed": stats.SEED,
-    "interval": "percentile bootstrap over examples (a macro average over the groups each resample holds)",
-    "test": "paired permutation test (swaps of each example's two results), two-sided",
+    "interval": "percentile bootstrap over the cell's units (its `unit`: examples, or whole clusters such as "
+    "articles), a macro average over the groups each resample holds",
+    "test": "paired permutation test (swaps of each unit's two results), two-sided",
+    "correction": "Holm over the table's comparisons with the reference (`comparisons`): `p_value` is raw, "
+    "`p_holm` corrected, and the verdicts (marks) come from `p_holm`",
 }
 
 
@@ -386,9 +407,55 @@ def _confidence(
 ) -> dict[str, Any] | None:
     if sample is None:
         return None
-    out: dict[str, Any] = {"n": sample.n, "interval": list(stats.bootstrap_interval(sample))}
+    out: dict[str, Any] = {"n": sample.n, "unit": sample.unit, "units": sample.units}
+    out["interval"] = list(stats.bootstrap_interval(sample))
     if reference is not None:
         out["vs_reference"] = _compare(sample, reference, lower_is_better)
+    return out
+
+
+def _correct(tests: list[tuple[dict[str, Any], bool]]) -> None:
+    """Holm's correction over one table's comparisons ``(comparison, lower_is_better)``: each gets
+    ``p_holm`` and its verdict from it (the raw ``p_value`` stays)."""
+    for (versus, low), p in zip(tests, stats.holm([v["p_value"] for v, _ in tests]), strict=True):
+        versus["p_holm"] = p
+        versus["verdict"] = stats.verdict_of(versus["difference"], p, low)
+
+
+def _difference_table(
+    columns: list[tuple[str, str, bool]], specs: list[str], ref: str | None, confidence: dict
+) -> list[str]:
+    """Markdown lines: each row's paired difference from the reference per column, with its interval
+    and Holm-corrected p."""
+    lines = [
+        f"Difference from `{split_label(ref)[0]}` [{stats.LEVEL:.0%} paired bootstrap interval], Holm-corrected p:",
+        "",
+        "| retriever | " + " | ".join(name for name, _, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for spec in specs:
+        if spec == ref:
+            continue
+        cells = []
+        for name, _, _ in columns:
+            versus = (confidence[spec][name] or {}).get("vs_reference")
+            if not versus:
+                cells.append("–")
+                continue
+            d = _decimals(max(abs(versus["difference"]), *map(abs, versus["interval"])))
+            low, high = versus["interval"]
+            cells.append(f"{versus['difference']:+.{d}f} [{low:+.{d}f}, {high:+.{d}f}] p={versus['p_holm']:.3f}")
+        lines.append(f"| {split_label(spec)[0]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _units(columns: list[tuple[str, str, bool]], specs: list[str], confidence: dict) -> dict[str, str]:
+    """Column -> its resampled unit, where that is not the example (``article (22)``)."""
+    out = {}
+    for name, _, _ in columns:
+        cell = next((confidence[s][name] for s in specs if confidence[s][name]), None)
+        if cell and cell.get("unit", "example") != "example":
+            out[name] = f"{cell['unit']} ({cell['units']})"
     return out
 
 
@@ -409,15 +476,19 @@ def _markdown_cell(value: float | None, confidence: dict[str, Any] | None) -> st
     return f"{text} {stats.MARKS[versus['verdict']]}" if versus else text
 
 
-def _legend(reference: str | None) -> str:
+def _legend(reference: str | None, comparisons: int = 0, units: dict[str, str] | None = None) -> str:
     text = (
         f"[low, high]: {stats.LEVEL:.0%} bootstrap interval over the test examples "
-        f"({stats.RESAMPLES:,} resamples, seed {stats.SEED})."
+        f"({stats.RESAMPLES:,} resamples, seed {stats.SEED})"
     )
+    if units:
+        text += "; resampling whole clusters in " + ", ".join(f"{n}: {u}" for n, u in units.items())
+    text += "."
     if reference is not None:
         text += (
-            f" ▲ / ▼: significantly better / worse than `{split_label(reference)[0]}` (paired permutation test, "
-            f"p < {stats.ALPHA}); =: within noise."
+            f" ▲ / ▼: significantly better / worse than `{split_label(reference)[0]}` (paired permutation test "
+            f"over the same units, p < {stats.ALPHA} after Holm's correction over the table's {comparisons} "
+            "comparisons; raw p in leaderboard.json); =: not significantly different."
         )
     return text
 
@@ -456,15 +527,18 @@ def compare_rows(out_dir: str | Path, row_a: str, row_b: str) -> list[dict[str, 
         row.update(a=cell_a["metrics"][metric], b=cell_b["metrics"][metric])
         sample_a, sample_b = _cell_sample(file_a, cell_a), _cell_sample(file_b, cell_b)
         row["comparison"] = _compare(sample_a, sample_b, low) if sample_a and sample_b else None
+        if sample_a:
+            row["unit"] = sample_a.unit
         rows.append(row)
     if not rows:
         raise ValueError(f"rows {row_a!r} and {row_b!r} share no finished column in {out}")
+    _correct([(r["comparison"], r["lower_is_better"]) for r in rows if r["comparison"]])
     return rows
 
 
 def format_comparison(rows: list[dict[str, Any]], row_a: str, row_b: str) -> str:
     """The table ``llm-embedder eval compare`` prints."""
-    head = ["column", row_a, row_b, "difference", f"{stats.LEVEL:.0%} interval", "p", "verdict"]
+    head = ["column", row_a, row_b, "difference", f"{stats.LEVEL:.0%} interval", "p", "Holm p", "verdict"]
     body = []
     for r in rows:
         d = _decimals(max(abs(r["a"]), abs(r["b"])))
@@ -472,18 +546,20 @@ def format_comparison(rows: list[dict[str, Any]], row_a: str, row_b: str) -> str
         line.append(f"{r['b']:.{d}f}")
         c = r["comparison"]
         if c is None:
-            line += ["", "", "", "no paired per-example results"]
+            line += ["", "", "", "", "no paired per-example results"]
         else:
             low, high = c["interval"]
             mark = stats.MARKS[c["verdict"]]
             line += [f"{c['difference']:+.{d}f}", f"[{low:+.{d}f}, {high:+.{d}f}]", f"{c['p_value']:.4f}"]
-            line.append(f"{mark} {c['verdict']}" if c["verdict"] != "same" else f"{mark} within noise")
+            line.append(f"{c['p_holm']:.4f}")
+            line.append(f"{mark} {c['verdict']}" if c["verdict"] != "same" else f"{mark} not significant")
         body.append(line)
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     text = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body]]
     text.append(
         f"{row_a} - {row_b}: paired bootstrap interval ({stats.RESAMPLES:,} resamples, seed {stats.SEED}); "
-        f"p: paired permutation test; verdict for {row_a} at alpha {stats.ALPHA}"
+        f"p: paired permutation test; Holm p: corrected over the {sum(bool(r['comparison']) for r in rows)} "
+        f"columns compared; verdict for {row_a} from Holm p at alpha {stats.ALPHA}"
     )
     return "\n".join(text)
 

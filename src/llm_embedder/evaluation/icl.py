@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_embedder.errors import InputError
-from llm_embedder.evaluation.base import EvalResult, fit_passages, load_records, require_lm
+from llm_embedder.evaluation.base import EvalResult, cluster_fields, fit_passages, load_records, require_lm
 from llm_embedder.evaluation.metrics import exact_match, token_f1
 from llm_embedder.evaluation.retrievers import Retriever
 from llm_embedder.models.lm import CausalLM
@@ -59,6 +59,7 @@ class InContextLearning:
             demos = fit_passages(lm, [text_of[j] for j in ids], room, cut=False)  # whole demos only
             context = "\n".join([*reversed(demos), r["query"]])
             detail = {"query": r["query"], "task_name": r["task_name"], "retrieved": ids[: len(demos)]}
+            detail |= cluster_fields(r)
             if isinstance(r.get("options"), list) and r["options"]:
                 detail["gold"] = self._gold_option(line, r)
                 detail["n_options"] = len(r["options"])

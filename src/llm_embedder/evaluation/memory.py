@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_embedder.evaluation.base import EvalResult, load_records, require_lm
+from llm_embedder.evaluation.base import EvalResult, cluster_fields, load_records, require_lm
 from llm_embedder.evaluation.retrievers import Retriever
 from llm_embedder.models.lm import CausalLM, Span
 
@@ -47,7 +47,7 @@ class Conversation:
             chosen = sorted(chosen)  # in conversation order
             memory = "".join(pool[j].strip() + "\n" for j in chosen)
             spans.append(lm.make_span(f"{memory}Speaker 1: {r['query'].strip()}\nSpeaker 2: ", r["answers"][0].strip()))
-            details.append({"query": r["query"], "retrieved": chosen})
+            details.append({"query": r["query"], "retrieved": chosen, **cluster_fields(r)})
         sums = lm.span_log_probs(spans)
         for d, (s, c) in zip(details, sums, strict=True):
             d.update(nll=-s / c, tokens=c)
@@ -125,6 +125,7 @@ class LongText:
             doc_sums.append((sum(s for s, _ in sums), sum(c for _, c in sums)))
             details.append(
                 {"file": path.name, "line": line, "retrieved": picks, "nll": -doc_sums[-1][0] / doc_sums[-1][1]}
+                | cluster_fields(r)
             )
         return doc_sums, details
 

@@ -62,7 +62,8 @@ def retrieval_evaluators(dev_dir: str | Path, limit: int | None = None) -> list[
     found = [e for e in found if isinstance(e, RetrievalOnly)]
     if not found:
         raise FileNotFoundError(
-            f"{dev_dir}: no retrieval evaluation files (tool/toolbench, convsearch/qrecc, or qa/popqa with pos_index)"
+            f"{dev_dir}: no retrieval evaluation files "
+            "(tool/toolbench, convsearch/qrecc, qa/retrieval, or qa/popqa with pos_index)"
         )
     return found
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_embedder.errors import InputError
-from llm_embedder.evaluation.base import EvalResult, fit_passages, load_records, require_lm
+from llm_embedder.evaluation.base import EvalResult, cluster_fields, fit_passages, load_records, require_lm
 from llm_embedder.evaluation.metrics import contains_answer, popqa_match
 from llm_embedder.evaluation.retrievers import Retriever
 from llm_embedder.models.lm import CausalLM
@@ -200,10 +200,13 @@ class OpenQA:
     Eval records: ``query`` and ``answers`` (or PopQA's ``possible_answers``, a list or a JSON list);
     optionally ``prop_id`` (the relation) and ``obj`` (the answer a demonstration shows).
 
-    Few-shot demonstrations ("Q: ... A: ...") come from other records of the same file, seeded:
-    when records carry ``prop_id``, as the original, one per *other* relation (drawn from that
-    relation's first ``relation_pool`` records, in relation order) answered with ``obj``; else
-    ``few_shot`` other records answered with their first answer.  ``few_shot=0``: no demonstrations.
+    Few-shot demonstrations ("Q: ... A: ...") come from ``demos_file`` (records of the same shape,
+    e.g. training questions) when given, else from the other records of the eval file, seeded: when
+    records carry ``prop_id``, as the original, one per *other* relation (drawn from that relation's
+    first ``relation_pool`` records, in relation order) answered with ``obj``; else ``few_shot``
+    records answered with their first answer.  Never a demonstration from the question's own
+    ``cluster`` (its article, where records name it), none that shows one of its gold answers, and
+    never the question itself.  ``few_shot=0``: no demonstrations.
 
     ``accuracy`` is the original rule (an answer, its lower case or its capitalisation is a substring
     of the generation); ``accuracy_normalized`` matches SQuAD-normalised answers as whole words.
@@ -222,10 +225,11 @@ class OpenQA:
     max_new_tokens: int = 16
     limit: int | None = None
     seed: int = 0
+    demos_file: Path | None = None
     name: str = "popqa"
     task: str = "qa"
 
-    def _answers(self, line: int, record: dict) -> list[str]:
+    def _answers(self, line: int, record: dict, path: Path | None = None) -> list[str]:
         answers = record.get("answers", record.get("possible_answers"))
         if isinstance(answers, str):
             try:
@@ -233,39 +237,54 @@ class OpenQA:
             except json.JSONDecodeError:
                 answers = [answers]
         if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-            raise InputError(self.eval_file, line, "answers", "missing: a list of gold answers")
+            raise InputError(path or self.eval_file, line, "answers", "missing: a list of gold answers")
         return answers
 
-    def _demos(self, rows: list[tuple[int, dict]], answers: list[list[str]]) -> list[list[tuple[int, str]]]:
-        """Per record, its demonstrations as (record index, answer shown)."""
+    def _demos(self, rows: list[tuple[int, dict]], answers: list[list[str]]) -> list[list[tuple[str, str]]]:
+        """Per record, its demonstrations as (question, answer shown)."""
         if self.few_shot <= 0:
             return [[] for _ in rows]
-        if any("prop_id" in r for _, r in rows):
-            missing = next((line for line, r in rows if "prop_id" not in r), None)
+        path = self.demos_file or self.eval_file
+        source = load_records(self.demos_file, {"query": str}) if self.demos_file else rows
+        shown = [self._shown_answer(line, r, self._answers(line, r, path), path) for line, r in source]
+
+        def allowed(i: int, j: int) -> bool:
+            record, demo = rows[i][1], source[j][1]
+            if (self.demos_file is None and j == i) or demo["query"] == record["query"]:
+                return False
+            if record.get("cluster") is not None and demo.get("cluster") == record["cluster"]:
+                return False  # the question's own article would hint at its answer
+            return shown[j].lower() not in {a.lower() for a in answers[i]}
+
+        if any("prop_id" in r for _, r in source):
+            missing = next((line for line, r in source if "prop_id" not in r), None)
             if missing is not None:
-                raise InputError(self.eval_file, missing, "prop_id", "missing, while other records name their relation")
+                raise InputError(path, missing, "prop_id", "missing, while other records name their relation")
             by_relation: dict = defaultdict(list)
-            for j, (_, r) in enumerate(rows):
+            for j, (_, r) in enumerate(source):
                 by_relation[r["prop_id"]].append(j)
             relations = sorted(by_relation, key=lambda v: (isinstance(v, str), v))
             out = []
             for i, (_, r) in enumerate(rows):
                 rng = np.random.default_rng((self.seed, i))
-                picks = [int(rng.choice(by_relation[k][: self.relation_pool])) for k in relations if k != r["prop_id"]]
-                out.append([(j, self._shown_answer(j, rows, answers)) for j in picks])
+                picks = []
+                for k in relations:
+                    pool = [j for j in by_relation[k][: self.relation_pool] if allowed(i, j)]
+                    if k != r.get("prop_id") and pool:
+                        picks.append(int(rng.choice(pool)))
+                out.append([(source[j][1]["query"], shown[j]) for j in picks])
             return out
         out = []
         for i in range(len(rows)):
             rng = np.random.default_rng((self.seed, i))
-            others = [j for j in rng.permutation(len(rows)).tolist() if j != i][: self.few_shot]
-            out.append([(j, self._shown_answer(j, rows, answers)) for j in others])
+            picks = [j for j in rng.permutation(len(source)).tolist() if allowed(i, j)][: self.few_shot]
+            out.append([(source[j][1]["query"], shown[j]) for j in picks])
         return out
 
-    def _shown_answer(self, j: int, rows: list[tuple[int, dict]], answers: list[list[str]]) -> str:
-        line, record = rows[j]
-        obj = record.get("obj", answers[j][0])
+    def _shown_answer(self, line: int, record: dict, answers: list[str], path: Path) -> str:
+        obj = record.get("obj", answers[0])
         if not isinstance(obj, str):
-            raise InputError(self.eval_file, line, "obj", f"expected a string, got {type(obj).__name__}")
+            raise InputError(path, line, "obj", f"expected a string, got {type(obj).__name__}")
         return obj
 
     def run(self, lm: CausalLM | None, retriever: Retriever, show_progress: bool = False) -> EvalResult:
@@ -276,11 +295,11 @@ class OpenQA:
         prompts, spans, details = [], [], []
         for i, ((_, r), demos) in enumerate(zip(rows, self._demos(rows, answers), strict=True)):
             ids = hits[i] if hits else []
-            shots = "".join(f"Q: {rows[j][1]['query']} A: {shown}\n\n" for j, shown in demos)
+            shots = "".join(f"Q: {question} A: {shown}\n\n" for question, shown in demos)
             prompt = _knowledge(lm, corpus, ids, self.knowledge_tokens, "Knowledge: ") + shots + f"Q: {r['query']} A:"
             prompts.append(prompt)
             spans.append(lm.make_span(prompt, f" {answers[i][0]}"))
-            details.append({"query": r["query"], "retrieved": ids, "answers": answers[i]})
+            details.append({"query": r["query"], "retrieved": ids, "answers": answers[i], **cluster_fields(r)})
         generations = lm.generate(prompts, max_new_tokens=self.max_new_tokens)
         logliks = [s / c for s, c in lm.span_log_probs(spans)]
         for d, text, ll in zip(details, generations, logliks, strict=True):

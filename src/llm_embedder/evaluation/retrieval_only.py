@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from llm_embedder.errors import InputError
-from llm_embedder.evaluation.base import EvalResult, check_labels, load_records
+from llm_embedder.evaluation.base import EvalResult, check_labels, cluster_fields, load_records
 from llm_embedder.evaluation.metrics import retrieval_metrics
 from llm_embedder.evaluation.retrievers import NotApplicable, Retriever
 from llm_embedder.models.lm import CausalLM
@@ -55,6 +55,7 @@ class RetrievalOnly:
         details = [  # graded labels too, so that per-query metrics (confidence intervals) can be recomputed
             {"query": r["query"], "retrieved": ranking, "relevant": r["pos_index"]}
             | ({"relevance": r["pos_relevance"]} if r.get("pos_relevance") else {})
+            | cluster_fields(r)
             for (_, r), ranking in zip(rows, rankings, strict=True)
         ]
         return EvalResult(metrics, self.main_metric, details=details)

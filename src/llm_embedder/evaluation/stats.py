@@ -19,10 +19,21 @@ under "no difference" each example's two results are exchangeable, so the test s
 values, the exact McNemar test) and recomputes the difference of the column's numbers.  With at most
 ``resamples`` distinct swaps the test enumerates them all (exact); otherwise it draws ``resamples``
 and reports (hits + 1) / (resamples + 1).  Everything is seeded and vectorised.
+
+Clustered examples (several questions cut from one article, turns of one conversation, requests for
+one tool) are not independent: treating them as such makes intervals too narrow and p-values too
+small.  A sample whose examples carry clusters is resampled by cluster instead (the unit is recorded):
+the bootstrap draws C whole clusters with replacement from the C clusters (each drawn copy brings all
+its examples, group labels kept), and the permutation test swaps the two rows' results of a whole
+cluster at once.  Without clusters, every example is its own unit, as above.
+
+A table tests many cells against one reference row; :func:`holm` adjusts their p-values for that
+(Holm's step-down method, which controls the chance of any false mark at ``alpha``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Hashable, Sequence
@@ -53,6 +64,10 @@ class Sample:
     transform: str = "identity"
     keys: tuple[Hashable, ...] | None = None
     """Which example each value belongs to, so that two rows are paired only on the same examples."""
+    clusters: np.ndarray | None = None
+    """int [n]: each example's cluster, 0..C-1, every cluster non-empty; None: each example its own."""
+    unit: str = "example"
+    """What one resampled unit is (``example``, or the clusters' kind: ``article``, ``tool``, ...)."""
 
     def __post_init__(self) -> None:
         if self.values.ndim != 1 or self.values.shape != self.groups.shape or not len(self.values):
@@ -61,6 +76,8 @@ class Sample:
             raise ValueError(f"unknown transform {self.transform!r}; known: {', '.join(TRANSFORMS)}")
         if self.keys is not None and len(self.keys) != len(self.values):
             raise ValueError(f"{len(self.keys)} keys for {len(self.values)} values")
+        if self.clusters is not None and self.clusters.shape != self.values.shape:
+            raise ValueError(f"{len(self.clusters)} clusters for {len(self.values)} values")
 
     @classmethod
     def of(
@@ -69,17 +86,30 @@ class Sample:
         groups: Sequence[Hashable] | None = None,
         transform: str = "identity",
         keys: Sequence[Hashable] | None = None,
+        clusters: Sequence[Hashable] | None = None,
+        unit: str | None = None,
     ) -> Sample:
-        """From plain lists; ``groups`` may hold any labels (one group when omitted)."""
-        if groups is None:
-            codes = np.zeros(len(values), dtype=np.int64)
-        else:
-            codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)[1].astype(np.int64)
-        return cls(np.asarray(values, dtype=np.float64), codes, transform, None if keys is None else tuple(keys))
+        """From plain lists; ``groups`` and ``clusters`` may hold any labels (one group when omitted;
+        no clusters when omitted: the unit is the example)."""
+        codes = np.zeros(len(values), dtype=np.int64) if groups is None else _codes(groups)
+        cluster_codes = None if clusters is None else _codes(clusters)
+        return cls(
+            np.asarray(values, dtype=np.float64),
+            codes,
+            transform,
+            None if keys is None else tuple(keys),
+            cluster_codes,
+            unit or ("example" if clusters is None else "cluster"),
+        )
 
     @property
     def n(self) -> int:
         return len(self.values)
+
+    @property
+    def units(self) -> int:
+        """How many units a resample draws: clusters, or examples."""
+        return self.n if self.clusters is None else int(self.clusters.max()) + 1
 
     @property
     def counts(self) -> np.ndarray:
@@ -87,6 +117,10 @@ class Sample:
 
     def group_sums(self) -> np.ndarray:
         return np.bincount(self.groups, weights=self.values, minlength=len(self.counts))
+
+
+def _codes(labels: Sequence[Hashable]) -> np.ndarray:
+    return np.unique(np.asarray([str(x) for x in labels]), return_inverse=True)[1].astype(np.int64).reshape(-1)
 
 
 def _combine(sums: np.ndarray, counts: np.ndarray, transform: str) -> np.ndarray:
@@ -102,12 +136,50 @@ def statistic(sample: Sample) -> float:
     return float(_combine(sample.group_sums(), sample.counts, sample.transform))
 
 
+def _cluster_tables(
+    columns: list[np.ndarray], groups: np.ndarray, clusters: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per cluster and group ``[C, G]``: each column's sum and the number of examples."""
+    n_clusters, n_groups = int(clusters.max()) + 1, int(groups.max()) + 1
+    cells = clusters * n_groups + groups
+    size = n_clusters * n_groups
+    sums = [np.bincount(cells, weights=v, minlength=size).reshape(n_clusters, n_groups) for v in columns]
+    return sums, np.bincount(cells, minlength=size).reshape(n_clusters, n_groups).astype(np.float64)
+
+
+def _cluster_bootstrap_sums(
+    columns: list[np.ndarray], groups: np.ndarray, clusters: np.ndarray, resamples: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """As :func:`_bootstrap_sums`, drawing C whole clusters with replacement: a resample's group
+    sums are the drawn clusters' sums, each counted as often as it was drawn."""
+    tables, sizes_table = _cluster_tables(columns, groups, clusters)
+    n_clusters, n_groups = sizes_table.shape
+    sums = [np.empty((resamples, n_groups)) for _ in columns]
+    sizes = np.empty((resamples, n_groups))
+    block = max(1, _CHUNK_ELEMENTS // n_clusters)
+    for start in range(0, resamples, block):
+        stop = min(resamples, start + block)
+        draws = rng.integers(0, n_clusters, size=(stop - start, n_clusters))
+        rows = (draws + n_clusters * np.arange(stop - start)[:, None]).ravel()
+        times = np.bincount(rows, minlength=(stop - start) * n_clusters).reshape(-1, n_clusters).astype(np.float64)
+        sizes[start:stop] = times @ sizes_table
+        for table, out in zip(tables, sums, strict=True):
+            out[start:stop] = times @ table
+    return sums, sizes
+
+
 def _bootstrap_sums(
-    columns: list[np.ndarray], groups: np.ndarray, resamples: int, rng: np.random.Generator
+    columns: list[np.ndarray],
+    groups: np.ndarray,
+    resamples: int,
+    rng: np.random.Generator,
+    clusters: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Group sums ``[resamples, G]`` of each value column and group sizes ``[resamples, G]`` on
-    resamples of the examples (n draws with replacement); all columns share the same draws (a
-    paired bootstrap when there are two)."""
+    resamples of the examples (n draws with replacement), or of the clusters when given; all
+    columns share the same draws (a paired bootstrap when there are two)."""
+    if clusters is not None:
+        return _cluster_bootstrap_sums(columns, groups, clusters, resamples, rng)
     n, n_groups = len(groups), int(groups.max()) + 1
     sums = [np.empty((resamples, n_groups)) for _ in columns]
     sizes = np.full((resamples, n_groups), float(n))
@@ -136,7 +208,7 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
 def bootstrap_distribution(sample: Sample, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
     """The column's number on each of ``resamples`` bootstrap resamples of the examples."""
     rng = np.random.default_rng(seed)
-    (sums,), sizes = _bootstrap_sums([sample.values], sample.groups, resamples, rng)
+    (sums,), sizes = _bootstrap_sums([sample.values], sample.groups, resamples, rng, sample.clusters)
     return _combine(sums, sizes, sample.transform)
 
 
@@ -160,36 +232,60 @@ class Comparison:
     exact: bool
     """True when the test enumerated every swap (no Monte Carlo error)."""
     n: int
+    unit: str = "example"
+    """What was resampled and swapped: examples, or their clusters (``article``, ...)."""
+    units: int = 0
+    """How many of them."""
 
     def verdict(self, lower_is_better: bool, alpha: float = ALPHA) -> str:
         """``better``/``worse`` when A differs from B at level ``alpha`` (in the column's direction), else ``same``."""
-        if self.p_value >= alpha or self.difference == 0:
-            return "same"
-        return "better" if (self.difference < 0) == lower_is_better else "worse"
+        return verdict_of(self.difference, self.p_value, lower_is_better, alpha)
+
+
+def verdict_of(difference: float, p_value: float, lower_is_better: bool, alpha: float = ALPHA) -> str:
+    """``better``/``worse`` for A when ``p_value`` (raw or corrected) is below ``alpha``, in the column's
+    direction; ``same`` (not significantly different) otherwise."""
+    if p_value >= alpha or difference == 0:
+        return "same"
+    return "better" if (difference < 0) == lower_is_better else "worse"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order: sorted ascending, the i-th smallest (from 0) is
+    multiplied by m - i, capped at 1, and made non-decreasing along the sorted order.  A test is
+    significant at ``alpha`` after correction when its adjusted p-value is below ``alpha``."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
 
 
 def check_paired(a: Sample, b: Sample) -> None:
-    """A ValueError unless ``a`` and ``b`` hold results for the same examples, in the same groups."""
+    """A ValueError unless ``a`` and ``b`` hold results for the same examples, in the same groups and clusters."""
     if a.n != b.n:
         raise ValueError(f"the rows were evaluated on different examples ({a.n} and {b.n})")
     if a.keys is not None and b.keys is not None and a.keys != b.keys:
         raise ValueError("the rows were evaluated on different examples (their queries differ)")
     if not np.array_equal(a.groups, b.groups) or a.transform != b.transform:
         raise ValueError("the rows group their examples differently")
+    same_clusters = (a.clusters is None) == (b.clusters is None) and (
+        a.clusters is None or np.array_equal(a.clusters, b.clusters)
+    )
+    if not same_clusters or a.unit != b.unit:
+        raise ValueError("the rows cluster their examples differently")
 
 
-def _swap_sums(
-    delta: np.ndarray, groups: np.ndarray, n_groups: int, swaps: int | None, rng: np.random.Generator
-) -> np.ndarray:
-    """How A's group sums change ``[R, G]`` under swaps of the examples with ``delta`` = b - a != 0:
-    all 2^m swaps when ``swaps`` is None, else ``swaps`` random ones."""
-    m = len(delta)
-    spread = np.zeros((m, n_groups))
-    spread[np.arange(m), groups] = delta  # swapping example j adds delta_j to its group's sum
+def _swap_sums(spread: np.ndarray, swaps: int | None, rng: np.random.Generator) -> np.ndarray:
+    """How A's group sums change ``[R, G]`` under swaps of the units whose rows of ``spread`` ``[m, G]``
+    hold b - a per group: all 2^m swaps when ``swaps`` is None, else ``swaps`` random ones."""
+    m = len(spread)
     if swaps is None:
         flips = (np.arange(2**m)[:, None] >> np.arange(m)) & 1
         return flips.astype(np.float64) @ spread
-    out = np.empty((swaps, n_groups))
+    out = np.empty((swaps, spread.shape[1]))
     block = max(1, _CHUNK_ELEMENTS // m)
     for start in range(0, swaps, block):
         stop = min(swaps, start + block)
@@ -208,23 +304,25 @@ def paired_test(
     sums_a, sums_b = a.group_sums(), b.group_sums()
     observed = float(_combine(sums_a, counts, transform) - _combine(sums_b, counts, transform))
 
-    (boot_a, boot_b), sizes = _bootstrap_sums([a.values, b.values], a.groups, resamples, rng)
+    (boot_a, boot_b), sizes = _bootstrap_sums([a.values, b.values], a.groups, resamples, rng, a.clusters)
     interval = _percentiles(_combine(boot_a, sizes, transform) - _combine(boot_b, sizes, transform), level)
 
-    differ = a.values != b.values  # swapping equal results changes nothing
-    m = int(differ.sum())
+    # One row per unit (example or cluster): swapping it adds its b - a to A's group sums.
+    units = np.arange(a.n) if a.clusters is None else a.clusters
+    (spread,), _ = _cluster_tables([b.values - a.values], a.groups, units)
+    differs = np.zeros(a.units, dtype=bool)
+    differs[units[a.values != b.values]] = True
+    spread = spread[differs]  # swapping units with equal results changes nothing
+    m = len(spread)
     if m == 0:
-        return Comparison(observed, interval, 1.0, True, a.n)
+        return Comparison(observed, interval, 1.0, True, a.n, a.unit, a.units)
     exact = 2**m <= resamples
-    shift = _swap_sums(
-        (b.values - a.values)[differ], a.groups[differ], len(counts), None if exact else resamples, rng
-    )
-    swapped_a = sums_a + shift
-    swapped_b = sums_a + sums_b - swapped_a  # each example's pair of results is kept, only their order changes
+    swapped_a = sums_a + _swap_sums(spread, None if exact else resamples, rng)
+    swapped_b = sums_a + sums_b - swapped_a  # each unit's pair of results is kept, only their order changes
     null = _combine(swapped_a, counts, transform) - _combine(swapped_b, counts, transform)
     hits = int(np.count_nonzero(np.abs(null) >= abs(observed) - 1e-9 * max(1.0, abs(observed))))
     p_value = hits / len(null) if exact else (hits + 1) / (len(null) + 1)
-    return Comparison(observed, interval, min(1.0, p_value), exact, a.n)
+    return Comparison(observed, interval, min(1.0, p_value), exact, a.n, a.unit, a.units)
 
 
 # ----------------------------------------------------------------------------- from the evaluators' details
@@ -236,9 +334,23 @@ def _keys(details: list[dict[str, Any]]) -> tuple[Hashable, ...]:
     return tuple((d["file"], d["line"]) if "file" in d and "line" in d else d.get("query") for d in details)
 
 
+def _clustered(sample: Sample, details: list[dict[str, Any]]) -> Sample:
+    """``sample`` with the clusters the details carry (``cluster``, and ``cluster_unit`` naming their
+    kind), when every example has one; else as it is."""
+    if not all(d.get("cluster") is not None for d in details):
+        return sample
+    kinds = {d.get("cluster_unit") for d in details}
+    unit = kinds.pop() if len(kinds) == 1 and None not in kinds else "cluster"
+    return dataclasses.replace(sample, clusters=_codes([d["cluster"] for d in details]), unit=str(unit))
+
+
 def _read(main_metric: str, details: list[dict[str, Any]]) -> Sample:
     """Per-example values of a column from the ``details/`` records its evaluator wrote
-    (KeyError/TypeError/ValueError when they do not carry them)."""
+    (KeyError/TypeError/ValueError when they do not carry them), clustered where they say."""
+    return _clustered(_read_values(main_metric, details), details)
+
+
+def _read_values(main_metric: str, details: list[dict[str, Any]]) -> Sample:
     keys = _keys(details)
     if main_metric == "perplexity":  # chat: one group; lrlm: one per file, averaged as the evaluator does
         groups = [d["file"] for d in details] if all("file" in d for d in details) else None

@@ -7,8 +7,8 @@
     DIR/dev/...                    dev, the same layout (for every choice the pipeline makes)
     DIR/ood/...                    out of domain, the same layout (a topic, tool family, prompt or task
                                    set no other split has; never used in training)
-    DIR/corpus/<task>.jsonl        the corpus negatives are mined from (qa, icl, tool, convsearch);
-                                   the same file as the task's test corpus (a hard link, else a copy)
+    DIR/corpus-train/<task>.jsonl  the corpus negatives are mined from and the LLM scores for training
+                                   (qa, icl, tool, convsearch): no dev, test or ood gold key is in it
     DIR/SOURCES.md                 every source, its version and licence, a data card per task and how
                                    each task was derived
     DIR/manifest.json              seed, size, source versions and record counts

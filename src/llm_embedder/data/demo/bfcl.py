@@ -8,7 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import EVAL_SPLITS, DemoSize, TaskData, norm_text, shuffled, word_count
+from llm_embedder.data.demo.common import (
+    EVAL_SPLITS,
+    DemoSize,
+    TaskData,
+    norm_text,
+    shuffled,
+    train_corpus_path,
+    word_count,
+)
 from llm_embedder.data.tool_text import render_function
 
 _LABELLED_BFCL = ("simple_python", "simple_java", "simple_javascript", "live_simple", "multiple", "live_multiple")
@@ -61,15 +69,25 @@ def read_bfcl(bfcl_dir: Path) -> tuple[list[tuple[str, str, str, list[str]]], di
 
 
 def _tool_corpus(
-    picked: list[tuple[str, str, list[str]]], distractors: list[str], total: int, rng: np.random.Generator
+    picked: list[tuple[str, str, list[str]]],
+    distractors: list[str],
+    total: int,
+    rng: np.random.Generator,
+    exclude: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[list[dict[str, str]], dict[str, int]]:
-    """Every document offered with a picked request plus a seeded sample of ``distractors``, shuffled."""
-    docs = sorted({d for _, gold, others in picked for d in [gold, *others]})
+    """Every document offered with a picked request plus a seeded sample of ``distractors``, shuffled;
+    none in ``exclude``."""
+    docs = sorted({d for _, gold, others in picked for d in [gold, *others]} - exclude)
     offered = set(docs)
-    rest = [d for d in distractors if d not in offered]
+    rest = [d for d in distractors if d not in offered and d not in exclude]
     docs += [rest[i] for i in rng.permutation(len(rest))[: max(0, total - len(docs))].tolist()]
     docs = shuffled(docs, rng)
     return [{"text": d, "name": d.split(",", 1)[0]} for d in docs], {d: i for i, d in enumerate(docs)}
+
+
+def _tool_cluster(gold: str) -> dict[str, str]:
+    """Requests for one function are not independent: the leaderboard resamples whole tools."""
+    return {"cluster": gold.split(",", 1)[0], "cluster_unit": "tool"}
 
 
 def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> TaskData:
@@ -77,11 +95,13 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
 
     Requests with exactly one gold function (English; 3-150 words; unique) from simple_python/java/
     javascript and the single-call rows of multiple make train, dev and test; requests sharing a gold
-    document stay in one split, so the three share no tool.  ood: the live_simple and single-call
+    document stay in one split, so the three share no tool.  An eval record's ``cluster`` is its gold
+    function's name.  ood: the live_simple and single-call
     live_multiple requests (real users' requests and functions).  The corpus is every document
     offered with a chosen request (its gold and the row's other functions) plus a seeded sample of
     the other BFCL function documents of the same family (ood: the live files; the others: the rest).
-    Negatives are mined.
+    Negatives are mined from the training corpus (``corpus-train/tool.jsonl``), made the same way from
+    the training requests but without any dev, test or ood gold document.
     """
     labelled, every = read_bfcl(bfcl_dir)
     by_gold: dict[str, list[tuple[str, str, list[str]]]] = {}
@@ -114,17 +134,24 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
     for split, folder in EVAL_SPLITS.items():
         rows = ood_row_of if split == "ood" else row_of
         files[f"{folder}/tool/toolbench/test.json"] = [
-            {"query": q, "pos_index": [rows[g]], "query_id": i} for i, (q, g, _) in enumerate(splits[split])
+            {"query": q, "pos_index": [rows[g]], **_tool_cluster(g), "query_id": i}
+            for i, (q, g, _) in enumerate(splits[split])
         ]
+    # The training corpus is drawn last (the test files do not depend on it) and holds no held-out gold
+    # document, also where a training request's BFCL row offers one beside its own.
+    held_out = {g for split in ("test", "dev", "ood") for _, g, _ in splits[split]}
+    files[train_corpus_path("tool")], train_row_of = _tool_corpus(
+        splits["train"], every["in"], size.tool_corpus, rng, exclude=held_out
+    )
     train = [
-        {"query": q, "pos": [g], "pos_index": [row_of[g]], "task": "tool", "query_id": i}
+        {"query": q, "pos": [g], "pos_index": [train_row_of[g]], "task": "tool", "query_id": i}
         for i, (q, g, _) in enumerate(splits["train"])
     ]
     return TaskData(
         train,
         "tool/toolbench/test.json",
         files,
-        corpus_file="eval/tool/toolbench/corpus.json",
+        train_corpus=train_corpus_path("tool"),
         linked={"dev/tool/toolbench/corpus.json": "eval/tool/toolbench/corpus.json"},
         notes={
             "labelled_requests_available": len(labelled),

@@ -21,6 +21,7 @@ from llm_embedder.data.demo.common import (
     MANIFEST_KIND,
     SIZES,
     TASK_ORDER,
+    TRAIN_CORPUS_DIR,
     TaskData,
     task_rng,
 )
@@ -106,7 +107,7 @@ def _sources_md(
         "- `train/<task>.json`: released training format (JSON lines; `query`, `task`, `query_id`; "
         "`pos`/`pos_index` where a positive is labelled; `answers` for the LLM reward of qa, icl, chat, "
         "lrlm and convsearch; chat has `history`; lrlm has `neg`, empty `pos` and `context`). "
-        "**No `neg` in qa, icl, tool and convsearch**: mine them from `corpus/<task>.jsonl` "
+        f"**No `neg` in qa, icl, tool and convsearch**: mine them from `{TRAIN_CORPUS_DIR}/<task>.jsonl` "
         "(`llm-embedder mine`; key template `{title} {text}` for qa, `{contents}` for icl, `{text}` otherwise). "
         "No `teacher_scores`: `llm-embedder score` adds them (chat and lrlm need them to train, as their "
         "positive is the teacher's pick).",
@@ -114,10 +115,17 @@ def _sources_md(
         "`llm-embedder eval --data DIR/eval` reads (the query files are named `test*.json` in all three). "
         "`dev/` shares the test corpora (same files); `ood/` has its own. Choices (steps, learning rate, "
         "merge weights, ...) are made on `dev/`; `ood/` is never used in training: it checks that the "
-        "model stays general.",
-        "- `corpus/<task>.jsonl`: the same file as the task's eval corpus (hard link, or a copy where links "
-        "fail); `qa/msmarco/corpus.json` is the same file as `qa/nq/corpus.json`, and `qa/nq/test.json` "
-        "(the qa retrieval column: each question's source passage, nDCG@10) the same as `qa/popqa/test.json`.",
+        "model stays general. Eval records of qa, convsearch, tool and chat carry `cluster` and `cluster_unit` "
+        "(their article, gold function or conversation starter): questions of one cluster are not independent, "
+        "so the leaderboard resamples whole clusters.",
+        f"- `{TRAIN_CORPUS_DIR}/<task>.jsonl`: the training corpus, the one negatives are mined from and the "
+        "LLM scores for training: no key labelled relevant for a dev, test or ood query is in it (qa and "
+        "convsearch: the passages of the train articles; tool: no held-out gold function; icl: the "
+        "demonstration pool, the same file as `eval/icl/icl/corpus.json`, since ICL queries have no labelled "
+        "key). The test corpora under `eval/` are read only by the evaluation. `qa/nq/corpus.json` and "
+        "`qa/msmarco/corpus.json` (popqa's and mmlu's knowledge) are the same file as `qa/retrieval/corpus.json` "
+        "(no question's own passage), `qa/nq/test.json` the same as `qa/popqa/test.json`, and "
+        "`qa/popqa/demos.json` (popqa's few-shot demonstrations) holds training questions.",
         "",
         "Row number = document id in every corpus. Train, dev, test and ood never share a query (compared "
         "case- and whitespace-insensitively); the Wikipedia tasks (qa, convsearch, lrlm) split whole articles "
@@ -216,15 +224,15 @@ def build_demo(out: str | Path, seed: int = 0, size: str = "small", progress: bo
             samples[task] = data.files[f"eval/{data.query_file}"][0]
             for split in ("dev", "test", "ood"):
                 counts[task][split] = len(data.files.get(f"{EVAL_SPLITS[split]}/{data.query_file}", []))
-            if data.corpus_file:
-                how = _link_or_copy(tmp / data.corpus_file, tmp / "corpus" / f"{task}.jsonl")
-                manifest["same_file"][f"corpus/{task}.jsonl"] = {"as": data.corpus_file, "how": how}
-                counts[task]["corpus"] = len(data.files[data.corpus_file])
+            if data.train_corpus:
+                rows = data.files.get(data.train_corpus) or data.files[data.linked[data.train_corpus]]
+                counts[task]["corpus"] = len(rows)
+                manifest["files"].setdefault(data.train_corpus, len(rows))
             candidates = [len(r.get("history", r.get("neg", []))) + len(r.get("pos", [])) for r in data.train]
             manifest["tasks"][task] = {
                 **counts[task],
                 "candidates_per_train_query": round(sum(candidates) / len(candidates), 2),
-                "negatives": "given" if task in ("chat", "lrlm") else "to mine from corpus/" + f"{task}.jsonl",
+                "negatives": f"to mine from {data.train_corpus}" if data.train_corpus else "given",
                 **data.notes,
             }
             if task == "qa":

@@ -14,14 +14,16 @@ CARDS: dict[str, tuple[str, str, str]] = {
         "questions about long-tail entities, answer found in the generation) and MMLU (multiple choice), the "
         "LLM reading retrieved Wikipedia passages.",
         "cloze questions cut from Wikipedia sentences (`<title>: ... ____ ...`, answer = the blanked year or "
-        "name); for popqa the source passage is the labelled positive; multiple choice with three distractors of the "
-        "same kind from the same article. The qa-retrieval column (nDCG@10) reads `qa/retrieval/test.json` + "
+        "name); popqa and mmlu (multiple choice with three distractors of the same kind from the same article) read "
+        "the qa-retrieval corpus, which holds no question's own passage, with few-shot demonstrations from the "
+        "training questions. The qa-retrieval column (nDCG@10) reads `qa/retrieval/test.json` + "
         "`corpus.json`: the popqa questions, then further cloze questions of the split's articles up to the test "
         "size, whose positives are the article's other passages that contain the answer (as a word, case "
         "ignored; questions without one are dropped); the corpus is the qa corpus plus those positives, without "
         "the passage any qa question (train, dev, test, ood) was cut from, so no question finds its own sentence. "
         "Training questions are made the same way (positives: the article's other passages that state the "
-        "answer) and mine their negatives from that corpus.",
+        "answer) and mine their negatives from the training corpus: the train articles' passages, none "
+        "a question was cut from.",
         "cloze statements, not natural questions; one small Wikipedia sample (97 articles), not the full dump; "
         "MMLU-style questions are the same cloze questions with choices, not exam questions.",
     ),

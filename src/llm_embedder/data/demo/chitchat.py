@@ -56,7 +56,8 @@ def build_chat(conversations: list[Conversation], size: DemoSize, rng: np.random
     For each conversation (one record each; train, dev and test from different conversations) an
     even turn ``q`` (12-16, so 6-8 earlier exchanges) is the ``query``, the next turn the answer;
     the ``history`` is the earlier turns in pairs ``"Speaker 1: ...\\nSpeaker 2: ..."`` where
-    Speaker 1 is the query's speaker; ``conversation`` is the dataset's id.  Query and answer need
+    Speaker 1 is the query's speaker; ``conversation`` is the dataset's id; an eval record's
+    ``cluster`` is its conversation starter (prompt; without one, the conversation).  Query and answer need
     4+ words.  ood: conversations started from other prompts (a seeded 15% of the conversation
     starters are held back; no train, dev or test conversation had one of them).  The other
     installed chat corpus, chatterbot-corpus, has conversations of 2-6 lines: too short for a memory
@@ -68,6 +69,7 @@ def build_chat(conversations: list[Conversation], size: DemoSize, rng: np.random
     pools: dict[str, list[dict[str, Any]]] = {"in": [], "ood": []}
     need = {"in": size.train + 2 * size.llm_test, "ood": size.llm_test}
     seen: set[str] = set()
+    prompts_of: dict[str, str] = {}
     for conv in shuffled(conversations, rng):
         part = "ood" if conv.prompt in held else "in"
         turns, pool = conv.turns, pools[part]
@@ -84,12 +86,22 @@ def build_chat(conversations: list[Conversation], size: DemoSize, rng: np.random
         seen.add(norm_text(turns[q]))
         history = [f"Speaker 1: {turns[j]}\nSpeaker 2: {turns[j + 1]}" for j in range(0, q, 2)]
         pool.append({"query": turns[q], "answers": [turns[q + 1]], "history": history, "conversation": conv.key})
+        prompts_of[conv.key] = conv.prompt
     if len(pools["in"]) < need["in"]:
         raise RuntimeError(f"chat: only {len(pools['in'])} conversations usable")
     n = size.llm_test
     split_records = {"test": pools["in"][:n], "dev": pools["in"][n : 2 * n], "ood": pools["ood"]}
     files = {
-        f"{folder}/chat/msc/test.json": [{**r, "query_id": i} for i, r in enumerate(split_records[split])]
+        # conversations started from one prompt share a topic: the leaderboard resamples whole prompts
+        f"{folder}/chat/msc/test.json": [
+            {
+                **r,
+                "cluster": prompts_of[r["conversation"]] or r["conversation"],
+                "cluster_unit": "prompt",
+                "query_id": i,
+            }
+            for i, r in enumerate(split_records[split])
+        ]
         for split, folder in EVAL_SPLITS.items()
     }
     train = [{**r, "task": "chat", "query_id": i} for i, r in enumerate(pools["in"][2 * n :])]

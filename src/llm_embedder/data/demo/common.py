@@ -8,13 +8,19 @@ from typing import Any
 import numpy as np
 
 MANIFEST_KIND = "llm-embedder-demo-data"
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 """Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages;
-3: qa/retrieval/ files for the qa-retrieval column); a cached build of another version is stale."""
+3: qa/retrieval/ files for the qa-retrieval column; 4: ``corpus-train/`` replaces ``corpus/``, the test
+corpora, eval records carry ``cluster``, popqa reads the qa-retrieval corpus and ``qa/popqa/demos.json``);
+a cached build of another version is stale."""
 TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 
 EVAL_SPLITS = {"test": "eval", "dev": "dev", "ood": "ood"}
+TRAIN_CORPUS_DIR = "corpus-train"
+"""Folder of the training corpora, ``corpus-train/<task>.jsonl``: what negatives are mined from and the
+LLM scores for training.  They hold no key labelled relevant for a dev, test or ood query, so that no
+held-out answer is trained on as a negative (or, through the rewards, as a positive)."""
 """Evaluation split -> its folder in the output.  Each folder has the same layout (the one
 `llm-embedder eval --data` reads), so any of them can be evaluated without a change to the harness."""
 
@@ -94,11 +100,16 @@ class TaskData:
     """Path of the task's query file inside an evaluation folder (``qa/popqa/test.json``)."""
     files: dict[str, list[dict[str, Any]]]
     """Path under the output folder (``eval/...``, ``dev/...``, ``ood/...``) -> records."""
-    corpus_file: str | None = None
-    """Path under the output folder of the task's training corpus, also written as ``corpus/<task>.jsonl``."""
+    train_corpus: str | None = None
+    """Path under the output folder of the task's training corpus (``corpus-train/<task>.jsonl``, in
+    ``files`` or ``linked``); None when the training records carry their candidates."""
     linked: dict[str, str] = field(default_factory=dict)
     """Extra path -> path it is the same file as (the dev split's corpus is the test split's)."""
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+def train_corpus_path(task: str) -> str:
+    return f"{TRAIN_CORPUS_DIR}/{task}.jsonl"
 
 
 def split_counts(total: int, parts: int) -> list[int]:

@@ -9,7 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import DemoSize, TaskData, norm_text, shuffled, split_counts, word_count
+from llm_embedder.data.demo.common import (
+    DemoSize,
+    TaskData,
+    norm_text,
+    shuffled,
+    split_counts,
+    train_corpus_path,
+    word_count,
+)
 from llm_embedder.data.demo.sources import SOURCES
 
 
@@ -57,6 +65,13 @@ class Demo:
     output: str
     group: str
     """Demonstrations of the same group are the labelled positives (same class / same relation)."""
+    content: tuple[str, ...] = ()
+    """What the example teaches, as keys no two splits may share: an analogy's two word pairs (its
+    answer pair shown in any other split would give the answer away); empty: its input."""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.content or (norm_text(self.input),)
 
 
 def _topic_demos(
@@ -76,10 +91,34 @@ def _topic_demos(
 def _analogy_demos(gensim_dir: Path, grammar: bool) -> list[Demo]:
     """The word2vec analogy questions of the semantic sections, or of the grammatical (``gram*``) ones."""
     return [
-        Demo(f"Complete the analogy: {a} is to {b} as {c} is to", d, section)
+        Demo(f"Complete the analogy: {a} is to {b} as {c} is to", d, section, (_pair(a, b), _pair(c, d)))
         for section, (a, b, c, d) in read_analogies(gensim_dir)
         if section.startswith("gram") == grammar
     ]
+
+
+def _pair(x: str, y: str) -> str:
+    """A word pair as a key, either order ("Athens Greece" and "Greece Athens" give the same away)."""
+    return " | ".join(sorted((x.lower(), y.lower())))
+
+
+def split_by_content(demos: list[Demo], sizes: list[int]) -> list[list[Demo]]:
+    """``demos`` dealt in order into splits of ``sizes`` (the first filled first; the last may come up
+    short), so that no content key is in two splits: an example sharing a key with an earlier split
+    is left out.  Examples whose keys are their unique inputs are dealt as consecutive slices."""
+    out: list[list[Demo]] = [[] for _ in sizes]
+    owner: dict[str, int] = {}
+    split = 0
+    for d in demos:
+        while split < len(sizes) and len(out[split]) >= sizes[split]:
+            split += 1
+        if split == len(sizes):
+            break
+        if any(owner.get(key, split) != split for key in d.keys):
+            continue
+        owner.update(dict.fromkeys(d.keys, split))
+        out[split].append(d)
+    return out
 
 
 def _unique(tasks: Tasks, rng: np.random.Generator, keep_order: tuple[str, ...]) -> Tasks:
@@ -149,9 +188,11 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
 
     Each task's unique examples are shuffled and split into test queries, dev queries, training
     queries and the demonstration pool (the corpus, ``contents`` = "input\noutput"); the four are
-    disjoint.  A training record's ``pos`` are 3 pool demonstrations of the same group (class,
-    analogy relation, or any trivia) drawn at random; the LLM teacher re-ranks them later;
-    negatives are mined.
+    disjoint by content, not only by string: no word pair of an analogy (its answer pair included)
+    is in two of them, since "Athens is to Greece as Baghdad is to Iraq" in the pool answers the
+    test question "Paris is to France as Baghdad is to".  A training record's ``pos`` are 3 pool
+    demonstrations of the same group (class, analogy relation, or any trivia) drawn at random; the
+    LLM teacher re-ranks them later; negatives are mined.
 
     ood (its own corpus of demonstrations): ``topic-other``, the topic task over other chatterbot
     files (ai, emotion, humor, literature, psychology), and ``analogy-grammar``, the grammatical
@@ -165,18 +206,18 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
     train, test, dev = [], [], []
     for t, name in enumerate(names):
         demos, options = tasks[name]
-        a, b = test_n[t], 2 * test_n[t] + train_n[t]
-        if len(demos) < b + 10:
-            raise RuntimeError(f"icl/{name}: {len(demos)} examples, {b + 10} needed")
-        pool = demos[b : b + size.icl_pool_per_task]
+        need = [test_n[t], test_n[t], train_n[t]]
+        test_items, dev_items, train_items, pool = split_by_content(demos, [*need, size.icl_pool_per_task])
+        if [len(x) for x in (test_items, dev_items, train_items)] != need or len(pool) < 10:
+            raise RuntimeError(f"icl/{name}: {len(demos)} examples are too few for {need} and a pool of 10")
         start = len(corpus)
         corpus += _pool_rows(pool, name)
         by_group: dict[str, list[int]] = {}
         for j, d in enumerate(pool):
             by_group.setdefault(d.group, []).append(start + j)
-        test += [_test_record(d, name, options) for d in demos[:a]]
-        dev += [_test_record(d, name, options) for d in demos[a : 2 * a]]
-        for d in demos[2 * a : b]:
+        test += [_test_record(d, name, options) for d in test_items]
+        dev += [_test_record(d, name, options) for d in dev_items]
+        for d in train_items:
             same = by_group.get(d.group) or list(range(start, len(corpus)))
             pos = sorted(rng.choice(same, min(3, len(same)), replace=False).tolist())
             train.append(
@@ -193,8 +234,9 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
     ood_n = split_counts(size.llm_test, len(ood_tasks))
     ood, ood_corpus = [], []
     for n, (name, (demos, options)) in zip(ood_n, ood_tasks.items(), strict=True):
-        ood += [_test_record(d, name, options) for d in demos[:n]]
-        ood_corpus += _pool_rows(demos[n : n + size.icl_pool_per_task], name)
+        ood_items, ood_pool = split_by_content(demos, [n, size.icl_pool_per_task])
+        ood += [_test_record(d, name, options) for d in ood_items]
+        ood_corpus += _pool_rows(ood_pool, name)
     for records in (train, test, dev, ood):
         for i, r in enumerate(records):
             r["query_id"] = i
@@ -208,7 +250,13 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
             "ood/icl/icl/test.json": ood,
             "ood/icl/icl/corpus.json": ood_corpus,
         },
-        corpus_file="eval/icl/icl/corpus.json",
-        linked={"dev/icl/icl/corpus.json": "eval/icl/icl/corpus.json"},
+        # ICL queries have no labelled key: the pool is the demonstration collection that training
+        # and evaluation both retrieve from, as in the paper; what keeps test content out of it is the
+        # split by content (no test item's input is in it).
+        train_corpus=train_corpus_path("icl"),
+        linked={
+            "dev/icl/icl/corpus.json": "eval/icl/icl/corpus.json",
+            train_corpus_path("icl"): "eval/icl/icl/corpus.json",
+        },
         notes={"task_names": names, "ood_task_names": list(ood_tasks)},
     )

@@ -16,6 +16,7 @@ from llm_embedder.data.demo.common import (
     norm_text,
     round_robin,
     shuffled,
+    train_corpus_path,
     word_count,
 )
 from llm_embedder.data.demo.wikipedia import GAP, Article, passage_corpus, passage_rows, passage_text, split_sentences
@@ -147,16 +148,25 @@ def _multiple_choice(picks: list[tuple[Article, int, Cloze]], rng: np.random.Gen
 Pick = tuple[Article, int, Cloze]
 
 
+def article_cluster(article: Article) -> dict[str, str]:
+    """An eval record's cluster: questions cut from one article are not independent (the leaderboard
+    resamples whole articles)."""
+    return {"cluster": article.title, "cluster_unit": "article"}
+
+
 def _retrieval_files(
     picks: dict[str, list[Pick]],
     candidates: dict[str, list[Pick]],
     need: int,
     train_need: int,
     corpora: dict[str, tuple[dict[tuple[str, int], int], list[Article]]],
+    train_pool: list[Article],
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int], list[tuple[Pick, list[int]]]]:
     """The qa retrieval column's files (``qa/retrieval/test.json`` + ``corpus.json`` per evaluation
-    folder), where a question cannot find the sentence it was cut from, and the training questions
-    made the same way (third item: ``(pick, positive rows)``, rows of the in-domain corpus).
+    folder), where a question cannot find the sentence it was cut from, the training questions
+    made the same way (third item: ``(pick, positive rows)``, rows of the training corpus) and the
+    training corpus (``corpus-train/qa.jsonl``: every passage of the ``train_pool`` articles but the
+    source passages, so no dev, test or ood passage).
 
     Questions: the split's popqa (train: first training) questions, then its further cloze
     questions (``candidates``, the same round-robin order; the first ones are its prefix) up to
@@ -165,8 +175,7 @@ def _retrieval_files(
     question without one is dropped, and a further question cut from an earlier question's positive
     too.  Corpus: the qa corpus's passages plus every positive, less the source passage of every
     popqa/train question of any split and of every further question; ``corpora`` maps ``in``/``ood``
-    to the qa corpus's (title, passage) -> row and its article pool.  The in-domain corpus also
-    holds the training positives: it is the training (mining) corpus.
+    to the qa corpus's (title, passage) -> row and its article pool.
     """
     source = {(a.title, p) for found in picks.values() for a, p, _ in found}
     used: set[tuple[str, int]] = set()  # every chosen positive: no later question may be cut from one
@@ -206,11 +215,14 @@ def _retrieval_files(
                 "answers": [c.answer],
                 "pos_index": [row[a.title, q] for q in pos],
                 "answer_kind": c.kind,
+                **article_cluster(a),
                 "query_id": i,
             }
             for i, ((a, _, c), pos) in enumerate(positives[split])
         ]
-    train = [(pick, [rows_of["in"][pick[0].title, q] for q in pos]) for pick, pos in positives["train"]]
+    every_passage = {(a.title, q) for a in train_pool for q in range(len(a.passages))}
+    files[train_corpus_path("qa")], train_row_of = passage_rows(every_passage - source, train_pool)
+    train = [(pick, [train_row_of[pick[0].title, q] for q in pos]) for pick, pos in positives["train"]]
     return files, {f"retrieval_{split}": len(found) for split, found in positives.items()}, train
 
 
@@ -228,22 +240,26 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
 
     Training records are made as the qa retrieval column's questions (below): ``pos`` = the article's
     other passages that contain the answer (as ``"<title> <text>"``, the eval key template) with
-    their ``pos_index`` in the training corpus, ``eval/qa/retrieval/corpus.json`` (also
-    ``corpus/qa.jsonl``), which holds no question's source passage.
+    their ``pos_index`` in the training corpus, ``corpus-train/qa.jsonl``: every passage of the train
+    articles but the ones a question was cut from (no dev, test or ood passage is in it).
 
-    Every test, dev and ood question carries its source passage as ``pos_index`` (``qa/nq/test.json``
-    is the same file as ``qa/popqa/test.json``).  The qa retrieval column reads its own files,
-    ``qa/retrieval/test.json`` + ``corpus.json`` (see ``_retrieval_files``): the same questions
-    against a corpus without their source passages, since a cloze question finds the sentence it
-    was cut from word for word.
+    The qa retrieval column reads ``qa/retrieval/test.json`` + ``corpus.json`` (see
+    ``_retrieval_files``): the same questions, then more, against a corpus without the passage any
+    question was cut from, since a cloze question finds the sentence it was cut from word for word.
+    popqa and mmlu read that corpus too (``qa/nq/corpus.json`` and ``qa/msmarco/corpus.json`` are
+    the same file): their knowledge must state the answer elsewhere.  Their questions' records
+    carry no ``pos_index`` (``qa/nq/test.json`` is the same file as ``qa/popqa/test.json``); every
+    record names its article as ``cluster``.  popqa's few-shot demonstrations are the training
+    questions (``qa/popqa/demos.json``), never a test question or one of its article.
 
     Multiple choice (``qa/mmlu``): each question whose article offers three other spans of the same
     kind (years or names) not in the sentence; the choices are those three and the answer in a
     random order; the subject is the article title.
 
-    Corpus of popqa and mmlu (test and dev): every train, dev and test question's passage plus a
-    seeded sample of the other passages of those articles.  Corpus (ood): the ood questions'
-    passages plus a seeded sample of all other passages.  Negatives are left to mining.
+    The qa corpus the retrieval corpus starts from (test and dev): every train, dev and test
+    question's passage plus a seeded sample of the other passages of those articles.  Its ood
+    counterpart: the ood questions' passages plus a seeded sample of all other passages.  Negatives
+    are left to mining.
     """
     seen: set[str] = set()
     picks: dict[str, list[Pick]] = {}
@@ -264,33 +280,28 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
 
     in_domain = parts["test"] + parts["dev"] + parts["train"]
     chosen = [(a, p) for split in ("test", "dev", "train") for a, p, _ in picks[split]]
-    corpus, row_of = passage_corpus(chosen, in_domain, size.qa_corpus, rng)
-    ood_corpus, ood_row_of = passage_corpus(
-        [(a, p) for a, p, _ in picks["ood"]], parts["ood"] + in_domain, size.qa_corpus, rng
-    )
+    _, row_of = passage_corpus(chosen, in_domain, size.qa_corpus, rng)
+    _, ood_row_of = passage_corpus([(a, p) for a, p, _ in picks["ood"]], parts["ood"] + in_domain, size.qa_corpus, rng)
 
     def key(row: dict[str, str]) -> str:  # the corpus row as the eval key template "{title} {text}" renders it
         return f"{row['title']} {row['text']}"
 
-    files: dict[str, list[dict[str, Any]]] = {"eval/qa/nq/corpus.json": corpus, "ood/qa/nq/corpus.json": ood_corpus}
-    linked = {"dev/qa/nq/corpus.json": "eval/qa/nq/corpus.json"}
+    # The popqa and mmlu questions read the qa-retrieval corpus: a cloze question's own sentence in
+    # the knowledge would reward finding it word for word, not finding what states the answer.
+    files: dict[str, list[dict[str, Any]]] = {}
+    linked: dict[str, str] = {}
     notes: dict[str, Any] = {"articles": {k: len(v) for k, v in parts.items()}}
     for split, folder in EVAL_SPLITS.items():
-        rows = ood_row_of if split == "ood" else row_of
         files[f"{folder}/qa/popqa/test.json"] = [
-            {
-                "query": c.query,
-                "answers": [c.answer],
-                "pos_index": [rows[a.title, p]],
-                "answer_kind": c.kind,
-                "query_id": i,
-            }
-            for i, (a, p, c) in enumerate(picks[split])
+            {"query": c.query, "answers": [c.answer], "answer_kind": c.kind, **article_cluster(a), "query_id": i}
+            for i, (a, _, c) in enumerate(picks[split])
         ]
         files[f"{folder}/qa/mmlu/test.json"] = mmlu = _multiple_choice(picks[split], rng)
         linked[f"{folder}/qa/nq/test.json"] = f"{folder}/qa/popqa/test.json"
+        retrieval_corpus = f"{'ood' if split == 'ood' else 'eval'}/qa/retrieval/corpus.json"
+        linked[f"{folder}/qa/nq/corpus.json"] = retrieval_corpus
         if mmlu:
-            linked[f"{folder}/qa/msmarco/corpus.json"] = f"{folder}/qa/nq/corpus.json"
+            linked[f"{folder}/qa/msmarco/corpus.json"] = retrieval_corpus
         notes[f"mmlu_{split}"] = len(mmlu)
     retrieval, counts, positives = _retrieval_files(
         picks,
@@ -298,16 +309,17 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         size.test,
         size.train,
         {"in": (row_of, in_domain), "ood": (ood_row_of, parts["ood"] + in_domain)},
+        parts["train"],
     )
     if len(positives) < size.train:
         raise RuntimeError(f"qa: only {len(positives)} train questions have an answering passage, {size.train} needed")
     files |= retrieval
     linked["dev/qa/retrieval/corpus.json"] = "eval/qa/retrieval/corpus.json"
     notes |= counts
-    # Training asks what the qa-retrieval column asks: another passage that states the answer, mined
-    # from that column's corpus, where no question's own sentence is (a cloze question finds it word
-    # for word, which teaches nothing the base encoder cannot do; measured 2026-12-02: top-1 0.94).
-    corpus_file = "eval/qa/retrieval/corpus.json"
+    # Training asks what the qa-retrieval column asks: another passage that states the answer, from a
+    # corpus where no question's own sentence is (a cloze question finds it word for word, which
+    # teaches nothing the base encoder cannot do) and no held-out article is.
+    corpus_file = train_corpus_path("qa")
     rows = files[corpus_file]
     train = [
         {
@@ -320,4 +332,10 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         }
         for i, ((_, _, c), pos) in enumerate(positives)
     ]
-    return TaskData(train, "qa/popqa/test.json", files, corpus_file=corpus_file, linked=linked, notes=notes)
+    # popqa's few-shot demonstrations: training questions (other articles than any held-out question's)
+    files["eval/qa/popqa/demos.json"] = [
+        {"query": c.query, "answers": [c.answer], **article_cluster(a), "query_id": i}
+        for i, ((a, _, c), _) in enumerate(positives)
+    ]
+    linked |= {f"{folder}/qa/popqa/demos.json": "eval/qa/popqa/demos.json" for folder in ("dev", "ood")}
+    return TaskData(train, "qa/popqa/test.json", files, train_corpus=corpus_file, linked=linked, notes=notes)
