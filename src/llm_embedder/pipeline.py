@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_embedder.data.layout import train_corpus_path
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, iter_jsonl, read_yaml, write_json, write_jsonl
 from llm_embedder.fingerprint import code_digest, file_digest, files_digest
@@ -214,7 +215,7 @@ class Pipeline:
             source = data / "train" / f"{task}.json"
             if not source.is_file():
                 continue
-            corpus = data / "corpus-train" / f"{task}.jsonl"  # never the test corpus
+            corpus = data / train_corpus_path(task)  # never the test corpus
             has_negatives = any(r.get("neg") or r.get("history") for _, r in iter_jsonl(source))
             if has_negatives or not corpus.is_file():
                 files[task] = source

@@ -116,7 +116,7 @@ def test_no_dev_key_reaches_training_mining_or_scoring(adapted):
     corpus = [json.loads(x) for x in (data / "dev" / "qa" / "retrieval" / "corpus.json").read_text().splitlines()]
     dev_keys = {f"{corpus[i]['title']} {corpus[i]['text']}".strip() for r in dev for i in r["pos_index"]}
     assert dev and dev_keys
-    texts = [(data / "corpus" / "qa.jsonl").read_text()]
+    texts = [(data / "corpus-train" / "qa.jsonl").read_text()]
     for folder in ("train", "mined", "capped", "scored"):
         base = data if folder == "train" else root / "adapted.work"
         texts += [p.read_text() for p in (base / folder).glob("*.json")]

@@ -4,7 +4,7 @@ Per need (each optional):
 
 - knowledge (``qa``): the LLM writes questions for each corpus passage (:mod:`llm_embedder.userdata.generate`,
   consistency-filtered) and extracts a short answer; the passage is the positive, the answer is what the
-  reward scores.  Negatives are mined later from ``corpus/qa.jsonl``;
+  reward scores.  Negatives are mined later from the training corpus (``corpus-train/qa.jsonl``);
 - tools (``tool``): the LLM writes requests each tool serves; the tool is the positive;
 - memory (``chat``): a later user turn is the query, the assistant's reply the answer, the conversation's
   earlier exchanges the candidates;
@@ -13,9 +13,9 @@ Per need (each optional):
   nearest (itself excluded) the candidates.
 
 The dev split holds out whole sources (documents, tools, conversations), never single queries, and
-the training corpora hold no dev key: dev keys are neither mined as negatives nor scored.  Layout:
-``train/<task>.json``, ``corpus/<task>.jsonl`` (training keys only), ``dev/`` (the evaluation layout:
-``qa/retrieval``, ``tool/toolbench``, ``chat/msc``), ``generation.json`` and ``GENERATED.md``.
+the training corpora hold no dev key: dev keys are neither mined as negatives nor scored.  Layout
+(:mod:`llm_embedder.data.layout`): ``train/<task>.json``, ``corpus-train/<task>.jsonl`` (training keys
+only), ``dev/`` (``qa/retrieval``, ``tool/toolbench``, ``chat/msc``), ``generation.json``, ``GENERATED.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llm_embedder.data.layout import train_corpus_path
 from llm_embedder.data.tool_text import render_function
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, write_json, write_jsonl
@@ -100,7 +101,7 @@ def _knowledge(lm, path, settings, out: Path, report: dict[str, Any], show_progr
             train.append({"query": query, "pos": [keys[source]], "answers": [answer], "task": "qa"})
     counts["kept"], counts["train"], counts["dev"] = len(train) + len(dev), len(train), len(dev)
     write_jsonl(
-        out / "corpus" / "qa.jsonl",
+        out / train_corpus_path("qa"),
         ({"title": p.title, "text": p.text} for p in passages if p.doc not in dev_docs),
     )
     if dev:
@@ -128,7 +129,7 @@ def _tools(lm, path, settings, out: Path, report: dict[str, Any], show_progress:
         else:
             train.append({"query": query, "pos": [keys[source]], "task": "tool"})
     write_jsonl(
-        out / "corpus" / "tool.jsonl",
+        out / train_corpus_path("tool"),
         ({"text": k} for t, k in zip(tools, keys, strict=True) if t.name not in dev_tools),
     )
     if dev:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from llm_embedder.data.layout import TRAIN_CORPUS_DIR, train_corpus_path  # noqa: F401  (re-exported)
+
 MANIFEST_KIND = "llm-embedder-demo-data"
 LAYOUT_VERSION = 4
 """Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages;
@@ -17,10 +19,6 @@ TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 
 EVAL_SPLITS = {"test": "eval", "dev": "dev", "ood": "ood"}
-TRAIN_CORPUS_DIR = "corpus-train"
-"""Folder of the training corpora, ``corpus-train/<task>.jsonl``: what negatives are mined from and the
-LLM scores for training.  They hold no key labelled relevant for a dev, test or ood query, so that no
-held-out answer is trained on as a negative (or, through the rewards, as a positive)."""
 """Evaluation split -> its folder in the output.  Each folder has the same layout (the one
 `llm-embedder eval --data` reads), so any of them can be evaluated without a change to the harness."""
 
@@ -106,10 +104,6 @@ class TaskData:
     linked: dict[str, str] = field(default_factory=dict)
     """Extra path -> path it is the same file as (the dev split's corpus is the test split's)."""
     notes: dict[str, Any] = field(default_factory=dict)
-
-
-def train_corpus_path(task: str) -> str:
-    return f"{TRAIN_CORPUS_DIR}/{task}.jsonl"
 
 
 def split_counts(total: int, parts: int) -> list[int]:

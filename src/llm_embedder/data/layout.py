@@ -1,0 +1,16 @@
+"""The data folder the pipeline's stages read, whoever made it (the demo builder or ``adapt``).
+
+train/<task>.json           training queries (released format)
+corpus-train/<task>.jsonl   the corpus negatives are mined from: no dev, test or ood key is in it
+dev/, eval/, ood/           evaluation folders in the layout ``llm-embedder eval --data`` reads
+"""
+
+TRAIN_DIR = "train"
+TRAIN_CORPUS_DIR = "corpus-train"
+"""What negatives are mined from and the LLM scores for training: no key labelled relevant for a dev,
+test or ood query, so that no held-out answer is trained on as a negative (or, through the rewards, as
+a positive)."""
+
+
+def train_corpus_path(task: str) -> str:
+    return f"{TRAIN_CORPUS_DIR}/{task}.jsonl"
