@@ -38,7 +38,7 @@ def cli_reference() -> str:
     try:
         sections = []
         for depth, parser in _walk(build_parser()):
-            heading = "#" * min(depth + 1, 4)
+            heading = "#" * (1 + max(depth, 1))  # global options and commands: h2; sub-commands: h3
             title = f"`{parser.prog}`" if depth else "Global options"
             sections.append(f"{heading} {title}\n\n```text\n{parser.format_help().rstrip()}\n```\n")
         return "\n".join(sections)
