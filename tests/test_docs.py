@@ -139,6 +139,15 @@ def test_markers_are_well_formed_and_used():
         assert counts[page] >= 1, f"{page} has no runnable example"
 
 
+def test_readme_links_resolve():
+    """The README links into docs/ (the site checks its own links in the strict build)."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text("utf-8"))
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links into the docs"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
 class Servers:
     """The background blocks' servers, one per distinct block, on one free port, stopped at the end."""
 
