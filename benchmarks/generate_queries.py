@@ -5,10 +5,10 @@ Run from the repository root (offline)::
     .venv/bin/python benchmarks/generate_queries.py                 # the shipped example corpus
     .venv/bin/python benchmarks/generate_queries.py --corpus runs/adapt-eval/corpus.jsonl --limit 64
 
-Both sides write the same question prompts (:func:`llm_embedder.data.generate.question_prompt`, two per
+Both sides write the same question prompts (:func:`llm_embedder.userdata.generate.question_prompt`, two per
 passage) with SmolLM2-135M in ``--dtype`` (default ``fast``: bf16 where the hardware has bf16 units):
 
-* **ours**: :func:`llm_embedder.data.generate.write_queries`' path, :meth:`CausalLM.generate` on the
+* **ours**: :func:`llm_embedder.userdata.generate.write_queries`' path, :meth:`CausalLM.generate` on the
   prompts in batches of 16 that end once every row holds a newline;
 * **naive**: one prompt at a time, every ``max_new_tokens`` generated, then cut at the first newline
   (what a first script writes).
@@ -31,9 +31,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from llm_embedder.data.generate import GenerationSettings, question_prompt  # noqa: E402
-from llm_embedder.data.user.readers import read_corpus  # noqa: E402
 from llm_embedder.models.lm import CausalLM  # noqa: E402
+from llm_embedder.userdata.generate import GenerationSettings, question_prompt  # noqa: E402
+from llm_embedder.userdata.readers import read_corpus  # noqa: E402
 
 EXAMPLE = Path(__file__).parents[1] / "data" / "adapt-example" / "corpus"
 

@@ -6,6 +6,7 @@ from llm_embedder.models.lm import CausalLM
 from llm_embedder.retrieval.corpus import Corpus
 from llm_embedder.retrieval.searcher import Hit, Searcher
 from llm_embedder.tasks import DEFAULT_TASKS, Task, TaskTable, TrainingSettings
+from llm_embedder.version import __version__
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -18,5 +19,5 @@ __all__ = [
     "Task",
     "TaskTable",
     "TrainingSettings",
+    "__version__",
 ]
-__version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """``llm-embedder adapt``: an embedder tuned to a user's own data and LLM, with no labelled queries.
 
 The pipeline of ``run`` with another first stage: the data stage reads the user's files and makes
-training and dev data from them with the user's LLM (:mod:`llm_embedder.data.user.build`); mining,
+training and dev data from them with the user's LLM (:mod:`llm_embedder.userdata.build`); mining,
 scoring, training and selection are :class:`llm_embedder.pipeline.Pipeline`'s own stages, cached and
 resumable the same way.  Selection trains the recipe's variants (``recipes/adapt.yaml``: with and
 without the task instructions, each also merged with the base), scores them on the held-out dev part
@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_embedder.data.generate import GenerationSettings
-from llm_embedder.data.user.build import UserDataSettings, UserInputs, build_user_data
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, write_json
 from llm_embedder.fingerprint import code_digest, file_digest
 from llm_embedder.pipeline import Pipeline, PipelineConfig
+from llm_embedder.userdata.build import UserDataSettings, UserInputs, build_user_data
+from llm_embedder.userdata.generate import GenerationSettings
 
 DEFAULT_RECIPE = Path(__file__).parent / "recipes" / "adapt.yaml"
 REPORT_FILES = ("report.md", "report.json", "README.md", "GENERATED.md")
@@ -111,7 +111,7 @@ class AdaptPipeline(Pipeline):
             "settings": json.loads(json.dumps(dataclasses.asdict(self.data_settings))),
             "lm": self.config.lm,
             "lm_dtype": self.config.lm_dtype,
-            "code": code_digest("llm_embedder.data.user", "llm_embedder.data.generate"),
+            "code": code_digest("llm_embedder.userdata"),
         }
 
     def build_data(self) -> Path:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
+from processes import subprocess_env, torchrun
 
-from llm_embedder.data.generate import (
+from llm_embedder.userdata.generate import (
     QUESTION_SHOTS,
     GenerationSettings,
     clean_query,
@@ -113,3 +118,20 @@ def test_max_keys_writes_for_a_seeded_sample_but_filters_against_every_key():
     again = write_queries(lm, KEYS, GenerationSettings(per_key=1, filter_top_k=1, max_keys=2), "question", seed=3)
     assert made.counts["written"] == 2 and made.sources == again.sources
     assert len(set(made.sources)) == len(made.sources) <= 2
+
+
+def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
+    worker = Path(__file__).with_name("generate_worker.py")
+    proc = torchrun(2, [str(worker), str(tmp_path)], subprocess_env(), timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    spec = importlib.util.spec_from_file_location("generate_worker", worker)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    single_lm = module.RecordingLM()
+    single = module.run(single_lm)
+    for rank in ranks:
+        assert {k: rank[k] for k in single} == single
+    # each prompt written once, by one rank
+    assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == sorted(single_lm.seen)
+    assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"]) and ranks[0]["seen"] and ranks[1]["seen"]

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from llm_embedder.data.user.readers import (
+from llm_embedder.errors import InputError
+from llm_embedder.userdata.readers import (
     chunk_passages,
     read_conversations,
     read_corpus,
@@ -14,7 +15,6 @@ from llm_embedder.data.user.readers import (
     read_examples,
     read_tools,
 )
-from llm_embedder.errors import InputError
 
 
 def test_chunks_join_paragraphs_up_to_the_word_budget_and_cut_long_ones():

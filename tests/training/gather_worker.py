@@ -63,7 +63,7 @@ def main(outdir: Path) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from llm_embedder.training.distributed import (
+    from llm_embedder.distributed import (
         gather_no_grad,
         gather_with_grad,
         loss_scale_for_ddp,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from processes import subprocess_env, torchrun
 
-from llm_embedder.training.distributed import (
+from llm_embedder.distributed import (
     gather_no_grad,
     gather_with_grad,
     is_distributed,

@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from llm_embedder.adapt import DEFAULT_RECIPE, AdaptConfig, AdaptPipeline
-    from llm_embedder.data.user.build import INPUT_KINDS, UserInputs
     from llm_embedder.errors import InputError
     from llm_embedder.outputs import claim
+    from llm_embedder.userdata.build import INPUT_KINDS, UserInputs
 
     inputs = UserInputs(**{kind: getattr(args, kind) for kind in INPUT_KINDS})
     if not inputs.given():

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from llm_embedder import distributed as dist_utils
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, write_json
 from llm_embedder.fingerprint import embedder_fingerprint, settings_digest, text_digest
@@ -36,7 +37,6 @@ from llm_embedder.models.embedder import Embedder
 from llm_embedder.retrieval.corpus import DEFAULT_KEY_TEMPLATE, iter_corpus
 from llm_embedder.retrieval.dense import DenseIndex, expand_factory
 from llm_embedder.retrieval.searcher import META_FILE, TEXTS_FILE, dense_meta, publish
-from llm_embedder.training import distributed as dist_utils
 
 SHARD_SIZE = 50_000
 TRAIN_SIZE = 100_000

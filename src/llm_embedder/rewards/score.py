@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from llm_embedder import distributed as dist_utils
 from llm_embedder.data.records import record_candidates
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, iter_jsonl
@@ -33,7 +34,6 @@ from llm_embedder.fingerprint import settings_digest, weights_digest
 from llm_embedder.models.lm import CausalLM, Span
 from llm_embedder.outputs import Output, claim, finish_partial, manifest_path, resume_partial
 from llm_embedder.tasks import DEFAULT_TASKS, Task, TaskTable
-from llm_embedder.training import distributed as dist_utils
 
 AGGREGATIONS = ("mean", "max")
 

@@ -21,7 +21,6 @@ from pydantic import BaseModel, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from llm_embedder import __version__
 from llm_embedder.serving.collection_routes import add_collection_routes
 from llm_embedder.serving.engine import (
     SIDE_ALIASES,
@@ -35,6 +34,7 @@ from llm_embedder.serving.engine import (
 from llm_embedder.serving.gate import Gate, error_body
 from llm_embedder.serving.http import ApiError, call_engine, engine_error, json_response, retry_headers
 from llm_embedder.serving.metrics import ServingMetrics
+from llm_embedder.version import __version__
 
 MAX_INPUTS = 2048
 MAX_BODY_BYTES = 16 << 20

@@ -15,9 +15,9 @@ Notation shared by every function (reference implementation §3, paper §1.3-1.4
   cross-device), no teacher mass, no term of its own; the loss and the gradients equal those of the
   ragged batch without it.  Slot 0 (the positive) must be real.
 
-Under ``torch.distributed`` pass the gathered tensors (``training.distributed.gather_with_grad``)
+Under ``torch.distributed`` pass the gathered tensors (``llm_embedder.distributed.gather_with_grad``)
 to every loss: the contrastive and stable losses then see cross-device negatives, and all losses are
-means over the global batch, which is what the gradient convention of ``training.distributed``
+means over the global batch, which is what the gradient convention of ``llm_embedder.distributed``
 assumes.  Half-precision inputs are scored in float32.
 """
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from llm_embedder.data.records import Group, TrainDataset, load_train_file, make_group
 from llm_embedder.data.sampler import HomogeneousBatchSampler
+from llm_embedder.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, write_json
 from llm_embedder.fingerprint import file_digest
@@ -38,7 +39,6 @@ from llm_embedder.models.embedder import Embedder
 from llm_embedder.outputs import changes
 from llm_embedder.tasks import TaskTable
 from llm_embedder.training.config import TrainConfig, effective_settings
-from llm_embedder.training.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
 from llm_embedder.training.losses import compute_task_loss
 from llm_embedder.training.precision import resolve_mixed_precision
 

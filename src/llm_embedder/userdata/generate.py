@@ -216,16 +216,29 @@ def write_answers(
 
 
 def _generate(lm: CausalLM, prompts: list[str], settings: GenerationSettings, show_progress: bool, what: str):
+    """Greedy continuations of ``prompts``.  Under ``torchrun`` each rank writes every ``world``-th prompt
+    (as ``score`` deals its chunks) and all ranks receive every answer, in input order."""
     from tqdm.auto import tqdm
 
+    from llm_embedder import distributed as dist_utils
+
+    world, rank = dist_utils.world_size(), dist_utils.rank()
+    mine = prompts[rank::world]
     out: list[str] = []
     step = settings.batch_size * 4  # a few batches per bar update; generate() batches inside
-    with tqdm(total=len(prompts), desc=what, unit="prompt", disable=not show_progress) as bar:
-        for start in range(0, len(prompts), step):
-            chunk = prompts[start : start + step]
+    label = f"{what}[{rank}]" if world > 1 else what
+    with tqdm(total=len(mine), desc=label, unit="prompt", disable=not show_progress) as bar:
+        for start in range(0, len(mine), step):
+            chunk = mine[start : start + step]
             out.extend(lm.generate(chunk, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size))
             bar.update(len(chunk))
-    return out
+    if world == 1:
+        return out
+    import torch.distributed as dist
+
+    parts: list[list[str]] = [[] for _ in range(world)]
+    dist.all_gather_object(parts, out)
+    return [parts[i % world][i // world] for i in range(len(prompts))]
 
 
 def _sample(out: Generated, reason: str, text: str, key: str, limit: int = 5) -> None:

@@ -2,7 +2,7 @@
 
 Per need (each optional):
 
-- knowledge (``qa``): the LLM writes questions for each corpus passage (:mod:`llm_embedder.data.generate`,
+- knowledge (``qa``): the LLM writes questions for each corpus passage (:mod:`llm_embedder.userdata.generate`,
   consistency-filtered) and extracts a short answer; the passage is the positive, the answer is what the
   reward scores.  Negatives are mined later from ``corpus/qa.jsonl``;
 - tools (``tool``): the LLM writes requests each tool serves; the tool is the positive;
@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llm_embedder.data.generate import GenerationSettings, split_by_source, write_answers, write_queries
 from llm_embedder.data.tool_text import render_function
-from llm_embedder.data.user.readers import (
+from llm_embedder.errors import InputError
+from llm_embedder.fileio import atomic_path, write_json, write_jsonl
+from llm_embedder.userdata.generate import GenerationSettings, split_by_source, write_answers, write_queries
+from llm_embedder.userdata.readers import (
     chunk_passages,
     read_conversations,
     read_corpus,
@@ -38,8 +40,6 @@ from llm_embedder.data.user.readers import (
     read_examples,
     read_tools,
 )
-from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, write_json, write_jsonl
 
 if TYPE_CHECKING:
     from llm_embedder.models.lm import CausalLM
