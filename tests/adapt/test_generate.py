@@ -135,3 +135,11 @@ def test_two_gloo_ranks_write_what_one_process_writes(tmp_path):
     # each prompt written once, by one rank
     assert sorted(ranks[0]["seen"] + ranks[1]["seen"]) == sorted(single_lm.seen)
     assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"]) and ranks[0]["seen"] and ranks[1]["seen"]
+
+
+def test_a_request_that_names_the_tool_is_a_copy_not_a_request():
+    tools = ["GetWeather, Current weather for a city", "send_mail, Send an email"]
+    replies = {tools[0]: " GetWeather, Current weather of a city.", tools[1]: " Email Sam that I am late please"}
+    lm = ScriptedLM(lambda p: replies[p.rsplit("Tool: ", 1)[-1].split("\n")[0]])
+    made = write_queries(lm, tools, GenerationSettings(per_key=1, filter_top_k=0), "request")
+    assert made.queries == ["Email Sam that I am late please"] and made.counts["dropped: malformed"] == 1

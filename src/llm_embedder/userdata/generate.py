@@ -147,6 +147,12 @@ def clean_query(text: str, question: bool) -> str | None:
     return text
 
 
+def _names_the_tool(query: str, tool_text: str) -> bool:
+    """Whether ``query`` holds the tool's name (the rendered key's first field), e.g. ``get_weather``."""
+    name = tool_text.split(",", 1)[0].strip()
+    return bool(name) and name.lower() in query.lower()
+
+
 def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
@@ -188,6 +194,8 @@ def write_queries(
     seen: set[str] = set()
     for (i, _), text in zip(jobs, texts, strict=True):
         query = clean_query(text, question)
+        if query is not None and not question and _names_the_tool(query, keys[i]):
+            query = None  # the tool's own name: a copy of its description, not a user's words
         reason = "malformed" if query is None else "duplicate" if _norm(query) in seen else None
         if reason:
             out.counts[f"dropped: {reason}"] += 1
