@@ -12,6 +12,7 @@ import pytest
 
 from llm_embedder.cli import main
 from llm_embedder.data.records import load_train_file, make_group
+from llm_embedder.fingerprint import file_digest
 from llm_embedder.pipeline import ABLATIONS, STAGE_FILE, Pipeline, PipelineConfig, _cap_candidates, _claim, _spread
 from llm_embedder.tasks import DEFAULT_TASKS
 
@@ -187,6 +188,7 @@ def test_claim_keeps_a_folder_only_for_the_same_settings(tmp_path):
 
 
 def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, capsys):
+    """Selection reads dev and ood-dev; the report's out-of-domain check (``run``) reads ood-test."""
     work, args = finished_run
     select = [
         "--set",
@@ -202,6 +204,15 @@ def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, cap
     assert {c["evaluator"] for c in dev["columns"]} == {"tool", "msc"}
     ood = json.loads((work / "select" / "eval-ood" / "leaderboard.json").read_text())
     assert {c["evaluator"] for c in ood["columns"]} == {"tool"}
+    # each grid's stage records the digest of the folder it evaluated
+    read_by = {
+        grid: json.loads((work / grid / STAGE_FILE).read_text())["data"] for grid in ("select/eval-ood", "eval-ood")
+    }
+    assert read_by == {
+        "select/eval-ood": file_digest(work / "data" / "ood-dev"),
+        "eval-ood": file_digest(work / "data" / "ood-test"),
+    }
+    assert file_digest(work / "data" / "ood-dev") != file_digest(work / "data" / "ood-test")
     # the relative scores are the dev numbers divided by base's (tool: higher is better)
     rows = dev["rows"]
     base = next(v for k, v in rows.items() if k.startswith("base="))
@@ -210,6 +221,12 @@ def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, cap
     if value[1]:
         relative = next(v for k, v in result["relative"]["dev"].items() if k.startswith("slow="))
         assert relative["tool"] == pytest.approx(value[0] / value[1])
+
+
+def test_choose_applies_the_recipes_dev_tie():
+    scores = {"instr": {"dev": 1.12, "ood": 1.01}, "plain": {"dev": 1.10, "ood": 1.09}}
+    assert Pipeline(PipelineConfig()).choose(scores)["chosen"] == "plain"  # within the default tie: safer ood
+    assert Pipeline(PipelineConfig(select={"dev_tie": 0.0})).choose(scores)["chosen"] == "instr"  # dev alone
 
 
 def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finished_run, capsys):

@@ -376,11 +376,9 @@ def cmd_data_build_demo(args: argparse.Namespace) -> int:
     from llm_embedder.data.demo import build_demo
 
     manifest = build_demo(args.out, seed=args.seed, size=args.size, progress=not args.quiet)
+    shown = ("train", "dev", "test", "ood-dev", "ood-test", "corpus")
     for task, counts in manifest["tasks"].items():
-        print(
-            f"{task:>10}: "
-            + ", ".join(f"{k} {counts[k]}" for k in ("train", "dev", "test", "ood", "corpus") if k in counts)
-        )
+        print(f"{task:>10}: " + ", ".join(f"{k} {counts[k]}" for k in shown if k in counts))
     print(f"demo data in {args.out} (see SOURCES.md and manifest.json)")
     return 0
 

@@ -51,7 +51,8 @@ class PipelineConfig:
     """``weight``: the fine-tuned model's share in the ``merged`` row (with the base encoder); none: no row."""
     select: dict[str, Any] = field(default_factory=dict)
     """Model selection on dev (``llm-embedder run --select``): ``variants`` (each a ``name`` and train
-    settings), ``dev_evaluators`` and ``ood_evaluators`` (evaluator names), ``ood_floor``."""
+    settings), ``dev_evaluators`` and ``ood_evaluators`` (evaluator names), ``ood_floor``, ``dev_tie``
+    (see :func:`llm_embedder.selection.choose`)."""
     quick: dict[str, Any] = field(default_factory=dict)
     """Overrides (dotted keys) applied by ``--quick``."""
 
@@ -179,8 +180,10 @@ class Pipeline:
         return {"size": self.config.data.get("size", "small"), "seed": self.config.data.get("seed", 0)}
 
     def check_folder(self, data: Path) -> Path:
-        """The out-of-domain evaluation folder that selection must stay level on (never trained on)."""
-        return data / "ood"
+        """The out-of-domain evaluation folder that selection must stay level on (never trained on):
+        ``ood-dev``, the half of the demo data's out-of-domain split that is never reported (the report
+        reads the other half, ``ood-test``, in :meth:`evaluate`)."""
+        return data / "ood-dev"
 
     def build_data(self) -> Path:
         from llm_embedder.data.demo import build_demo, builder_digest, source_versions
@@ -434,8 +437,9 @@ class Pipeline:
     def select(self, files: dict[str, Path], data: Path) -> dict[str, Any]:
         """Train the recipe's ``select.variants`` and score them on the dev split and the out-of-domain dev check.
 
-        Nothing here reads a test split.  Prints both grids and the pick (:mod:`llm_embedder.selection`)
-        and writes ``select/selection.json``; the recipe's ``train`` settings are then set from it by hand.
+        Nothing here reads a test split (the out-of-domain check is :meth:`check_folder`, ``ood-dev``).
+        Prints both grids and the pick (:mod:`llm_embedder.selection`) and writes ``select/selection.json``;
+        the recipe's ``train`` settings are then set from it by hand.
         """
         from llm_embedder.selection import mean_score, relative_scores
 
@@ -467,17 +471,19 @@ class Pipeline:
         for split in boards:
             print(f"\n{split} split:")
             print((self.work / "select" / f"eval-{split}" / "leaderboard.md").read_text(encoding="utf-8"), end="")
-        print("\nmean score relative to base (dev, ood):")
+        print("\nmean score relative to base (dev, ood-dev):")
         for name, s in scores.items():
             print(f"  {name}: " + ", ".join("-" if v is None else f"{v:.3f}" for v in s.values()))
         print(f"chosen: {result['chosen']} ({result['rule']})")
         return result
 
     def choose(self, scores: dict[str, dict[str, float | None]]) -> dict[str, Any]:
-        """The selection rule (:func:`llm_embedder.selection.choose`) over ``{name: {"dev", "ood"}}``."""
-        from llm_embedder.selection import choose
+        """The selection rule (:func:`llm_embedder.selection.choose`) over ``{name: {"dev", "ood"}}``, with
+        the recipe's ``select.ood_floor`` and ``select.dev_tie`` (each the rule's default when not set)."""
+        from llm_embedder.selection import DEV_TIE, choose
 
-        return choose(scores, float(self.config.select.get("ood_floor", 1.0)))
+        settings = self.config.select
+        return choose(scores, float(settings.get("ood_floor", 1.0)), float(settings.get("dev_tie", DEV_TIE)))
 
     def _grid(self, data_dir: Path, out: Path, specs: list[str], names: list[str] | None, versions: dict[str, str]):
         """One evaluation grid on ``data_dir``, restricted to the evaluators ``names`` (default: all present)."""
@@ -508,7 +514,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ 5. evaluate
     def evaluate(self, data: Path, models: dict[str, Path]) -> dict[str, Any]:
-        """The test grid (every row), then the out-of-domain check (base and trained rows) if the recipe asks."""
+        """The test grid (every row), then the out-of-domain check (base and trained rows) if the recipe asks:
+        on ``ood-test``, the half of the out-of-domain split that selection never read."""
         settings = self.config.eval
         trained = {name: f"{name}=dense:{path}" for name, path in models.items()}
         base = f"base=dense:{self.config.encoder}"
@@ -518,9 +525,9 @@ class Pipeline:
         started = _stage(5, "evaluate", f"{len(specs)} retrievers on the test split (the bar shows the time left)")
         board = self._grid(data / "eval", self.work / "eval", specs, settings.get("evaluators"), versions)
         ood = settings.get("ood_evaluators")
-        if ood and (data / "ood").is_dir():
-            print("      out-of-domain check", flush=True)
-            self._grid(data / "ood", self.work / "eval-ood", [base, *trained.values()], ood, versions)
+        if ood and (data / "ood-test").is_dir():
+            print("      out-of-domain check (ood-test)", flush=True)
+            self._grid(data / "ood-test", self.work / "eval-ood", [base, *trained.values()], ood, versions)
         _done(started)
         return board
 

@@ -1,5 +1,6 @@
 """The demo dataset builder (``llm-embedder data build-demo``): same seed, same bytes; disjoint train,
-dev, test and ood; every file in the format its reader checks; each task's data in the shape its
+dev, test, ood-dev and ood-test (the out-of-domain halves share no cluster and together hold what the
+unsplit ood held); every file in the format its reader checks; each task's data in the shape its
 evaluation assumes; the promised sizes; a clear error when a source package is missing.
 
 One ``quick`` build is shared by the module (a few seconds); the determinism test makes a second
@@ -33,8 +34,10 @@ TASKS = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 TRAIN_CORPUS = "corpus-train"
 # the key template each task's corpus is read with (as the evaluators and `mine` use them)
 KEY_TEMPLATES = {"qa": "{title} {text}", "icl": "{contents}", "tool": "{text}", "convsearch": "{text}"}
-# evaluation folders: test, dev and out-of-domain, each in the layout `eval --data` reads
-SPLIT_DIRS = ("eval", "dev", "ood")
+# evaluation folders: test, dev and the out-of-domain halves (selection's, the report's), each in the
+# layout `eval --data` reads
+SPLIT_DIRS = ("eval", "dev", "ood-dev", "ood-test")
+OOD_DIRS = ("ood-dev", "ood-test")
 # query file of each task, relative to an evaluation folder
 TEST_FILES = {
     "qa": "qa/popqa/test.json",
@@ -127,7 +130,9 @@ def test_layout_has_every_file_and_no_leftovers(quick):
         "convsearch/qrecc/corpus.json",
     ):
         assert (quick / "dev" / rel).read_bytes() == (quick / "eval" / rel).read_bytes()  # dev shares test's corpora
-        assert (quick / "ood" / rel).read_bytes() != (quick / "eval" / rel).read_bytes()  # ood has its own
+        assert (quick / "ood-test" / rel).read_bytes() != (quick / "eval" / rel).read_bytes()  # ood has its own
+        assert (quick / "ood-dev" / rel).read_bytes() == (quick / "ood-test" / rel).read_bytes()  # ... one for both
+    assert not (quick / "ood").exists()  # the old unsplit folder
     # only icl trains on its test corpus (the demonstration pool: ICL queries have no labelled key)
     for task, rel in (("qa", "qa/retrieval"), ("tool", "tool/toolbench"), ("convsearch", "convsearch/qrecc")):
         assert (quick / TRAIN_CORPUS / f"{task}.jsonl").read_bytes() != (
@@ -136,7 +141,7 @@ def test_layout_has_every_file_and_no_leftovers(quick):
     assert (quick / TRAIN_CORPUS / "icl.jsonl").read_bytes() == (quick / "eval/icl/icl/corpus.json").read_bytes()
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["seed"] == 0 and manifest["size"] == "quick" and manifest["layout_version"] == LAYOUT_VERSION
-    assert manifest["splits"] == {"test": "eval/", "dev": "dev/", "ood": "ood/"}
+    assert manifest["splits"] == {"test": "eval/", "dev": "dev/", "ood-dev": "ood-dev/", "ood-test": "ood-test/"}
     assert set(manifest["sources"]) == {"gensim", "bfcl-eval", "chitchat-dataset", "chatterbot-corpus"}
     for rel, n in manifest["files"].items():
         assert len(read(quick / rel)) == n, rel
@@ -221,7 +226,7 @@ def test_eval_files_pass_the_evaluators_checks(quick, split):
     for line, r in rows:
         if r.get("options"):
             assert r["options"][icl._gold_option(line, r)] == r["answers"][0]
-    expected = {"topic-other", "analogy-grammar"} if split == "ood" else {"sentiment", "topic", "analogy", "trivia"}
+    expected = {"topic-other", "analogy-grammar"} if split in OOD_DIRS else {"sentiment", "topic", "analogy", "trivia"}
     assert {r["task_name"] for _, r in rows} == expected
     # the demonstrations the evaluator retrieves are of the same task names
     assert {r["task_name"] for r in read(ev / "icl/icl/corpus.json")} == expected
@@ -273,7 +278,9 @@ def test_qa_retrieval_positives_hold_the_answer_and_no_source_passage_is_in_its_
     for split in SPLIT_DIRS:
         rows = read(quick / split / "qa/retrieval/corpus.json")
         test = read(quick / split / "qa/retrieval/test.json")
-        assert len(test) >= 0.75 * SIZES["quick"].test and len({r["query"] for r in test}) == len(test)
+        assert len({r["query"] for r in test}) == len(test)
+        if split not in OOD_DIRS:  # the halves: below
+            assert len(test) >= 0.75 * SIZES["quick"].test
         # the popqa questions with a positive come first, in popqa's order
         assert [r["query"] for r in test][: len(popqa[split] & {r["query"] for r in test})] == [
             r["query"] for r in read(quick / split / "qa/popqa/test.json") if r["query"] in {t["query"] for t in test}
@@ -286,6 +293,7 @@ def test_qa_retrieval_positives_hold_the_answer_and_no_source_passage_is_in_its_
                 assert 0 <= i < len(rows) and rows[i]["title"] == title
                 assert re.search(rf"(?<![\w-]){re.escape(r['answers'][0])}(?![\w-])", rows[i]["text"], re.I)
         cut_from = [r["query"] for r in test] + train + [q for s in SPLIT_DIRS for q in popqa[s]]
+        cut_from += [r["query"] for s in OOD_DIRS for r in read(quick / s / "qa/retrieval/test.json")]
         for query in cut_from:
             before, after = query.split(": ", 1)[1].split("____")
             assert not re.search(re.escape(before) + ".{1,80}?" + re.escape(after), corpus), (split, query)
@@ -403,9 +411,9 @@ def test_icl_analogy_splits_share_no_word_pair(quick):
     """A word pair of an analogy (its answer pair included) is in at most one of test, dev, train and the
     demonstration pool: "Athens is to Greece as Baghdad is to Iraq" in the pool would answer the test
     question "Paris is to France as Baghdad is to"."""
-    for folder, name in (("eval", "analogy"), ("ood", "analogy-grammar")):
+    for folder, name in (("eval", "analogy"), ("ood-test", "analogy-grammar")):
         sets = {}
-        for split in ("eval", "dev") if folder == "eval" else ("ood",):
+        for split in ("eval", "dev") if folder == "eval" else OOD_DIRS:
             records = [r for r in read(quick / split / TEST_FILES["icl"]) if r["task_name"] == name]
             sets[split] = set().union(*(_analogy_pairs(r["query"], r["answers"][0]) for r in records))
         if folder == "eval":
@@ -471,7 +479,7 @@ def test_no_query_is_in_two_splits(quick, task):
         assert len(set(items)) == len(items), split  # unique within a split too
     _assert_disjoint({k: set(v) for k, v in queries.items()}, "query")
     if task == "icl":  # the demonstration pools are disjoint from every query set
-        for folder in ("eval", "ood"):
+        for folder in ("eval", "ood-test"):
             pool = {norm(r["contents"].rsplit("\n", 1)[0]) for r in read(quick / folder / "icl/icl/corpus.json")}
             assert not pool & set().union(*map(set, queries.values()))
 
@@ -487,8 +495,8 @@ def test_splits_share_no_source_item(quick, task):
 
 @needs_sources
 def test_wikipedia_tasks_share_one_article_partition(quick):
-    """lrlm documents too: an article of one split is in no other split of any Wikipedia task; ood
-    is the biographies."""
+    """lrlm documents too: an article of one split is in no other split of any Wikipedia task (ood-dev
+    and ood-test included); ood is the biographies."""
     titles = {
         split: {row["title"] for task in ("qa", "convsearch") for _, row in _labelled(quick, task)[split]}
         for split in ("train", *SPLIT_DIRS)
@@ -497,7 +505,7 @@ def test_wikipedia_tasks_share_one_article_partition(quick):
     for split in SPLIT_DIRS:
         titles[split] |= {r["title"] for r in read(quick / split / TEST_FILES["lrlm"])}
     _assert_disjoint(titles, "article")
-    assert {"Abraham Lincoln", "Albert Einstein"} & titles["ood"]
+    assert {"Abraham Lincoln", "Albert Einstein"} & (titles["ood-dev"] | titles["ood-test"])
     test_text = "\n".join(r["text"] for s in SPLIT_DIRS for r in read(quick / s / TEST_FILES["lrlm"]))
     assert not any(r["query"] in test_text for r in read(quick / "train/lrlm.json"))
 
@@ -510,7 +518,91 @@ def test_chat_splits_use_different_conversations_and_ood_other_prompts(quick):
     _assert_disjoint(convs, "conversation")
     data = json.loads((locate_sources(["chitchat"])["chitchat"] / "dataset.json").read_text(encoding="utf-8"))
     prompts = {s: {data[k].get("prompt") for k in keys} for s, keys in convs.items()}
-    assert not prompts["ood"] & (prompts["train"] | prompts["eval"] | prompts["dev"])
+    for half in OOD_DIRS:
+        assert not prompts[half] & (prompts["train"] | prompts["eval"] | prompts["dev"])
+    assert not prompts["ood-dev"] & prompts["ood-test"]
+
+
+def _query_files(folder: Path) -> list[str]:
+    """The query files of an evaluation folder (relative), not its corpora or demonstrations."""
+    return sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*.json") if p.name not in ("corpus.json", "demos.json")
+    )
+
+
+def _cluster(rel: str, record: dict) -> str:
+    """The unit ood is halved by: an article (qa, convsearch, lrlm), a tool or a conversation starter
+    (icl, whose records name none, is halved by analogy section or topic message)."""
+    if "cluster" in record:
+        return record["cluster"]
+    return record["title"] if rel.startswith("lrlm/") else record["subject"]  # mmlu: the article
+
+
+@needs_sources
+def test_ood_halves_share_no_cluster_or_query(quick):
+    """ood-dev (selection's generality check) and ood-test (reported once) are halves by whole cluster:
+    no article, tool, conversation starter or query is in both, and each holds about half the clusters."""
+    files = _query_files(quick / "ood-test")
+    assert files == _query_files(quick / "ood-dev")
+    assert {"qa/popqa/test.json", "qa/retrieval/test.json", "tool/toolbench/test.json"} <= set(files)
+    for rel in files:
+        halves = {half: read(quick / half / rel) for half in OOD_DIRS}
+        assert all(halves.values()), rel
+        _assert_disjoint({h: {norm(r.get("query", r.get("title", ""))) for r in rs} for h, rs in halves.items()}, rel)
+        if not rel.startswith("icl/"):
+            clusters = {h: {_cluster(rel, r) for r in rs} for h, rs in halves.items()}
+            _assert_disjoint(clusters, f"{rel} cluster")
+    # icl: no analogy word pair in both halves (a section is one cluster)
+    pairs = {h: set() for h in OOD_DIRS}
+    for h in OOD_DIRS:
+        for r in read(quick / h / TEST_FILES["icl"]):
+            if r["task_name"] == "analogy-grammar":
+                pairs[h] |= _analogy_pairs(r["query"], r["answers"][0])
+    assert all(pairs.values())
+    _assert_disjoint(pairs, "analogy word pair")
+    # dealt in turn: the tools and conversation starters present differ by at most one between the halves
+    for task in ("tool", "chat"):
+        sizes = [len({r["cluster"] for r in read(quick / h / TEST_FILES[task])}) for h in OOD_DIRS]
+        assert abs(sizes[0] - sizes[1]) <= 1, (task, sizes)
+    articles = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))["tasks"]["qa"]["articles"]
+    assert articles["ood-dev"] + articles["ood-test"] == articles["ood"]
+    assert abs(articles["ood-dev"] - articles["ood-test"]) <= 1
+
+
+@needs_sources
+def test_ood_halves_together_hold_what_ood_held(quick, tmp_path, monkeypatch):
+    """The same build with every cluster dealt to ood-test is the unsplit ood: the two halves hold its
+    records exactly (query ids aside) and share its corpora.  lrlm takes up to the test split's number
+    of articles per half, so its halves hold the unsplit articles and, where ood had more long
+    biographies than that, more."""
+    from llm_embedder.data.demo import common
+
+    unsplit = tmp_path / "unsplit"
+    monkeypatch.setattr(common, "OOD_HALVES", ("ood-test",))
+    build_demo(unsplit, seed=0, size="quick", progress=False)
+    monkeypatch.undo()
+    assert not (unsplit / "ood-dev" / TEST_FILES["qa"]).exists()
+
+    def key(record: dict) -> str:
+        return json.dumps({k: v for k, v in record.items() if k != "query_id"}, sort_keys=True)
+
+    files = _query_files(unsplit / "ood-test")
+    assert files == _query_files(quick / "ood-test")
+    for rel in files:
+        whole = sorted(map(key, read(unsplit / "ood-test" / rel)))
+        halves = sorted(key(r) for half in OOD_DIRS for r in read(quick / half / rel))
+        if rel.startswith("lrlm/"):
+            assert set(whole) <= set(halves) and len(set(halves)) == len(halves), rel
+        else:
+            assert halves == whole, rel
+    for corpus in sorted((unsplit / "ood-test").rglob("corpus.json")):
+        rel = corpus.relative_to(unsplit / "ood-test")
+        for half in OOD_DIRS:
+            assert (quick / half / rel).read_bytes() == corpus.read_bytes(), rel
+    for folder in ("train", TRAIN_CORPUS, "eval", "dev"):  # nothing else moves
+        for path in sorted((unsplit / folder).rglob("*")):
+            if path.is_file():
+                assert (quick / path.relative_to(unsplit)).read_bytes() == path.read_bytes(), path
 
 
 def _strings(value) -> list[str]:
@@ -567,8 +659,9 @@ def test_ood_never_reaches_training(quick):
     """No ood query or corpus row of any task is in a training file or a training corpus."""
     text = "\n".join(s for task in TASKS for s in _training_strings(quick, task))
     for task in ("qa", "tool", "convsearch"):
-        for r, row in _labelled(quick, task)["ood"]:
-            assert row["text"] not in text and r["query"] not in text, task
+        for half in OOD_DIRS:
+            for r, row in _labelled(quick, task)[half]:
+                assert row["text"] not in text and r["query"] not in text, task
 
 
 @needs_sources
@@ -601,16 +694,23 @@ def test_quick_sizes(quick):
     for task in TASKS:
         assert len(read(quick / "train" / f"{task}.json")) == size.train == manifest[task]["train"]
         expected = {"lrlm": size.lrlm_test_docs, "icl": size.llm_test, "chat": size.llm_test}.get(task, size.test)
-        for split, folder in (("test", "eval"), ("dev", "dev"), ("ood", "ood")):
+        for split, folder in (("test", "eval"), ("dev", "dev")):
             assert len(read(quick / folder / TEST_FILES[task])) == expected == manifest[task][split], (task, split)
+        # ood (held-out sources allowing) is halved; lrlm: each half takes up to the test split's number of articles
+        halves = [len(read(quick / half / TEST_FILES[task])) for half in OOD_DIRS]
+        assert halves == [manifest[task][half] for half in OOD_DIRS] and min(halves) > 0, task
+        if task == "lrlm":
+            assert halves == [expected, expected]
+        else:
+            assert sum(halves) == expected, task
     assert len(read(quick / "eval/qa/retrieval/corpus.json")) >= 0.75 * size.qa_corpus
     assert len(read(quick / "eval/tool/toolbench/corpus.json")) == size.tool_corpus
     assert len(read(quick / TRAIN_CORPUS / "tool.jsonl")) == size.tool_corpus
     assert len(read(quick / "eval/convsearch/qrecc/corpus.json")) == size.convsearch_corpus
     pool = len(read(quick / TRAIN_CORPUS / "icl.jsonl"))
     assert 0.75 * 4 * size.icl_pool_per_task <= pool <= 4 * size.icl_pool_per_task
-    for folder in SPLIT_DIRS:
-        assert 0.75 * size.test <= len(read(quick / folder / "qa/mmlu/test.json")) <= size.test
+    for folders in (["eval"], ["dev"], OOD_DIRS):
+        assert 0.75 * size.test <= sum(len(read(quick / f / "qa/mmlu/test.json")) for f in folders) <= size.test
     assert all(6 <= len(r["history"]) <= size.candidates for r in read(quick / "train/chat.json"))
     for r in read(quick / "train/lrlm.json"):
         assert r["pos"] == [] and r["context"] == "" and len(r["neg"]) == size.candidates

@@ -2,7 +2,8 @@
 
 train/<task>.json           training queries (released format)
 corpus-train/<task>.jsonl   the corpus negatives are mined from: no dev, test or ood key is in it
-dev/, eval/, ood/           evaluation folders in the layout ``llm-embedder eval --data`` reads
+dev/, eval/                 evaluation folders in the layout ``llm-embedder eval --data`` reads
+ood-dev/, ood-test/         out of domain, the same layout: ood-dev for choices, ood-test reported once
 """
 
 TRAIN_DIR = "train"

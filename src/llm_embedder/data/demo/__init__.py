@@ -5,8 +5,10 @@
     DIR/train/<task>.json          training records in the released format (JSON lines)
     DIR/eval/...                   test: the evaluation layout `llm-embedder eval --data DIR/eval` reads
     DIR/dev/...                    dev, the same layout (for every choice the pipeline makes)
-    DIR/ood/...                    out of domain, the same layout (a topic, tool family, prompt or task
-                                   set no other split has; never used in training)
+    DIR/ood-dev/...                out of domain, the same layout: the half model selection checks
+    DIR/ood-test/...               the other half, reported once (ood: a topic, tool family, prompt or
+                                   task set of the same sources that no other split has, halved by
+                                   whole cluster; never used in training)
     DIR/corpus-train/<task>.jsonl  the corpus negatives are mined from and the LLM scores for training
                                    (qa, icl, tool, convsearch): no dev, test or ood gold key is in it
     DIR/SOURCES.md                 every source, its version and licence, a data card per task and how
@@ -26,9 +28,10 @@ Sources (none is imported; their data files are read from the installed packages
 - ``chatterbot-corpus``: trivia questions with answers and topic-labelled chat openers.
 
 Every random choice comes from a generator seeded by ``(seed, task)``, and nothing depends on set or
-hash order, so the same seed and source versions give the same bytes.  Train, dev, test and ood
-are disjoint: no query text (case- and space-insensitive) is in two of them, the Wikipedia tasks
-split whole articles, tool splits by gold function and chat by conversation.  The output folder
+hash order, so the same seed and source versions give the same bytes.  Train, dev, test, ood-dev and
+ood-test are disjoint: no query text (case- and space-insensitive) is in two of them, the Wikipedia
+tasks split whole articles, tool splits by gold function and chat by conversation (ood-dev and
+ood-test: by conversation starter).  The output folder
 appears in one rename when everything is written.
 """
 

@@ -12,7 +12,10 @@ from llm_embedder.data.demo.common import (
     EVAL_SPLITS,
     DemoSize,
     TaskData,
+    halve_ood,
     norm_text,
+    ood_linked,
+    seeded_halves,
     shuffled,
     train_corpus_path,
     word_count,
@@ -96,10 +99,12 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
     Requests with exactly one gold function (English; 3-150 words; unique) from simple_python/java/
     javascript and the single-call rows of multiple make train, dev and test; requests sharing a gold
     document stay in one split, so the three share no tool.  An eval record's ``cluster`` is its gold
-    function's name.  ood: the live_simple and single-call
-    live_multiple requests (real users' requests and functions).  The corpus is every document
-    offered with a chosen request (its gold and the row's other functions) plus a seeded sample of
-    the other BFCL function documents of the same family (ood: the live files; the others: the rest).
+    function's name.  ood: the live_simple and single-call live_multiple requests (real users' requests
+    and the functions they brought: another tool family of the same leaderboard), split by gold
+    function name (seeded, about half the names each) into ood-dev and ood-test, which share the ood
+    corpus.  The corpus is every document offered with a chosen request (its gold and the row's other
+    functions) plus a seeded sample of the other BFCL function documents of the same family (ood: the
+    live files; the others: the rest).
     Negatives are mined from the training corpus (``corpus-train/tool.jsonl``), made the same way from
     the training requests but without any dev, test or ood gold document.
     """
@@ -129,20 +134,23 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
     ood_corpus, ood_row_of = _tool_corpus(splits["ood"], every["ood"], size.tool_corpus, rng)
     files: dict[str, list[dict[str, Any]]] = {
         "eval/tool/toolbench/corpus.json": corpus,
-        "ood/tool/toolbench/corpus.json": ood_corpus,
+        "ood-test/tool/toolbench/corpus.json": ood_corpus,
     }
-    for split, folder in EVAL_SPLITS.items():
-        rows = ood_row_of if split == "ood" else row_of
-        files[f"{folder}/tool/toolbench/test.json"] = [
-            {"query": q, "pos_index": [rows[g]], **_tool_cluster(g), "query_id": i}
-            for i, (q, g, _) in enumerate(splits[split])
-        ]
-    # The training corpus is drawn last (the test files do not depend on it) and holds no held-out gold
-    # document, also where a training request's BFCL row offers one beside its own.
+    # The training corpus is drawn after the test corpora (the test files do not depend on it) and holds
+    # no held-out gold document, also where a training request's BFCL row offers one beside its own.
     held_out = {g for split in ("test", "dev", "ood") for _, g, _ in splits[split]}
     files[train_corpus_path("tool")], train_row_of = _tool_corpus(
         splits["train"], every["in"], size.tool_corpus, rng, exclude=held_out
     )
+    # ood halved by tool (drawn last, so nothing else depends on it): requests for one function are one cluster
+    side = seeded_halves([_tool_cluster(g)["cluster"] for _, g, _ in splits["ood"]], rng)
+    halves = halve_ood(splits, lambda request: side[_tool_cluster(request[1])["cluster"]])
+    for split, folder in EVAL_SPLITS.items():
+        rows = ood_row_of if split.startswith("ood") else row_of
+        files[f"{folder}/tool/toolbench/test.json"] = [
+            {"query": q, "pos_index": [rows[g]], **_tool_cluster(g), "query_id": i}
+            for i, (q, g, _) in enumerate(halves[split])
+        ]
     train = [
         {"query": q, "pos": [g], "pos_index": [train_row_of[g]], "task": "tool", "query_id": i}
         for i, (q, g, _) in enumerate(splits["train"])
@@ -152,7 +160,10 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
         "tool/toolbench/test.json",
         files,
         train_corpus=train_corpus_path("tool"),
-        linked={"dev/tool/toolbench/corpus.json": "eval/tool/toolbench/corpus.json"},
+        linked={
+            "dev/tool/toolbench/corpus.json": "eval/tool/toolbench/corpus.json",
+            **ood_linked(["tool/toolbench/corpus.json"]),
+        },
         notes={
             "labelled_requests_available": len(labelled),
             "function_documents_available": {k: len(v) for k, v in every.items()},

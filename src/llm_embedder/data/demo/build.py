@@ -111,27 +111,32 @@ def _sources_md(
         "(`llm-embedder mine`; key template `{title} {text}` for qa, `{contents}` for icl, `{text}` otherwise). "
         "No `teacher_scores`: `llm-embedder score` adds them (chat and lrlm need them to train, as their "
         "positive is the teacher's pick).",
-        "- `eval/` (test), `dev/` and `ood/`: three evaluation folders of the same layout, the one "
-        "`llm-embedder eval --data DIR/eval` reads (the query files are named `test*.json` in all three). "
-        "`dev/` shares the test corpora (same files); `ood/` has its own. Choices (steps, learning rate, "
-        "merge weights, ...) are made on `dev/`; `ood/` is never used in training: it checks that the "
-        "model stays general. Eval records of qa, convsearch, tool and chat carry `cluster` and `cluster_unit` "
-        "(their article, gold function or conversation starter): questions of one cluster are not independent, "
-        "so the leaderboard resamples whole clusters.",
+        "- `eval/` (test), `dev/`, `ood-dev/` and `ood-test/`: four evaluation folders of the same layout, "
+        "the one `llm-embedder eval --data DIR/eval` reads (the query files are named `test*.json` in all "
+        "four). `dev/` shares the test corpora (same files); `ood-dev/` and `ood-test/` share their own. "
+        "Choices (steps, learning rate, merge weights, ...) are made on `dev/`, with `ood-dev/` as the "
+        "generality check the choice must stay level on; `ood-test/` is reported once, beside the test "
+        "table, and is never used for a choice. Neither is used in training. The out-of-domain data is a "
+        "held-out topic, tool family, prompt set or task set of the same sources, not another source, "
+        "halved by whole cluster (article, tool, conversation starter, analogy section), never by query. "
+        "Eval records of qa, convsearch, tool and chat carry `cluster` and `cluster_unit` (their article, "
+        "gold function or conversation starter): questions of one cluster are not independent, so the "
+        "leaderboard resamples whole clusters.",
         f"- `{TRAIN_CORPUS_DIR}/<task>.jsonl`: the training corpus, the one negatives are mined from and the "
-        "LLM scores for training: no key labelled relevant for a dev, test or ood query is in it (qa and "
-        "convsearch: the passages of the train articles; tool: no held-out gold function; icl: the "
+        "LLM scores for training: no key labelled relevant for a dev, test or out-of-domain query is in it "
+        "(qa and convsearch: the passages of the train articles; tool: no held-out gold function; icl: the "
         "demonstration pool, the same file as `eval/icl/icl/corpus.json`, since ICL queries have no labelled "
         "key). The test corpora under `eval/` are read only by the evaluation. `qa/nq/corpus.json` and "
         "`qa/msmarco/corpus.json` (popqa's and mmlu's knowledge) are the same file as `qa/retrieval/corpus.json` "
         "(no question's own passage), `qa/nq/test.json` the same as `qa/popqa/test.json`, and "
         "`qa/popqa/demos.json` (popqa's few-shot demonstrations) holds training questions.",
         "",
-        "Row number = document id in every corpus. Train, dev, test and ood never share a query (compared "
-        "case- and whitespace-insensitively); the Wikipedia tasks (qa, convsearch, lrlm) split whole articles "
-        "(one partition for all three; ood = the biographies), tool splits by gold function (ood = the live "
-        "BFCL files), chat by conversation (ood = conversations on held-back prompts), icl by example (ood = "
-        "other task sets).",
+        "Row number = document id in every corpus. Train, dev, test, ood-dev and ood-test never share a query "
+        "(compared case- and whitespace-insensitively); the Wikipedia tasks (qa, convsearch, lrlm) split whole "
+        "articles (one partition for all three; ood = the biographies of the same sample, halved by article), "
+        "tool splits by gold function (ood = the live BFCL files, halved by function name), chat by "
+        "conversation (ood = conversations on held-back prompts of the same chat set, halved by prompt), icl by "
+        "example (ood = other task sets, halved by analogy section or message).",
         "",
     ]
     return "\n".join(lines)
@@ -222,7 +227,7 @@ def build_demo(out: str | Path, seed: int = 0, size: str = "small", progress: bo
                     manifest["same_file"][rel] = {"as": target, "how": _link_or_copy(tmp / target, tmp / rel)}
             counts[task] = {"train": len(data.train)}
             samples[task] = data.files[f"eval/{data.query_file}"][0]
-            for split in ("dev", "test", "ood"):
+            for split in ("dev", "test", "ood-dev", "ood-test"):
                 counts[task][split] = len(data.files.get(f"{EVAL_SPLITS[split]}/{data.query_file}", []))
             if data.train_corpus:
                 rows = data.files.get(data.train_corpus) or data.files[data.linked[data.train_corpus]]
@@ -236,7 +241,7 @@ def build_demo(out: str | Path, seed: int = 0, size: str = "small", progress: bo
                 **data.notes,
             }
             if task == "qa":
-                for split in ("dev", "test", "ood"):
+                for split in ("dev", "test", "ood-dev", "ood-test"):
                     counts[task][f"mmlu {split}"] = len(data.files[f"{EVAL_SPLITS[split]}/qa/mmlu/test.json"])
             _say(progress, f"{task}: " + ", ".join(f"{k} {v}" for k, v in counts[task].items()))
         (tmp / "SOURCES.md").write_text(_sources_md(versions, counts, samples, seed, size), encoding="utf-8")

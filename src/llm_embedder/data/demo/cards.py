@@ -31,7 +31,8 @@ CARDS: dict[str, tuple[str, str, str]] = {
         "in-context example retrieval: for a query of one of 30 FLAN/UPRISE task sets, retrieve demonstrations "
         "from the pooled training examples; the LLM answers with them (accuracy over held-out tasks).",
         "four small real task sets (movie-review sentiment, chat-message topic, word analogies, trivia), a pool "
-        "of demonstrations per task; ood: two other task sets (other topics, grammatical analogies).",
+        "of demonstrations per task; ood: two other task sets of the same sources (other topics, grammatical "
+        "analogies).",
         "4 task sets instead of 30, short inputs; the evaluation tasks are the training tasks (held-out tasks "
         "only in ood).",
     ),
@@ -39,8 +40,8 @@ CARDS: dict[str, tuple[str, str, str]] = {
         "long-conversation memory (Multi-Session Chat): retrieve earlier exchanges of the same conversation "
         "that help the LLM predict the next response (perplexity).",
         "chitchat-dataset conversations between two people: the query is a late turn, the candidates are the "
-        "6-8 earlier exchanges of the same conversation, the answer the next turn; ood: conversations started "
-        "from held-back prompts.",
+        "6-8 earlier exchanges of the same conversation, the answer the next turn; ood: conversations of the "
+        "same chat set started from held-back prompts.",
         "one session, not several; open chit-chat without persona facts, so memory helps less than in MSC.",
     ),
     "lrlm": (
@@ -48,13 +49,14 @@ CARDS: dict[str, tuple[str, str, str]] = {
         "document for the chunk being predicted (perplexity).",
         "whole Wikipedia articles (15,000-30,000 characters of prose); the last 8 chunks of 128 LM tokens are "
         "predicted; training records are ~500-character chunks with 8 earlier chunks as candidates; ood: "
-        "biographies.",
+        "biographies of the same Wikipedia sample.",
         "encyclopaedic articles much shorter than books, so the memory is a few dozen chunks, not thousands.",
     ),
     "tool": (
         "tool retrieval (ToolBench): retrieve the API document that serves an instruction (nDCG@5).",
         "BFCL requests with exactly one gold function; the positive is that function's document (name, "
-        "description, parameters); ood: the live BFCL files (real users' requests and functions).",
+        "description, parameters); ood: the live BFCL files (real users' requests and functions: another tool "
+        "family of the same leaderboard).",
         "BFCL's functions (Python/Java/JavaScript libraries, user APIs) instead of RapidAPI endpoints; a corpus "
         "of ~1,500 documents, not 10,000+.",
     ),

@@ -9,7 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from llm_embedder.data.demo.common import EVAL_SPLITS, DemoSize, TaskData, cut_words, norm_text, shuffled, word_count
+from llm_embedder.data.demo.common import (
+    EVAL_SPLITS,
+    DemoSize,
+    TaskData,
+    cut_words,
+    halve_ood,
+    norm_text,
+    seeded_halves,
+    shuffled,
+    word_count,
+)
 
 
 @dataclass(frozen=True)
@@ -59,9 +69,10 @@ def build_chat(conversations: list[Conversation], size: DemoSize, rng: np.random
     Speaker 1 is the query's speaker; ``conversation`` is the dataset's id; an eval record's
     ``cluster`` is its conversation starter (prompt; without one, the conversation).  Query and answer need
     4+ words.  ood: conversations started from other prompts (a seeded 15% of the conversation
-    starters are held back; no train, dev or test conversation had one of them).  The other
-    installed chat corpus, chatterbot-corpus, has conversations of 2-6 lines: too short for a memory
-    of 6+ exchanges, so it cannot serve here.
+    starters of the same chat set are held back; no train, dev or test conversation had one of them),
+    split by conversation starter (seeded, about half the starters each) into ood-dev and ood-test.
+    The other installed chat corpus, chatterbot-corpus, has conversations of 2-6 lines: too short for
+    a memory of 6+ exchanges, so it cannot serve here.
     """
     k = size.candidates
     prompts = sorted({c.prompt for c in conversations if c.prompt})
@@ -91,6 +102,8 @@ def build_chat(conversations: list[Conversation], size: DemoSize, rng: np.random
         raise RuntimeError(f"chat: only {len(pools['in'])} conversations usable")
     n = size.llm_test
     split_records = {"test": pools["in"][:n], "dev": pools["in"][n : 2 * n], "ood": pools["ood"]}
+    side = seeded_halves([prompts_of[r["conversation"]] for r in pools["ood"]], rng)
+    split_records = halve_ood(split_records, lambda r: side[prompts_of[r["conversation"]]])
     files = {
         # conversations started from one prompt share a topic: the leaderboard resamples whole prompts
         f"{folder}/chat/msc/test.json": [

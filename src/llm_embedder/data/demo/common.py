@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from llm_embedder.data.layout import TRAIN_CORPUS_DIR, train_corpus_path  # noqa: F401  (re-exported)
 
 MANIFEST_KIND = "llm-embedder-demo-data"
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 """Bumped when the output changes shape (2: dev/ and ood/ splits, convsearch over Wikipedia passages;
 3: qa/retrieval/ files for the qa-retrieval column; 4: ``corpus-train/`` replaces ``corpus/``, the test
-corpora, eval records carry ``cluster``, popqa reads the qa-retrieval corpus and ``qa/popqa/demos.json``);
+corpora, eval records carry ``cluster``, popqa reads the qa-retrieval corpus and ``qa/popqa/demos.json``;
+5: ``ood/`` split by whole cluster into ``ood-dev/`` (selection) and ``ood-test/`` (the report));
 a cached build of another version is stale."""
 TASK_ORDER = ("qa", "icl", "chat", "lrlm", "tool", "convsearch")
 
 
-EVAL_SPLITS = {"test": "eval", "dev": "dev", "ood": "ood"}
+EVAL_SPLITS = {"test": "eval", "dev": "dev", "ood-dev": "ood-dev", "ood-test": "ood-test"}
 """Evaluation split -> its folder in the output.  Each folder has the same layout (the one
-`llm-embedder eval --data` reads), so any of them can be evaluated without a change to the harness."""
+`llm-embedder eval --data` reads), so any of them can be evaluated without a change to the harness.
+``ood-dev`` is what model selection checks generality on, ``ood-test`` what the report shows once:
+the halves of ``ood`` (see `HELD_OUT`), split by whole cluster (see `deal_halves`)."""
+
+HELD_OUT = ("test", "dev", "ood")
+"""The held-out sets a task builder draws before ``ood`` is halved by cluster into ``ood-dev`` and
+``ood-test``.  ``ood`` is a held-out topic, tool family, prompt set or task set of the same sources
+(Wikipedia biographies of the same sample, BFCL's live functions, held-back prompts of the same chat
+set, other ICL task sets), not another source."""
+
+OOD_HALVES = ("ood-test", "ood-dev")
+"""The halves ``ood`` is dealt into, in dealing order (an odd cluster out goes to ``ood-test``, the
+one reported)."""
 
 
 # ============================================================================ sizes
 @dataclass(frozen=True)
 class DemoSize:
     """How much of each task to build.  ``dev`` and ``ood`` have the size of ``test`` where the
-    sources allow it."""
+    sources allow it; ``ood`` is then halved by cluster into ``ood-dev`` and ``ood-test`` (lrlm: each
+    half takes up to ``lrlm_test_docs`` articles of its own)."""
 
     train: int
     """Training queries per task."""
@@ -97,12 +112,13 @@ class TaskData:
     query_file: str
     """Path of the task's query file inside an evaluation folder (``qa/popqa/test.json``)."""
     files: dict[str, list[dict[str, Any]]]
-    """Path under the output folder (``eval/...``, ``dev/...``, ``ood/...``) -> records."""
+    """Path under the output folder (``eval/...``, ``dev/...``, ``ood-dev/...``, ``ood-test/...``) -> records."""
     train_corpus: str | None = None
     """Path under the output folder of the task's training corpus (``corpus-train/<task>.jsonl``, in
     ``files`` or ``linked``); None when the training records carry their candidates."""
     linked: dict[str, str] = field(default_factory=dict)
-    """Extra path -> path it is the same file as (the dev split's corpus is the test split's)."""
+    """Extra path -> path it is the same file as (the dev split's corpus is the test split's, the
+    ood-dev split's the ood-test split's)."""
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,3 +136,33 @@ def round_robin(groups: list[list[Any]], need: int) -> list[Any]:
         out += [g[depth] for g in groups if depth < len(g)][: need - len(out)]
         depth += 1
     return out
+
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+def deal_halves(order: Sequence[K]) -> dict[K, str]:
+    """Each cluster of ``order`` (the held-out source's clusters in a seeded order: articles, tool
+    names, conversation starters) -> ``ood-dev`` or ``ood-test``, dealt in turn: about half each, and a
+    cluster's queries all on one side, never split by query."""
+    return {cluster: OOD_HALVES[i % len(OOD_HALVES)] for i, cluster in enumerate(order)}
+
+
+def seeded_halves(clusters: Sequence[K], rng: np.random.Generator) -> dict[K, str]:
+    """`deal_halves` of the distinct ``clusters`` (sorted, then in a seeded order)."""
+    return deal_halves(shuffled(sorted(set(clusters)), rng))
+
+
+def halve_ood(records: dict[str, list[T]], side: Callable[[T], str]) -> dict[str, list[T]]:
+    """Per evaluation split (`EVAL_SPLITS`), its items: test's and dev's as drawn, ``ood``'s dealt to
+    ``ood-dev`` and ``ood-test`` by ``side`` (the half of an item's cluster), in their order.  Together
+    the halves hold exactly what ``ood`` held."""
+    out = {split: records[split] for split in ("test", "dev")}
+    return out | {half: [r for r in records["ood"] if side(r) == half] for half in EVAL_SPLITS if half not in out}
+
+
+def ood_linked(rels: Sequence[str]) -> dict[str, str]:
+    """The ood-dev copies of ood-test files (corpora, which both halves share): ``ood-dev/<rel>`` ->
+    ``ood-test/<rel>``."""
+    return {f"{EVAL_SPLITS['ood-dev']}/{rel}": f"{EVAL_SPLITS['ood-test']}/{rel}" for rel in rels}

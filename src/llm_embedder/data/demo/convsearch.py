@@ -12,7 +12,9 @@ from llm_embedder.data.demo.common import (
     EVAL_SPLITS,
     DemoSize,
     TaskData,
+    halve_ood,
     norm_text,
+    ood_linked,
     round_robin,
     shuffled,
     train_corpus_path,
@@ -148,33 +150,35 @@ def concat_query(turns: list[Turn]) -> str:
 def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Generator) -> TaskData:
     """Conversational search over knowledge (QReCC-style), from the Wikipedia sample of qa.
 
-        A session is 2-4 cloze questions (qa's rule) about one article, from different passages.  The
-        first question names the subject (its sentence mentions the title, else it is prefixed
-        ``"<title>: "``).  Later questions prefer sentences that name the subject and follow the
-        document order; in them every mention of the subject (the title with an optional "the" and
-        "'s"; people: also the surname; not inside a longer name) becomes he/she/it/they (him/her/them
-        after a preposition, its/his/her/their for "'s"): he/she when the article is a biography or about
-        a god or character by its categories, they when it writes "<title> are/were/have" more than
-        "is/was/has".  A sentence that does not name the subject stays as it is (ellipsis); a later
-        question that still names the subject is dropped.  The rule is mechanical, and a few questions
-        read awkwardly ("It practitioners ...").
+    A session is 2-4 cloze questions (qa's rule) about one article, from different passages.  The
+    first question names the subject (its sentence mentions the title, else it is prefixed
+    ``"<title>: "``).  Later questions prefer sentences that name the subject and follow the
+    document order; in them every mention of the subject (the title with an optional "the" and
+    "'s"; people: also the surname; not inside a longer name) becomes he/she/it/they (him/her/them
+    after a preposition, its/his/her/their for "'s"): he/she when the article is a biography or about
+    a god or character by its categories, they when it writes "<title> are/were/have" more than
+    "is/was/has".  A sentence that does not name the subject stays as it is (ellipsis); a later
+    question that still names the subject is dropped.  The rule is mechanical, and a few questions
+    read awkwardly ("It practitioners ...").
 
-        Each later turn (2nd, 3rd, 4th) is a record: ``query`` = the current question, then the earlier
-        turns (the question with its answer filled in), most recent first (QReCC's "concat" form);
-        ``answers`` = [the blanked span]; ``pos`` = the article's other passages that contain the
-        answer (as a word).  The passage a later question was cut from is in no corpus, so the question
-        cannot find its own sentence word for word: a positive states the answer in other words, and
-        the subject (named only in the earlier turns) tells which article to look in.  A turn without
-        such a passage is no record.  Records also carry ``question`` (the current one), ``subject``,
-        ``turn``, ``reference`` (pronoun or ellipsis) and ``cluster`` (the article: its turns are not
-    independent).  Sessions are taken from the split's articles
-        in turn; train, dev, test and ood share no article (ood: the biographies).
+    Each later turn (2nd, 3rd, 4th) is a record: ``query`` = the current question, then the earlier
+    turns (the question with its answer filled in), most recent first (QReCC's "concat" form);
+    ``answers`` = [the blanked span]; ``pos`` = the article's other passages that contain the
+    answer (as a word).  The passage a later question was cut from is in no corpus, so the question
+    cannot find its own sentence word for word: a positive states the answer in other words, and
+    the subject (named only in the earlier turns) tells which article to look in.  A turn without
+    such a passage is no record.  Records also carry ``question`` (the current one), ``subject``,
+    ``turn``, ``reference`` (pronoun or ellipsis) and ``cluster`` (the article: its turns are not
+    independent).  Sessions are taken from the split's articles in turn; train, dev, test and ood
+    share no article (ood: the biographies of the same Wikipedia sample, then split by article into
+    ood-dev and ood-test, the halves of ``partition_articles``).
 
-        Corpus rows are ``{"title", "text": "<title> <passage>"}``.  Corpus (test and dev): every
-        positive plus a seeded sample of the other passages of the in-domain articles (the same and
-        other subjects).  Corpus (ood): the ood positives plus a sample of all other passages.  Training
-        corpus (``corpus-train/convsearch.jsonl``, ``pos_index`` of the training records): every passage
-        of the train articles that no question was cut from, so no dev, test or ood passage.
+    Corpus rows are ``{"title", "text": "<title> <passage>"}``.  Corpus (test and dev): every
+    positive plus a seeded sample of the other passages of the in-domain articles (the same and
+    other subjects).  Corpus (ood-dev and ood-test, one file): the ood positives plus a sample of
+    all other passages.  Training corpus (``corpus-train/convsearch.jsonl``, ``pos_index`` of the
+    training records): every passage of the train articles that no question was cut from, so no
+    dev, test or ood passage.
     """
     splits = (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test))
     sessions = {split: [(a, sessions_of(a, rng)) for a in shuffled(parts[split], rng)] for split, _ in splits}
@@ -225,13 +229,15 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
         }
 
     files: dict[str, list[dict[str, Any]]] = {}
+    ood_side = {a.title: half for half in ("ood-dev", "ood-test") for a in parts[half]}
+    halves = halve_ood(records, lambda r: ood_side[r[0].title])
     for split, folder in EVAL_SPLITS.items():
-        rows, row_of = corpora["ood" if split == "ood" else "in"]
+        rows, row_of = corpora["ood" if split.startswith("ood") else "in"]
         files[f"{folder}/convsearch/qrecc/test.concat.json"] = [
-            record(i, a, t, q, pos, row_of) for i, (a, t, q, pos) in enumerate(records[split])
+            record(i, a, t, q, pos, row_of) for i, (a, t, q, pos) in enumerate(halves[split])
         ]
     files["eval/convsearch/qrecc/corpus.json"] = corpora["in"][0]
-    files["ood/convsearch/qrecc/corpus.json"] = corpora["ood"][0]
+    files["ood-test/convsearch/qrecc/corpus.json"] = corpora["ood"][0]
     # the training corpus: every passage of the train articles that no question was cut from
     every_passage = {(a.title, q) for a in parts["train"] for q in range(len(a.passages))}
     rows, row_of = passage_rows(every_passage - cut_from, parts["train"])
@@ -250,7 +256,10 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
         "convsearch/qrecc/test.concat.json",
         files,
         train_corpus=train_corpus_path("convsearch"),
-        linked={"dev/convsearch/qrecc/corpus.json": "eval/convsearch/qrecc/corpus.json"},
+        linked={
+            "dev/convsearch/qrecc/corpus.json": "eval/convsearch/qrecc/corpus.json",
+            **ood_linked(["convsearch/qrecc/corpus.json"]),
+        },
         notes={
             "test_references": {
                 r: sum(t.reference == r for _, t, _, _ in records["test"]) for r in ("pronoun", "ellipsis")

@@ -10,9 +10,13 @@ from typing import Any
 import numpy as np
 
 from llm_embedder.data.demo.common import (
+    EVAL_SPLITS,
     DemoSize,
     TaskData,
+    halve_ood,
     norm_text,
+    ood_linked,
+    seeded_halves,
     shuffled,
     split_counts,
     train_corpus_path,
@@ -196,7 +200,10 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
 
     ood (its own corpus of demonstrations): ``topic-other``, the topic task over other chatterbot
     files (ai, emotion, humor, literature, psychology), and ``analogy-grammar``, the grammatical
-    analogy sections (adjective to adverb, plurals, tenses, ...), which no other split uses.
+    analogy sections (adjective to adverb, plurals, tenses, ...), which no other split uses.  Each
+    task's ood queries are split (seeded, about half each) into ood-dev and ood-test by whole
+    analogy section, or by message (each opens its own chatterbot conversation); the two halves share
+    the ood demonstrations.
     """
     tasks = icl_tasks(gensim_dir, chatterbot_dir, rng)
     names = list(tasks)
@@ -232,12 +239,18 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
             )
     ood_tasks = ood_icl_tasks(gensim_dir, chatterbot_dir, rng)
     ood_n = split_counts(size.llm_test, len(ood_tasks))
-    ood, ood_corpus = [], []
+    ood: list[tuple[dict[str, Any], str]] = []  # (record, its half)
+    ood_corpus = []
     for n, (name, (demos, options)) in zip(ood_n, ood_tasks.items(), strict=True):
         ood_items, ood_pool = split_by_content(demos, [n, size.icl_pool_per_task])
-        ood += [_test_record(d, name, options) for d in ood_items]
+        # an analogy section's questions share word pairs: one section is one cluster; a topic message is its own
+        cluster_of = {d.input: d.group if options is None else d.input for d in ood_items}
+        side = seeded_halves(list(cluster_of.values()), rng)
+        ood += [(_test_record(d, name, options), side[cluster_of[d.input]]) for d in ood_items]
         ood_corpus += _pool_rows(ood_pool, name)
-    for records in (train, test, dev, ood):
+    split = halve_ood({"test": test, "dev": dev, "ood": ood}, lambda item: item[1])
+    halves = {half: [r for r, _ in split[half]] for half in ("ood-dev", "ood-test")}
+    for records in (train, test, dev, *halves.values()):
         for i, r in enumerate(records):
             r["query_id"] = i
     return TaskData(
@@ -247,8 +260,8 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
             "eval/icl/icl/test.json": test,
             "eval/icl/icl/corpus.json": corpus,
             "dev/icl/icl/test.json": dev,
-            "ood/icl/icl/test.json": ood,
-            "ood/icl/icl/corpus.json": ood_corpus,
+            **{f"{EVAL_SPLITS[half]}/icl/icl/test.json": records for half, records in halves.items()},
+            "ood-test/icl/icl/corpus.json": ood_corpus,
         },
         # ICL queries have no labelled key: the pool is the demonstration collection that training
         # and evaluation both retrieve from, as in the paper; what keeps test content out of it is the
@@ -256,6 +269,7 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
         train_corpus=train_corpus_path("icl"),
         linked={
             "dev/icl/icl/corpus.json": "eval/icl/icl/corpus.json",
+            **ood_linked(["icl/icl/corpus.json"]),
             train_corpus_path("icl"): "eval/icl/icl/corpus.json",
         },
         notes={"task_names": names, "ood_task_names": list(ood_tasks)},

@@ -42,16 +42,21 @@ def build_lrlm(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.G
     """Long-range language modelling on whole Wikipedia articles.
 
     Articles with at least 15,000 characters of prose (paragraphs, one per line) are cut to at most
-    30,000 at a paragraph end.  Test, dev and ood: whole articles of their split (ood: biographies)
-    as ``{"title", "text"}``; the evaluator chunks them into LM tokens and predicts the last 8
-    chunks of each.  Train, from the train split's articles: the text is cut into ~500-character
+    30,000 at a paragraph end.  Test, dev, ood-dev and ood-test: whole articles of their split (ood:
+    biographies, halved by article as for qa and convsearch; each half takes up to the test split's
+    number of articles) as ``{"title", "text"}``; the evaluator chunks them into LM tokens and
+    predicts the last 8 chunks of each.  Train, from the train split's articles: the text is cut into ~500-character
     chunks at spaces; a record takes chunk ``i`` as ``query``, chunk ``i+1`` as its answer, and 8
     of the chunks before ``i-1`` (seeded sample, in document order) as ``neg``; ``pos`` is empty
     (the teacher picks the positive) and ``context`` is empty.  A few records per article.
     """
     long_ones = {
-        split: shuffled([a for a in arts if len(a.text) >= LONG_ARTICLE_CHARS], rng) for split, arts in parts.items()
+        split: shuffled([a for a in parts[split] if len(a.text) >= LONG_ARTICLE_CHARS], rng)
+        for split in ("test", "dev", "train", "ood")
     }
+    # the ood articles in the same (seeded) order, halved by article
+    for half in ("ood-dev", "ood-test"):
+        long_ones[half] = [a for a in long_ones["ood"] if a in parts[half]]
     for split in ("test", "dev"):
         if len(long_ones[split]) < size.lrlm_test_docs:
             raise RuntimeError(f"lrlm: only {len(long_ones[split])} long {split} articles")

@@ -11,9 +11,12 @@ import numpy as np
 
 from llm_embedder.data.demo.common import (
     EVAL_SPLITS,
+    HELD_OUT,
     DemoSize,
     TaskData,
+    halve_ood,
     norm_text,
+    ood_linked,
     round_robin,
     shuffled,
     train_corpus_path,
@@ -161,6 +164,7 @@ def _retrieval_files(
     train_need: int,
     corpora: dict[str, tuple[dict[tuple[str, int], int], list[Article]]],
     train_pool: list[Article],
+    ood_side: dict[str, str],
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int], list[tuple[Pick, list[int]]]]:
     """The qa retrieval column's files (``qa/retrieval/test.json`` + ``corpus.json`` per evaluation
     folder), where a question cannot find the sentence it was cut from, the training questions
@@ -175,12 +179,14 @@ def _retrieval_files(
     question without one is dropped, and a further question cut from an earlier question's positive
     too.  Corpus: the qa corpus's passages plus every positive, less the source passage of every
     popqa/train question of any split and of every further question; ``corpora`` maps ``in``/``ood``
-    to the qa corpus's (title, passage) -> row and its article pool.
+    to the qa corpus's (title, passage) -> row and its article pool.  The ``ood`` questions are halved
+    by their article's side (``ood_side``: title -> ``ood-dev`` or ``ood-test``), which share the
+    ``ood`` corpus.
     """
     source = {(a.title, p) for found in picks.values() for a, p, _ in found}
     used: set[tuple[str, int]] = set()  # every chosen positive: no later question may be cut from one
     positives: dict[str, list[tuple[Pick, list[int]]]] = {}
-    for split in (*EVAL_SPLITS, "train"):
+    for split in (*HELD_OUT, "train"):
         positives[split] = []
         wanted = train_need if split == "train" else need
         for n, (a, p, c) in enumerate(candidates[split]):
@@ -206,9 +212,10 @@ def _retrieval_files(
         splits = ("ood",) if name == "ood" else ("test", "dev", "train")
         keys = set(row_of) | {(a.title, q) for s in splits for (a, _, _), pos in positives[s] for q in pos}
         rows, rows_of[name] = passage_rows(keys - source, pool)
-        files[f"{EVAL_SPLITS['ood' if name == 'ood' else 'test']}/qa/retrieval/corpus.json"] = rows
+        files[f"{EVAL_SPLITS['ood-test' if name == 'ood' else 'test']}/qa/retrieval/corpus.json"] = rows
+    halves = halve_ood(positives, lambda found: ood_side[found[0][0].title])
     for split, folder in EVAL_SPLITS.items():
-        row = rows_of["ood" if split == "ood" else "in"]
+        row = rows_of["ood" if split.startswith("ood") else "in"]
         files[f"{folder}/qa/retrieval/test.json"] = [
             {
                 "query": c.query,
@@ -218,7 +225,7 @@ def _retrieval_files(
                 **article_cluster(a),
                 "query_id": i,
             }
-            for i, ((a, _, c), pos) in enumerate(positives[split])
+            for i, ((a, _, c), pos) in enumerate(halves[split])
         ]
     every_passage = {(a.title, q) for a in train_pool for q in range(len(a.passages))}
     files[train_corpus_path("qa")], train_row_of = passage_rows(every_passage - source, train_pool)
@@ -236,7 +243,9 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
     word with the title, occurs once in the sentence and is not a word the article also writes in
     lower case.  ``answers`` = [the span].  At most one question per passage, taken from the split's
     articles in turn (one per article per round).  Train, dev, test and ood use different articles
-    (ood: the biographies).
+    (ood: the biographies of the same Wikipedia sample); the ood questions are then split by article
+    into ood-dev and ood-test (the article halves of ``partition_articles``), which share the ood
+    corpora.
 
     Training records are made as the qa retrieval column's questions (below): ``pos`` = the article's
     other passages that contain the answer (as ``"<title> <text>"``, the eval key template) with
@@ -291,14 +300,18 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
     files: dict[str, list[dict[str, Any]]] = {}
     linked: dict[str, str] = {}
     notes: dict[str, Any] = {"articles": {k: len(v) for k, v in parts.items()}}
+    ood_side = {a.title: half for half in ("ood-dev", "ood-test") for a in parts[half]}
+    picked = halve_ood(picks, lambda pick: ood_side[pick[0].title])
+    # drawn for test, dev and the whole of ood in turn, then halved: the halves hold what ood held
+    choices = halve_ood({s: _multiple_choice(picks[s], rng) for s in HELD_OUT}, lambda r: ood_side[r["subject"]])
     for split, folder in EVAL_SPLITS.items():
         files[f"{folder}/qa/popqa/test.json"] = [
             {"query": c.query, "answers": [c.answer], "answer_kind": c.kind, **article_cluster(a), "query_id": i}
-            for i, (a, _, c) in enumerate(picks[split])
+            for i, (a, _, c) in enumerate(picked[split])
         ]
-        files[f"{folder}/qa/mmlu/test.json"] = mmlu = _multiple_choice(picks[split], rng)
+        files[f"{folder}/qa/mmlu/test.json"] = mmlu = [{**r, "query_id": i} for i, r in enumerate(choices[split])]
         linked[f"{folder}/qa/nq/test.json"] = f"{folder}/qa/popqa/test.json"
-        retrieval_corpus = f"{'ood' if split == 'ood' else 'eval'}/qa/retrieval/corpus.json"
+        retrieval_corpus = f"{'ood-test' if split.startswith('ood') else 'eval'}/qa/retrieval/corpus.json"
         linked[f"{folder}/qa/nq/corpus.json"] = retrieval_corpus
         if mmlu:
             linked[f"{folder}/qa/msmarco/corpus.json"] = retrieval_corpus
@@ -310,11 +323,13 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         size.train,
         {"in": (row_of, in_domain), "ood": (ood_row_of, parts["ood"] + in_domain)},
         parts["train"],
+        ood_side,
     )
     if len(positives) < size.train:
         raise RuntimeError(f"qa: only {len(positives)} train questions have an answering passage, {size.train} needed")
     files |= retrieval
     linked["dev/qa/retrieval/corpus.json"] = "eval/qa/retrieval/corpus.json"
+    linked |= ood_linked(["qa/retrieval/corpus.json"])
     notes |= counts
     # Training asks what the qa-retrieval column asks: another passage that states the answer, from a
     # corpus where no question's own sentence is (a cloze question finds it word for word, which
@@ -337,5 +352,6 @@ def build_qa(parts: dict[str, list[Article]], size: DemoSize, rng: np.random.Gen
         {"query": c.query, "answers": [c.answer], **article_cluster(a), "query_id": i}
         for i, ((a, _, c), _) in enumerate(positives)
     ]
-    linked |= {f"{folder}/qa/popqa/demos.json": "eval/qa/popqa/demos.json" for folder in ("dev", "ood")}
+    demos = "eval/qa/popqa/demos.json"
+    linked |= {f"{folder}/qa/popqa/demos.json": demos for folder in EVAL_SPLITS.values() if folder != "eval"}
     return TaskData(train, "qa/popqa/test.json", files, train_corpus=corpus_file, linked=linked, notes=notes)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_embedder.data.demo.common import shuffled, word_count
+from llm_embedder.data.demo.common import deal_halves, shuffled, word_count
 from llm_embedder.data.demo.sources import SOURCES
 
 
@@ -226,18 +226,27 @@ LONG_ARTICLE_CHARS = 15_000
 def partition_articles(articles: list[Article], seed: int) -> dict[str, list[Article]]:
     """Whole articles per split, shared by every Wikipedia task so that no split's article is seen by another.
 
-    ``ood``: the biographies (a topic absent from the rest: people); the other articles are
-    shuffled (seeded) long ones first, and dealt in turn to ``test``, ``dev`` and ``train``, so that
-    each split has its share of the long articles lrlm needs.
+    ``ood``: the biographies (a topic absent from the rest: people, though from the same Wikipedia
+    sample); the other articles are shuffled (seeded) long ones first, and dealt in turn to ``test``,
+    ``dev`` and ``train``, so that each split has its share of the long articles lrlm needs.  The
+    biographies are then dealt the same way (seeded, long ones first) to ``ood-dev`` and ``ood-test``
+    (about half each): the halves a task's ``ood`` questions are split into by their article.
     """
     rng = np.random.default_rng([seed, 200])
     rest = [a for a in articles if not a.is_biography]
-    long_ones = [a for a in rest if len(a.text) >= LONG_ARTICLE_CHARS]
-    short = [a for a in rest if len(a.text) < LONG_ARTICLE_CHARS]
-    dealt = shuffled(long_ones, rng) + shuffled(short, rng)
+    dealt = _long_first(rest, rng)
     names = ("test", "dev", "train")
     parts = {name: dealt[i :: len(names)] for i, name in enumerate(names)}
-    return {**parts, "ood": [a for a in articles if a.is_biography]}
+    ood = [a for a in articles if a.is_biography]
+    side = deal_halves([a.title for a in _long_first(ood, rng)])
+    halves = {half: [a for a in ood if side[a.title] == half] for half in ("ood-dev", "ood-test")}
+    return {**parts, "ood": ood, **halves}
+
+
+def _long_first(articles: list[Article], rng: np.random.Generator) -> list[Article]:
+    """The long articles (enough for lrlm) shuffled, then the others shuffled."""
+    long_ones = [a for a in articles if len(a.text) >= LONG_ARTICLE_CHARS]
+    return shuffled(long_ones, rng) + shuffled([a for a in articles if len(a.text) < LONG_ARTICLE_CHARS], rng)
 
 
 def passage_corpus(
