@@ -273,8 +273,15 @@ def _run_cell(evaluator: Any, spec: str, retriever: Any, lm: Any, key: str, out:
     write_json(out / "cells" / _cell_name(evaluator, spec), cell)
 
 
+def cell_stem(evaluator_name: str, spec: str) -> str:
+    """A cell's file name (less ``.json``): the spec as it is when it is already a safe name, else its
+    slug plus a digest of the spec itself (``dense:r/mx/a`` and ``dense:r/mx-a`` flatten alike)."""
+    slug = _slug(spec)
+    return f"{evaluator_name}__{slug}" if slug == spec else f"{evaluator_name}__{slug[:60]}~{settings_digest(spec, 8)}"
+
+
 def _cell_name(evaluator: Any, spec: str) -> str:
-    return f"{evaluator.name}__{_slug(spec)}.json"
+    return f"{cell_stem(evaluator.name, spec)}.json"
 
 
 def write_leaderboard(
@@ -285,7 +292,7 @@ def write_leaderboard(
     cells, files = {}, {}
     for spec in specs:
         for name in evaluator_names:
-            file = out / "cells" / f"{name}__{_slug(spec)}.json"
+            file = out / "cells" / f"{cell_stem(name, spec)}.json"
             if file.exists():
                 cells[(name, spec)] = json.loads(file.read_text(encoding="utf-8"))
                 files[(name, spec)] = file
