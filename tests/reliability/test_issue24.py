@@ -215,7 +215,8 @@ def test_ids_the_indexes_cannot_hold_are_refused(tmp_path, run_cli, tiny_encoder
         (("demo", "-k", "0"), "-k/--k"),
     ],
 )
-def test_numeric_options_are_checked_in_one_place_with_their_name(run_cli, argv, option):
+def test_numeric_options_are_checked_in_one_place_with_their_name(run_cli, argv, option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, and surely not into the repository
     code, err = run_cli(*argv)
     assert_one_line(code, err, rf"argument {option}: expected (at least|an integer|a finite number)")
 
