@@ -190,13 +190,20 @@ def test_claim_keeps_a_folder_only_for_the_same_settings(tmp_path):
     (unstamped / "out.json").write_text("old")
     _claim(unstamped, {"a": 1})
     assert (unstamped / "out.json").read_text() == "old"
-    legacy = tmp_path / "legacy"  # a stage folder from before the list: an error, nothing removed
-    legacy.mkdir()
+    legacy = tmp_path / "legacy"  # a stage folder from before the list: the files stages name go
+    (legacy / "train").mkdir(parents=True)
     (legacy / STAGE_FILE).write_text("{}")
     (legacy / "out.json").write_text("old")
-    with pytest.raises(ValueError, match="older llm-embedder with other settings; remove it"):
-        _claim(legacy, {"a": 1})
-    assert (legacy / "out.json").read_text() == "old"
+    (legacy / "qa.json").write_text("stale")
+    (legacy / ".qa.json.inputs").write_text("digest")
+    (legacy / "train" / "tool.json").write_text("stale")
+    _claim(legacy, {"a": 1})
+    assert sorted(p.relative_to(legacy).as_posix() for p in legacy.rglob("*")) == [
+        "llm-embedder-output.json",
+        "out.json",
+        STAGE_FILE,
+        "train",
+    ]
 
 
 def test_a_stage_started_again_removes_only_what_it_made(tmp_path):

@@ -937,7 +937,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = True
     try:
         # Every output is checked against every input before the command reads or loads anything.
-        outputs.declare(args.io, args)
+        spec = getattr(args, "io", None)
+        if spec is None:
+            raise RuntimeError(f"`llm-embedder {args.command}` declares no inputs and outputs (io=Spec): a bug")
+        outputs.declare(spec, args)
         code = func(args)
         failed = code != 0
         return code

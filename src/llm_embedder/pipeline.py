@@ -112,9 +112,10 @@ def _claim(folder: Path, settings: dict[str, Any], members: tuple[str, ...] = ()
         record_made(folder, [STAGE_FILE, *members])
         return
     if folder.is_dir() and any(folder.iterdir()):
-        if stamp.is_file() and not made_here(folder):
-            message = "made by an older llm-embedder with other settings; remove it to run this stage again"
-            raise InputError(folder, None, None, message)
+        if stamp.is_file() and not made_here(folder):  # from before the list: the names stages give their files
+            named = [folder / sub / f"{task}.json" for sub in ("", "train", "holdout") for task in DEFAULT_TASKS]
+            named += [folder / member for member in members]
+            record_made(folder, [p.relative_to(folder).as_posix() for p in named if p.exists()])
         print(f"      {folder} was made with other settings: starting it again")
         remove_made(folder)
     record_made(folder, [STAGE_FILE, *members])
