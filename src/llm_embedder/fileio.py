@@ -89,6 +89,23 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         raise InputError(path, None if mark is None else mark.line + 1, None, f"invalid YAML: {problem}") from None
 
 
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """A JSON file's data; an unreadable or malformed file raises :class:`InputError` naming it and the line."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(path, None, None, f"{what} not found") from None
+    except IsADirectoryError:
+        raise InputError(path, None, None, f"is a directory, expected a {what}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(path, None, None, f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, exc.lineno, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [record for _, record in iter_jsonl(path)]
 

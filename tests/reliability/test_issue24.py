@@ -370,3 +370,26 @@ def test_an_index_built_with_torch_is_searched_with_torch(tmp_path, run_cli, cor
     assert run_cli("search", "--index", index, "--query", "Paris", "--device", "cpu")[0] == 0  # auto: as built
     code, err = run_cli("search", "--index", index, "--query", "Paris", "--device", "cpu", "--backend", "onnx")
     assert_one_line(code, err, r"built with --backend torch --dtype float32 .*search with --backend torch")
+
+
+def test_damaged_files_of_ours_are_named_or_made_again(tmp_path, run_cli, corpus_file, tiny_encoder_dir):
+    index = tmp_path / "i"
+    build = ("index", "build", "--corpus", corpus_file, "--model", tiny_encoder_dir, "--device", "cpu")
+    assert run_cli(*build, "--backend", "torch", "--out", index)[0] == 0
+    (versioned.current(index) / "faiss.index").write_bytes(b"garbage")
+    code, err = run_cli("search", "--index", index, "--query", "Paris", "--device", "cpu")
+    assert_one_line(code, err, r"faiss\.index: not a readable faiss index .*rebuild it")
+    work = tmp_path / ".j.building"
+    work.mkdir()
+    (work / "build.json").write_text("{oops")
+    code, err = run_cli(*build, "--backend", "torch", "--out", tmp_path / "j")
+    assert_one_line(code, err, r"build\.json:1: malformed JSON")
+    # a damaged cached embedding in an evaluation folder is encoded again, never an error
+    data = _tool_data(tmp_path / "d")
+    args = ("eval", "--data", data, "--tasks", "tool", "--retriever", f"dense:{tiny_encoder_dir}", "--out")
+    assert run_cli(*args, tmp_path / "o", "--device", "cpu")[0] == 0
+    for cached in (tmp_path / "o" / "cache").glob("*.npy"):
+        cached.write_bytes(b"garbage")
+    for cell in (tmp_path / "o" / "cells").glob("*.json"):
+        cell.unlink()
+    assert run_cli(*args, tmp_path / "o", "--device", "cpu")[0] == 0

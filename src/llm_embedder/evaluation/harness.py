@@ -42,7 +42,7 @@ from llm_embedder.evaluation.memory import Conversation, LongText
 from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
-from llm_embedder.fileio import iter_jsonl, read_jsonl, write_json, write_jsonl
+from llm_embedder.fileio import iter_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest, weights_digest
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
@@ -191,7 +191,7 @@ def run_grid(
     out = Path(out_dir)
     cells_dir = out / "cells"
     if versions:
-        known = json.loads((out / VERSIONS_FILE).read_text(encoding="utf-8")) if (out / VERSIONS_FILE).is_file() else {}
+        known = read_json(out / VERSIONS_FILE) if (out / VERSIONS_FILE).is_file() else {}
         for spec, version in versions.items():
             if known.get(spec) != version:
                 for evaluator in evaluators:
@@ -294,7 +294,7 @@ def write_leaderboard(
         for name in evaluator_names:
             file = out / "cells" / f"{cell_stem(name, spec)}.json"
             if file.exists():
-                cells[(name, spec)] = json.loads(file.read_text(encoding="utf-8"))
+                cells[(name, spec)] = read_json(file, "cell file")
                 files[(name, spec)] = file
     columns = []
     for name in evaluator_names:

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, write_json
+from llm_embedder.fileio import atomic_path, read_json, write_json
 from llm_embedder.fingerprint import embedder_fingerprint, file_digest, settings_digest, text_digest
 from llm_embedder.models.embedder import Embedder
 from llm_embedder.retrieval.corpus import DEFAULT_KEY_TEMPLATE, iter_corpus
@@ -134,7 +134,7 @@ def _prepare(work: Path, digest: str) -> None:
     if work.exists():
         if not marker.is_file():
             raise ValueError(f"{work} exists but is not an index build's work folder; move it away")
-        if json.loads(marker.read_text(encoding="utf-8")).get("digest") != digest:
+        if read_json(marker, "build settings file").get("digest") != digest:
             shutil.rmtree(work)  # shards of other weights or settings: ours, and of no use
     work.mkdir(parents=True, exist_ok=True)
     write_json(marker, {"digest": digest})

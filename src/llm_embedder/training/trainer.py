@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from llm_embedder.data.records import Group, TrainDataset, load_train_file, make_group
 from llm_embedder.data.sampler import HomogeneousBatchSampler
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, write_json
+from llm_embedder.fileio import atomic_path, read_json, write_json
 from llm_embedder.fingerprint import file_digest, model_digest
 from llm_embedder.models.embedder import Embedder
 from llm_embedder.outputs import changes
@@ -477,7 +477,7 @@ def finished_model(config: TrainConfig) -> Path | None:
     info = Path(config.output_dir) / MODEL_DIR / "training.json"
     if not (config.resume and info.is_file()):
         return None
-    saved = json.loads(info.read_text(encoding="utf-8"))
+    saved = read_json(info, "training record")
     same = saved.get("config") == json.loads(json.dumps(config.to_dict())) and saved.get("recipe") == recipe_identity(
         config
     )
