@@ -357,10 +357,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise MergeError("give either --weights W1,W2,... or --auto-weights DEV_DIR")
     if not 1 <= args.tasks_from <= len(args.model):
         raise MergeError(f"--tasks-from {args.tasks_from}: expected a model position from 1 to {len(args.model)}")
-    from llm_embedder.models.merge import is_merge_output
-
     # written as a whole folder: recognised by its merge.json, no manifest of its own
-    _claim(args, args.out, "merge", {}, settings={}, is_dir=True, whole=True, recognise=is_merge_output)
+    _claim(args, args.out, "merge", {}, settings={}, is_dir=True, whole=True, recognise=_is_merge_output)
     options = {"tasks_from": args.tasks_from - 1, "overwrite": args.overwrite, "device": args.device}
     if args.auto_weights is None:
         record = merge_models(args.model, parse_weights(args.weights), args.out, **options)

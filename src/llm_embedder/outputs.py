@@ -168,7 +168,7 @@ class Target:
     members: tuple[str, ...] = ()
     recognise: Callable[[Path], bool] | None = None
     before: tuple[bool, Any, bytes | None] = (False, None, None)
-    """Whether it existed at declaration, its (size, mtime), and its manifest's bytes then."""
+    """Whether it existed at declaration, its (size, mtime, inode), and its manifest's bytes then."""
 
 
 @dataclass
@@ -230,12 +230,13 @@ def declare(spec: Spec, args: argparse.Namespace) -> Declaration:
     overwrite, can_overwrite = bool(getattr(args, "overwrite", False)), hasattr(args, "overwrite")
     declaration = Declaration(command, inputs, overwrite=overwrite, can_overwrite=can_overwrite)
     for port in spec.outputs:
+        kind = port.kind or FILE
         for value in port.values(args):
             path = Path(value)
-            check(path, command, inputs, overwrite=overwrite, kind=port.kind or FILE, members=port.members,
-                  recognise=port.recognise, option=port.option, can_overwrite=can_overwrite)  # fmt: skip
-            declaration.targets.append(Target(path, port.kind or FILE, port.option, port.members, port.recognise,
-                                              _state(path, port.kind != FILE)))  # fmt: skip
+            rules = {"kind": kind, "members": port.members, "recognise": port.recognise}
+            check(path, command, inputs, overwrite=overwrite, option=port.option, can_overwrite=can_overwrite, **rules)
+            before = _state(path, kind != FILE)
+            declaration.targets.append(Target(path, kind, port.option, port.members, port.recognise, before))
     _ACTIVE = declaration
     fileio.WRITE_GUARD = _guard
     if spec.seal:
