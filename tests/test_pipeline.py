@@ -13,6 +13,7 @@ import pytest
 from llm_embedder.cli import main
 from llm_embedder.data.records import load_train_file, make_group
 from llm_embedder.fingerprint import file_digest
+from llm_embedder.outputs import FOLDER_MANIFEST, record_made
 from llm_embedder.pipeline import ABLATIONS, STAGE_FILE, Pipeline, PipelineConfig, _cap_candidates, _claim, _spread
 from llm_embedder.tasks import DEFAULT_TASKS
 
@@ -81,7 +82,8 @@ def test_no_training_group_from_the_scored_data_repeats_a_key(finished_run, grou
     work, _ = finished_run
     # what training reads: the scored file of a distilled task, else the mined one
     scored, mined = (
-        {p.stem: p for p in (work / stage).glob("[!.]*.json") if p.name != STAGE_FILE} for stage in ("scored", "mined")
+        {p.stem: p for p in (work / stage).glob("[!.]*.json") if p.name not in (STAGE_FILE, FOLDER_MANIFEST)}
+        for stage in ("scored", "mined")
     )
     files = list({**mined, **scored}.values())
     assert {p.stem for p in files} >= {"qa", "icl", "chat", "lrlm", "tool", "convsearch"}
@@ -174,17 +176,47 @@ def test_unknown_ablation_and_setting_are_clear_errors(tmp_path, capsys):
 def test_claim_keeps_a_folder_only_for_the_same_settings(tmp_path):
     folder = tmp_path / "stage"
     _claim(folder, {"a": 1, "b": (1, 2)})
+    record_made(folder, ["out.json"])  # what _bind does before a stage writes a file
     (folder / "out.json").write_text("kept")
+    (folder / ".out.json.inputs").write_text("digest")
+    (folder / "notes.txt").write_text("the user's")  # issue 24: never the pipeline's to remove
     _claim(folder, {"a": 1, "b": [1, 2]})  # read back from JSON, a tuple is a list: same settings
     assert (folder / "out.json").read_text() == "kept"
     _claim(folder, {"a": 2, "b": [1, 2]})
-    assert not (folder / "out.json").exists()
+    assert not (folder / "out.json").exists() and not (folder / ".out.json.inputs").exists()
+    assert (folder / "notes.txt").read_text() == "the user's"
     assert json.loads((folder / STAGE_FILE).read_text()) == {"a": 2, "b": [1, 2]}
-    unstamped = tmp_path / "older"  # outputs of unknown settings are not trusted either
+    unstamped = tmp_path / "older"  # files the pipeline did not list as its own stay
     unstamped.mkdir()
     (unstamped / "out.json").write_text("old")
     _claim(unstamped, {"a": 1})
-    assert not (unstamped / "out.json").exists()
+    assert (unstamped / "out.json").read_text() == "old"
+    legacy = tmp_path / "legacy"  # a stage folder from before the list: the files stages name go
+    (legacy / "train").mkdir(parents=True)
+    (legacy / STAGE_FILE).write_text("{}")
+    (legacy / "out.json").write_text("old")
+    (legacy / "qa.json").write_text("stale")
+    (legacy / ".qa.json.inputs").write_text("digest")
+    (legacy / "train" / "tool.json").write_text("stale")
+    _claim(legacy, {"a": 1})
+    assert sorted(p.relative_to(legacy).as_posix() for p in legacy.rglob("*")) == [
+        "llm-embedder-output.json",
+        "out.json",
+        STAGE_FILE,
+        "train",
+    ]
+
+
+def test_a_stage_started_again_removes_only_what_it_made(tmp_path):
+    """Issue 24: a trainer's folder in a pipeline keeps a user's own checkpoint on a restart."""
+    folder = tmp_path / "models" / "fine-tuned"
+    _claim(folder, {"lr": 1}, members=("checkpoints", "model"))
+    (folder / "checkpoints" / "step-000002").mkdir(parents=True)
+    (folder / "model").mkdir()
+    (folder / "mine").mkdir()
+    (folder / "mine" / "step-1.bin").write_text("the user's")
+    _claim(folder, {"lr": 2}, members=("checkpoints", "model"))
+    assert sorted(p.name for p in folder.iterdir()) == ["llm-embedder-output.json", "mine", STAGE_FILE]
 
 
 def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, capsys):

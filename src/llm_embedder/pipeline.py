@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +82,9 @@ def _done(started: float) -> None:
 
 
 STAGE_FILE = "stage.json"
+# What a trainer and an evaluation grid write in their folders (removed when their stage starts again).
+TRAINING_MEMBERS = ("checkpoints", "model", "train_log.jsonl", "diagnostics.json")
+EVAL_MEMBERS = ("cells", "details", "cache", "leaderboard.md", "leaderboard.json", "leaderboard.png", "versions.json")
 # The code a trained model comes from besides its settings and data: a fixed loss or sampler trains again.
 TRAINING_CODE = (
     "llm_embedder.training",
@@ -97,18 +99,28 @@ TRAINING_CODE = (
 SCORE_RATE_CPU = {"float32": 5, "bfloat16": 15}
 
 
-def _claim(folder: Path, settings: dict[str, Any]) -> None:
-    """Keep ``folder`` only if it was made from ``settings``; otherwise empty it and record them.
+def _claim(folder: Path, settings: dict[str, Any], members: tuple[str, ...] = ()) -> None:
+    """Keep ``folder`` only if it was made from ``settings``; otherwise remove what the pipeline made in it
+    and record them.  ``members``: names in it that a library call writes (a trainer's checkpoints).
 
-    Recorded before the work starts: a stage killed halfway resumes from what it wrote.
+    Recorded before the work starts: a stage killed halfway resumes from what it wrote.  Only what the
+    folder's manifest lists as made (:func:`llm_embedder.outputs.record_made`) is ever removed.
     """
+    from llm_embedder.outputs import made_here, record_made, remove_made
+
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
     stamp = folder / STAGE_FILE
     if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == settings:
+        record_made(folder, [STAGE_FILE, *members])
         return
     if folder.is_dir() and any(folder.iterdir()):
+        if stamp.is_file() and not made_here(folder):  # from before the list: the names stages give their files
+            named = [folder / sub / f"{task}.json" for sub in ("", "train", "holdout") for task in DEFAULT_TASKS]
+            named += [folder / member for member in members]
+            record_made(folder, [p.relative_to(folder).as_posix() for p in named if p.exists()])
         print(f"      {folder} was made with other settings: starting it again")
-        shutil.rmtree(folder)
+        remove_made(folder)
+    record_made(folder, [STAGE_FILE, *members])
     write_json(stamp, settings)
 
 
@@ -119,8 +131,11 @@ def _bind(target: Path, inputs: list[Path]) -> None:
     (a rebuilt dataset): a target made from other input bytes is removed before it could be reused.
     Recorded before the work starts, so a partial target of the same inputs still resumes.
     """
+    from llm_embedder.outputs import record_made
+
     stamp = target.with_name(f".{target.name}.inputs")
     digest = files_digest(inputs)
+    record_made(target.parent, [target.name])  # its work files (the stamp, a partial) go with it
     if stamp.is_file() and stamp.read_text(encoding="utf-8") == digest:
         return
     target.unlink(missing_ok=True)
@@ -341,7 +356,7 @@ class Pipeline:
         from llm_embedder.models.merge import merge_models
 
         name = folder.name
-        _claim(folder, {"fine-tuned": version, "weight": weight})
+        _claim(folder, {"fine-tuned": version, "weight": weight}, members=("model",))
         self.model_versions[name] = _digest({"of": version, "weight": weight})
         out = folder / "model"
         if not (out / "merge.json").is_file():
@@ -380,7 +395,7 @@ class Pipeline:
                 models[name] = twin
                 self._diagnose(name, twin, held)
                 continue
-            _claim(Path(config.output_dir), key)
+            _claim(Path(config.output_dir), key, members=TRAINING_MEMBERS)
             if finished_model(config) is None:
                 started = _stage(
                     4,
@@ -499,7 +514,8 @@ class Pipeline:
         kept = ("retrievers", "evaluators", "ood_evaluators", "reference")
         cells_key = {k: v for k, v in settings.items() if k not in kept}
         data = file_digest(data_dir)  # a rebuilt test set is evaluated again
-        _claim(out, {"data": data, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key})
+        key = {"data": data, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key}
+        _claim(out, key, EVAL_MEMBERS)
         return run_grid(
             evaluators,
             specs,

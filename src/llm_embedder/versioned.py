@@ -3,7 +3,8 @@
 ``DIR/CURRENT`` names the live version ``DIR/v-PID-TOKEN``.  A new version is written under a
 hidden temporary name, renamed, and published by replacing ``CURRENT`` in one ``os.replace``: a
 reader (or a kill at any instant) sees the old version or the new one, never neither.  Leftovers
-of runs that died (their process is gone) are removed by the next write.
+of runs that died (their process is gone) are removed by the next write; only names whose token
+checks out (:func:`llm_embedder.fileio.make_token`) count, so a user's ``v-1-ab`` folder is never touched.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from llm_embedder.fileio import pid_alive
+from llm_embedder.fileio import make_token, pid_alive, token_pid
 
 POINTER = "CURRENT"
-_VERSION = re.compile(r"^v-(\d+)-[0-9a-f]+$")
-_TEMP = re.compile(r"^\.(?:v|CURRENT)-(\d+)-[0-9a-f]+\.tmp$")
+_VERSION = re.compile(r"^v-(\d+-[0-9a-f]+)$")
+_TEMP = re.compile(r"^\.(?:v|CURRENT)-(\d+-[0-9a-f]+)\.tmp$")
+_KIND = "version"
 
 
 def current(directory: str | Path) -> Path | None:
@@ -44,7 +45,8 @@ def clean_leftovers(directory: str | Path) -> None:
         live = None  # a broken pointer protects nothing; the next publish replaces it
     for path in directory.iterdir():
         match = _TEMP.match(path.name) or _VERSION.match(path.name)
-        if not match or path == live or pid_alive(int(match.group(1))):
+        pid = None if match is None else token_pid(_KIND, match.group(1))
+        if pid is None or path == live or pid_alive(pid):
             continue
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
@@ -56,19 +58,24 @@ def new_version(directory: str | Path) -> Iterator[Path]:
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     clean_leftovers(directory)
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    token = make_token(_KIND)
     tmp, final = directory / f".v-{token}.tmp", directory / f"v-{token}"
     tmp.mkdir()
     try:
         yield tmp
         tmp.rename(final)
         pointer_tmp = directory / f".CURRENT-{token}.tmp"
-        pointer_tmp.write_text(final.name + "\n", encoding="utf-8")
         try:
-            old = current(directory)
-        except FileNotFoundError:
-            old = None
-        os.replace(pointer_tmp, directory / POINTER)
+            pointer_tmp.write_text(final.name + "\n", encoding="utf-8")
+            try:
+                old = current(directory)
+            except FileNotFoundError:
+                old = None
+            os.replace(pointer_tmp, directory / POINTER)
+        except BaseException:  # not published: the new version goes, the old one stays live
+            pointer_tmp.unlink(missing_ok=True)
+            shutil.rmtree(final, ignore_errors=True)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

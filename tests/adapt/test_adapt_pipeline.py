@@ -160,7 +160,7 @@ def test_an_existing_folder_is_never_the_output_or_the_work_folder(tmp_path, cap
     assert "did not write" in capsys.readouterr().err
     args = ["adapt", "--examples", str(EXAMPLE / "examples.jsonl"), "--out", str(tmp_path / "o"), "--work-dir"]
     assert main([*args, str(mine)]) == 2
-    assert "did not make" in capsys.readouterr().err
+    assert "did not write" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep me" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 

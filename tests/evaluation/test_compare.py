@@ -18,7 +18,7 @@ ROWS = {"base": "base=dense:minilm", "tuned": "tuned=dense:runs/x/model", "bm25"
 
 
 def write_cell(out: Path, evaluator: str, spec: str, metric: str, lower: bool, value: float, details: list) -> None:
-    name = f"{evaluator}__{harness._slug(spec)}"
+    name = harness.cell_stem(evaluator, spec)
     cell = {"evaluator": evaluator, "task": "t", "retriever": spec, "metrics": {metric: value}}
     cell.update(main_metric=metric, lower_is_better=lower, seconds=0.0)
     (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def test_cli_compare_prints_every_column(results, capsys):
 
 
 def test_cli_compare_without_details_shows_numbers_only(results, capsys):
-    (results / "details" / f"msc__{harness._slug(ROWS['bm25'])}.jsonl").unlink()
+    (results / "details" / f"{harness.cell_stem('msc', ROWS['bm25'])}.jsonl").unlink()
     code, out, _ = run_cli(capsys, str(results), "--rows", "bm25,base")
     msc = next(line for line in out.splitlines() if line.startswith("msc"))
     assert code == 0 and msc.endswith("no paired per-example results")

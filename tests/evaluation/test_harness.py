@@ -183,7 +183,7 @@ def test_every_cell_interval_comes_from_its_details(full_run, grid):
         for name, metric, _ in COLUMNS:
             if board["rows"][spec][name] is None:
                 continue
-            details = read_jsonl(out / "details" / f"{name}__{harness._slug(spec)}.jsonl")
+            details = read_jsonl(out / "details" / f"{harness.cell_stem(name, spec)}.jsonl")
             sample = stats.sample_from_details(metric, details)
             assert stats.statistic(sample) == pytest.approx(board["rows"][spec][name], rel=1e-9), (spec, name)
             assert board["confidence"][spec][name] == {
@@ -218,7 +218,7 @@ def test_leaderboard_against_a_reference_row(full_run, grid, tmp_path):
                 assert confidence is None or "vs_reference" not in confidence
                 continue
             pair = [
-                stats.sample_from_details(metric, read_jsonl(copy / "details" / f"{name}__{harness._slug(s)}.jsonl"))
+                stats.sample_from_details(metric, read_jsonl(copy / "details" / f"{harness.cell_stem(name, s)}.jsonl"))
                 for s in (spec, "bm25")
             ]
             expected = stats.paired_test(*pair)
@@ -265,7 +265,7 @@ def test_resume_runs_only_the_missing_cells(full_run, grid, data_dir, eval_lm_di
     shutil.copytree(out, copy)
     dense = grid[2]
     (copy / "cells" / "msc__bm25.json").unlink()
-    (copy / "cells" / f"tool__{harness._slug(dense)}.json").unlink()
+    (copy / "cells" / f"{harness.cell_stem('tool', dense)}.json").unlink()
     evaluators = build_evaluators(data_dir, TASKS)
     calls = count_runs(evaluators)
     again = run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)

@@ -178,13 +178,17 @@ def test_output_folder_is_never_lost(pair, tmp_path, capsys):
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("keep me", encoding="utf-8")
-    assert cli_main([*args, str(user)]) == 2
-    assert "is not the output of an earlier merge; pass --overwrite" in capsys.readouterr().err
-    assert (user / "notes.txt").read_text(encoding="utf-8") == "keep me"
-    assert cli_main([*args, str(user), "--overwrite"]) == 0
-    assert not (user / "notes.txt").exists() and (user / MERGE_FILE).is_file()
-    assert cli_main([*args, str(user)]) == 0  # an earlier merge output is replaced without asking
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder left behind
+    for extra in ([], ["--overwrite"]):  # issue 24: a folder merge did not write is never replaced
+        assert cli_main([*args, str(user), *extra]) == 2
+        assert "did not write; its output is written as a whole folder" in capsys.readouterr().err
+        assert (user / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    for extra in ([], ["--overwrite"]):
+        assert cli_main([*args, str(pair[0]), *extra]) == 2  # nor an input
+        assert "the output is the model" in capsys.readouterr().err
+    out = tmp_path / "merged"
+    assert cli_main([*args, str(out)]) == 0 and (out / MERGE_FILE).is_file()
+    assert cli_main([*args, str(out)]) == 0  # an earlier merge output is replaced without asking
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "mine"]  # no temporary folder left behind
     assert cli_main(["merge", "--model", pair[0], "--weights", "1", "--out", str(tmp_path / "x")]) == 2
     assert "at least two --model" in capsys.readouterr().err
 

@@ -72,12 +72,13 @@ def test_onnx_int8_close_to_float32(pair, model_copy):
     assert embedder_fingerprint(int8) != embedder_fingerprint(torch_side)
 
 
-def test_onnx_file_rebuilt_when_weights_change(model_copy, tmp_path):
+def test_onnx_file_rebuilt_when_weights_change(model_copy, tmp_path, monkeypatch):
     folder = tmp_path / "model"
     shutil.copytree(model_copy, folder, ignore=shutil.ignore_patterns("onnx"))
+    monkeypatch.setenv("LLM_EMBEDDER_CACHE", str(tmp_path / "cache"))
     first = Embedder.from_pretrained(folder, pooling="cls", device="cpu", backend="onnx")
     file = first.runtime.file
-    assert file.parent == folder / "onnx" and file.is_file()
+    assert file.parent == tmp_path / "cache" / "onnx" and file.is_file()
     again = Embedder.from_pretrained(folder, pooling="cls", device="cpu", backend="onnx")
     assert again.runtime.file == file  # reused, not re-exported
     # Change the weights in the folder: a new file, and vectors that follow the new weights.
@@ -92,18 +93,19 @@ def test_onnx_file_rebuilt_when_weights_change(model_copy, tmp_path):
     assert cosines(rebuilt.encode_keys(TEXTS, "qa"), first.encode_keys(TEXTS, "qa")).min() < 0.99
 
 
-def test_read_only_model_folder_uses_package_cache(model_copy, tmp_path, monkeypatch):
-    import os
-
-    folder = tmp_path / "ro"
+def test_the_export_is_cached_in_the_package_cache_never_in_the_model_folder(model_copy, tmp_path, monkeypatch):
+    """Issue 24, section 4: a user's model folder is an input; nothing is written into it."""
+    folder = tmp_path / "mine"
     shutil.copytree(model_copy, folder, ignore=shutil.ignore_patterns("onnx"))
+
+    def snapshot(root):
+        return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    before = snapshot(folder)
     monkeypatch.setenv("LLM_EMBEDDER_CACHE", str(tmp_path / "cache"))
-    real_access = os.access
-    # As root every folder is writable; pretend this one is not (as for a system-wide install).
-    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(folder) else real_access(p, mode))
     emb = Embedder.from_pretrained(folder, pooling="cls", device="cpu", backend="onnx")
     assert emb.runtime.file.parent == tmp_path / "cache" / "onnx"
-    assert not (folder / "onnx").exists()
+    assert snapshot(folder) == before
 
 
 @pytest.mark.parametrize(

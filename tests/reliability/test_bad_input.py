@@ -148,7 +148,7 @@ EVAL_ROWS = [
 def test_eval_limit_must_be_positive(tmp_path, run_cli, limit):
     data = _tool_data(tmp_path / "d", EVAL_ROWS)
     args = ("eval", "--data", data, "--tasks", "tool", "--retriever", "bm25", "--out", tmp_path / "o")
-    assert_one_line(*run_cli(*args, "--limit", limit), r"limit must be a positive number")
+    assert_one_line(*run_cli(*args, "--limit", limit), r"argument --limit: expected at least 1, got " + limit)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 from checks import CORPUS_ROWS, assert_one_line, snapshot, write_jsonl
 
 from llm_embedder import versioned
+from llm_embedder.fileio import make_token, temporary_name
 from llm_embedder.outputs import claim, manifest_path, read_manifest
 from llm_embedder.retrieval.searcher import Searcher
 
@@ -49,8 +50,10 @@ def test_index_onto_a_file_is_refused(tmp_path, corpus_file, run_cli, target):
     out.write_text("keep me") if target == "other" else None
     before = snapshot(tmp_path)
     code, err = run_cli("index", "build", "--method", "bm25", "--corpus", corpus_file, "--out", out)
-    pattern = r"the output is the corpus" if target == "corpus" else r"an existing file that .*did not write"
+    pattern = r"the output is the corpus" if target == "corpus" else r"an existing file, and --out names a folder"
     assert_one_line(code, err, pattern)
+    code, err = run_cli("index", "build", "--method", "bm25", "--corpus", corpus_file, "--out", out, "--overwrite")
+    assert_one_line(code, err, pattern)  # a file is never replaced by a folder
     assert snapshot(tmp_path) == before
 
 
@@ -60,14 +63,20 @@ def test_rebuild_replaces_its_own_index_and_leaves_no_leftovers(tmp_path, corpus
     first = versioned.current(out)
     # leftovers of a run that died mid-save (a pid that no longer exists)
     dead = _dead_pid()
-    (out / f".v-{dead}-abcd.tmp").mkdir()
-    (out / f".v-{dead}-abcd.tmp" / "corpus.jsonl").write_text("half")
-    (out / f"v-{dead}-beef").mkdir()
-    (out / f".CURRENT-{dead}-beef.tmp").write_text("v-x")
+    half = out / f".v-{make_token('version', dead)}.tmp"
+    half.mkdir()
+    (half / "corpus.jsonl").write_text("half")
+    (out / f"v-{make_token('version', dead)}").mkdir()
+    (out / f".CURRENT-{make_token('version', dead)}.tmp").write_text("v-x")
+    # and a user's files that merely look like them: kept
+    lookalikes = [f"v-{dead}-beef", f".v-{dead}-abcd.tmp", f".CURRENT-{dead}-0123456789abcdef.tmp"]
+    for name in lookalikes:
+        (out / name).write_text("mine")
     assert run_cli("index", "build", "--method", "bm25", "--corpus", corpus_file, "--out", out)[0] == 0
     second = versioned.current(out)
     assert second != first and not first.exists()
-    assert sorted(p.name for p in out.iterdir()) == sorted(["CURRENT", second.name, "llm-embedder-output.json"])
+    expected = ["CURRENT", second.name, "llm-embedder-output.json", *lookalikes]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
 
 
 def test_a_kill_between_version_and_pointer_keeps_the_old_index(tmp_path, corpus_file):
@@ -79,10 +88,11 @@ def test_a_kill_between_version_and_pointer_keeps_the_old_index(tmp_path, corpus
     before = snapshot(out)
     # the new version was renamed into place, then the process died before the pointer moved
     dead = _dead_pid()
-    (out / f"v-{dead}-0a0a").mkdir()
+    version = out / f"v-{make_token('version', dead)}"
+    version.mkdir()
     assert Searcher.load(out).search(["Seine"], k=1)[0][0].id == 1
     Searcher.build(corpus, "bm25").save(out)  # the next save removes the dead run's version
-    assert not (out / f"v-{dead}-0a0a").exists()
+    assert not version.exists()
     assert set(snapshot(out)) != set(before) and Searcher.load(out).search(["Seine"], k=1)[0][0].id == 1
 
 
@@ -233,12 +243,17 @@ def test_atomic_folder_replacement_survives_a_kill_between_its_renames(tmp_path)
         (tmp / "weights").write_text("v1")
     target.rename(tmp_path / ".model.old")  # the first rename done, the second never happened
     dead = _dead_pid()
-    (tmp_path / f".model.{dead}.abc123.tmp").mkdir()  # and the new version's temporary folder
-    (tmp_path / f".notes.txt.{dead}.x1.tmp").write_text("a dead run's half file")
+    (tmp_path / temporary_name("model", dead)).mkdir()  # and the new version's temporary folder
+    half = tmp_path / temporary_name("notes.txt", dead)
+    half.write_text("a dead run's half file")
+    lookalike = tmp_path / f".report.{dead}.draft.tmp"  # a user's file named like a temporary
+    lookalike.write_text("mine")
     with atomic_path(target, is_dir=True) as tmp:
         assert (target / "weights").read_text() == "v1"  # the previous version is back at once
         (tmp / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".notes.txt.{dead}.x1.tmp", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([half.name, lookalike.name, "model"])
     claim(tmp_path / "notes.txt", "encode")  # claiming an output clears its folder's dead leftovers
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    claim(tmp_path / "report", "encode")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([lookalike.name, "model"])
+    assert lookalike.read_text() == "mine"

@@ -18,6 +18,7 @@ from processes import CLI_MODULE, cli, subprocess_env, torchrun
 from llm_embedder.cli import main as cli_main
 from llm_embedder.errors import InputError
 from llm_embedder.models.lm import CausalLM, Span
+from llm_embedder.rewards import score as score_module
 from llm_embedder.rewards.score import ScoreSettings, build_span, prepare_job, score_file, score_output
 from llm_embedder.tasks import DEFAULT_TASKS
 
@@ -452,11 +453,19 @@ def test_torn_or_partial_output_is_repaired_on_resume(tiny_lm, toy_records, tmp_
         partial = tmp_path / ".out.jsonl.partial"
         partial.write_bytes(kept)
         score_output(tiny_lm, src, out, DEFAULT_TASKS, settings).seal(partial)
+        # and the digest of each chunk as it was written (a chunk without one is scored again)
+        score_module._record_digests(partial, score_module._digests_path(partial), [2, 2, 2])
         assert score_file(tiny_lm, src, out, settings=settings, show_progress=False) == scored_again
         assert out.read_bytes() == full.read_bytes()
         assert not partial.exists()
     # a finished output is left as it is
     assert score_file(tiny_lm, src, out, settings=settings, show_progress=False) == 0
+    assert out.read_bytes() == full.read_bytes()
+    # a partial of an older version (no digests) keeps nothing it cannot check
+    out.unlink()
+    partial.write_bytes(b"".join(lines[:4]))
+    score_output(tiny_lm, src, out, DEFAULT_TASKS, settings).seal(partial)
+    assert score_file(tiny_lm, src, out, settings=settings, show_progress=False) == 6
     assert out.read_bytes() == full.read_bytes()
 
 

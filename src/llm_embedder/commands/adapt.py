@@ -5,8 +5,46 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llm_embedder.outputs import FOLDER, WHOLE, Port, Spec
+
 WORK_MARKER = ".llm-embedder-adapt-work"
 """Written into a work folder this command created: it never reuses or empties a folder without it."""
+WORK_MEMBERS = ("data", "check-data", "mined", "capped", "scored", "split", "select", ".data-stage.json")
+
+
+def _work_dir(args: argparse.Namespace) -> Path:
+    if args.work_dir:
+        return Path(args.work_dir)
+    out = Path(args.out or "adapted")
+    return out.with_name(out.name + ".work")
+
+
+ADAPT = Spec(
+    "adapt",
+    (
+        Port("--corpus", "corpus"),
+        Port("--tools", "records"),
+        Port("--conversations", "records"),
+        Port("--documents", "corpus"),
+        Port("--examples", "records"),
+        Port("--queries", "records"),
+        Port("--lm", "lm"),
+        Port("--base", "encoder"),
+        Port("--check", "eval-data"),
+        Port("--recipe", "pipeline"),
+        Port("--out", "model", WHOLE, (), lambda path: (path / "report.json").is_file()),
+        Port(
+            "--work-dir",
+            "work",
+            FOLDER,
+            WORK_MEMBERS,
+            lambda path: (path / WORK_MARKER).is_file(),
+            paths=lambda args: [_work_dir(args)],
+        ),
+    ),
+    # records are no {input, output} examples: adapt stops at reading them, after the path checks
+    (("--examples", "{records}", "--lm", "{lm}", "--base", "{encoder}"),),
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,13 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", help="labelled queries you have (released LLM-Embedder format), used as they are")
     p.add_argument("--lm", default=None, help="the LLM: zoo name, Hugging Face folder or .gguf file (default: recipe)")
     p.add_argument("--base", default=None, help="the encoder to adapt: zoo name or folder (default: recipe)")
-    p.add_argument("--out", required=True, help="folder of the adapted model (an Embedder folder with a report)")
+    p.add_argument("--out", help="folder of the adapted model (an Embedder folder with a report); required")
     p.add_argument("--work-dir", default=None, help="cache of every stage (default: OUT.work); a rerun resumes")
     p.add_argument("--check", default=None, help="evaluation folder for the generality check (default: demo dev)")
     p.add_argument("--recipe", default=None, help="settings file (default: the packaged recipes/adapt.yaml)")
     p.add_argument("--quick", action="store_true", help="few questions per key, few steps, one variant (minutes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, io=ADAPT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,14 +77,15 @@ def run(args: argparse.Namespace) -> int:
     from llm_embedder.outputs import claim
     from llm_embedder.userdata.build import INPUT_KINDS, UserInputs
 
+    if not args.out:
+        raise InputError(None, None, "--out", "adapt needs --out, the folder of the adapted model")
     inputs = UserInputs(**{kind: getattr(args, kind) for kind in INPUT_KINDS})
     if not inputs.given():
         raise InputError(None, None, None, "adapt needs at least one of --" + ", --".join(INPUT_KINDS))
     for kind, path in inputs.given().items():
         if not Path(path).exists():
             raise InputError(path, None, None, f"--{kind}: no such file or folder")
-    out = Path(args.out)
-    work = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
+    out, work = Path(args.out), _work_dir(args)
     overrides = [*args.set, f"work_dir={work}"]
     overrides += [f"lm={args.lm}"] if args.lm else []
     overrides += [f"encoder={args.base}"] if args.base else []

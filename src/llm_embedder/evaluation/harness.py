@@ -46,7 +46,7 @@ from llm_embedder.evaluation.memory import Conversation, LongText
 from llm_embedder.evaluation.qa import MultipleChoiceQA, OpenQA
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import NotApplicable, check_spec, make_retriever, split_label
-from llm_embedder.fileio import atomic_path, iter_jsonl, read_jsonl, write_json, write_jsonl
+from llm_embedder.fileio import atomic_path, iter_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest, weights_digest
 
 # evaluator name -> (task, builder from the data folder; None when its files are absent)
@@ -199,7 +199,7 @@ def run_grid(
     out = Path(out_dir)
     cells_dir = out / "cells"
     if versions:
-        known = json.loads((out / VERSIONS_FILE).read_text(encoding="utf-8")) if (out / VERSIONS_FILE).is_file() else {}
+        known = read_json(out / VERSIONS_FILE) if (out / VERSIONS_FILE).is_file() else {}
         for spec, version in versions.items():
             if known.get(spec) != version:
                 for evaluator in evaluators:
@@ -281,8 +281,15 @@ def _run_cell(evaluator: Any, spec: str, retriever: Any, lm: Any, key: str, out:
     write_json(out / "cells" / _cell_name(evaluator, spec), cell)
 
 
+def cell_stem(evaluator_name: str, spec: str) -> str:
+    """A cell's file name (less ``.json``): the spec as it is when it is already a safe name, else its
+    slug plus a digest of the spec itself (``dense:r/mx/a`` and ``dense:r/mx-a`` flatten alike)."""
+    slug = _slug(spec)
+    return f"{evaluator_name}__{slug}" if slug == spec else f"{evaluator_name}__{slug[:60]}~{settings_digest(spec, 8)}"
+
+
 def _cell_name(evaluator: Any, spec: str) -> str:
-    return f"{evaluator.name}__{_slug(spec)}.json"
+    return f"{cell_stem(evaluator.name, spec)}.json"
 
 
 def write_leaderboard(
@@ -293,9 +300,9 @@ def write_leaderboard(
     cells, files = {}, {}
     for spec in specs:
         for name in evaluator_names:
-            file = out / "cells" / f"{name}__{_slug(spec)}.json"
+            file = out / "cells" / f"{cell_stem(name, spec)}.json"
             if file.exists():
-                cells[(name, spec)] = json.loads(file.read_text(encoding="utf-8"))
+                cells[(name, spec)] = read_json(file, "cell file")
                 files[(name, spec)] = file
     columns = []
     for name in evaluator_names:

@@ -113,6 +113,16 @@ class BM25Retriever:
         return out
 
 
+def _load_cached(file: Path, rows: int) -> np.ndarray | None:
+    """Cached corpus vectors, or None when the file cannot be read or has the wrong rows (then they are
+    encoded again): a damaged cache entry never fails an evaluation, nor answers for other texts."""
+    try:
+        vectors = np.load(file)
+    except (OSError, ValueError, EOFError):
+        return None
+    return vectors if vectors.ndim == 2 and vectors.shape[0] == rows else None
+
+
 class DenseRetriever:
     """An Embedder: exact inner-product search; corpus embeddings cached per (model, task, corpus)."""
 
@@ -138,9 +148,8 @@ class DenseRetriever:
         if key in self._memory:
             return self._memory[key]
         file = None if self.cache_dir is None else self.cache_dir / f"{task}-{key}.npy"
-        if file is not None and file.exists():
-            vectors = np.load(file)
-        else:
+        vectors = _load_cached(file, len(corpus.texts)) if file is not None and file.exists() else None
+        if vectors is None:
             vectors = self.embedder.encode_keys(
                 corpus.texts, task=task, max_length=max_length, show_progress=self.show_progress
             )

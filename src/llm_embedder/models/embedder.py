@@ -7,7 +7,6 @@ work), and return float32 arrays in the input order.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from llm_embedder.fileio import write_json
+from llm_embedder.fileio import read_json, write_json
 from llm_embedder.models import zoo
 from llm_embedder.models.loading import (
     dtype_name,
@@ -324,7 +323,7 @@ def _read_saved_settings(path: str) -> dict[str, Any]:
     file = Path(path) / SETTINGS_FILE
     if not file.is_file():
         return {}
-    return json.loads(file.read_text(encoding="utf-8"))
+    return read_json(file, "model settings file")
 
 
 def _st_pooling(path: str) -> str | None:
@@ -332,7 +331,7 @@ def _st_pooling(path: str) -> str | None:
     config = Path(path) / "1_Pooling" / "config.json"
     if not config.is_file():
         return None
-    data = json.loads(config.read_text(encoding="utf-8"))
+    data = read_json(config, "pooling settings file")
     for key, ours in (
         ("pooling_mode_cls_token", "cls"),
         ("pooling_mode_mean_tokens", "mean"),

@@ -170,13 +170,18 @@ def is_merge_output(folder: str | Path) -> bool:
 
 
 def check_output(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse an ``out`` that exists, is not empty and is no earlier merge output, unless ``overwrite``."""
+    """Refuse an ``out`` that exists, is not empty and is no earlier merge output: a merged model is
+    written as a whole folder, which would replace everything there.  ``overwrite`` changes nothing
+    (kept for callers that pass it): what merge did not write is never replaced."""
     out = Path(out)
-    if not out.exists() or overwrite or is_merge_output(out):
+    if not out.exists() or is_merge_output(out):
         return
     if out.is_dir() and not any(out.iterdir()):
         return
-    raise MergeError(f"{out} exists and is not the output of an earlier merge; pass --overwrite to replace it")
+    raise MergeError(
+        f"{out} exists and is not the output of an earlier merge; a merged model is written as a whole folder, "
+        "so choose a new or empty folder"
+    )
 
 
 def save_merged(embedder: Embedder, out: str | Path, record: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Only the transformer runs here: it maps ``input_ids``/``attention_mask`` to the 
 and the Embedder pools, normalises, adds instructions and truncates exactly as on the torch path.
 
 The ``.onnx`` file is cached under a fingerprint of the weights (``weights_digest``), the dtype and
-the exporter's versions: beside the model when its folder is writable, else in the package cache
-(``zoo.cache_dir()/onnx``).  Other weights give another name, so a trained or replaced model is
+the exporter's versions, in the package cache (``zoo.cache_dir()/onnx``), never in the model's
+folder (a user's input is never written to).  Other weights give another name, so a trained or replaced model is
 exported again and a stale file is never used.
 """
 
@@ -59,10 +59,8 @@ def onnx_fingerprint(model: torch.nn.Module, dtype: str) -> str:
 
 
 def cache_folder(model_path: str | os.PathLike) -> Path:
-    """``<model folder>/onnx`` when that folder is ours to write to, else the package cache."""
-    folder = Path(model_path)
-    if folder.is_dir() and os.access(folder, os.W_OK):
-        return folder / CACHE_FOLDER
+    """The package cache (``zoo.cache_dir()/onnx``): never the model's own folder, which is the user's input.
+    Files are named by the weights' fingerprint, so one cache serves every model."""
     return zoo.cache_dir() / CACHE_FOLDER
 
 

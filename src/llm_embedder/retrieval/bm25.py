@@ -83,10 +83,16 @@ class BM25Index:
     def load(cls, directory: str | Path) -> BM25Index:
         folder = Path(directory) / cls.DIR
         index = cls()
+        if not folder.is_dir():
+            raise InputError(folder, None, None, "missing: broken index; rebuild it with `llm-embedder index build`")
         try:
             index.retriever = bm25s.BM25.load(str(folder), show_progress=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(folder, None, None, f"broken BM25 index ({exc})") from None
+        except Exception as exc:  # an emptied or cut file: EOFError, pickle or numpy errors
+            name = getattr(exc, "filename", None) or folder
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(
+                name, None, None, f"broken BM25 index ({reason}); rebuild it with `llm-embedder index build`"
+            ) from None
         ids_file = folder / cls.IDS_FILE
         try:
             ids = json.loads(ids_file.read_text(encoding="utf-8"))

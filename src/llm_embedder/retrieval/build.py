@@ -3,8 +3,9 @@
 The corpus is read row by row; every ``shard_size`` rows are encoded and written as one shard
 (``<n>.vectors.npy`` and ``<n>.ids.npy``, then ``<n>.json`` last, which marks it finished) in a work
 folder beside the output, ``.<out>.building``.  A killed build rerun with the same settings
-re-reads the corpus, checks each finished shard against a digest of its ids and texts, and
-encodes only the rest, so its result equals an uninterrupted build byte for byte.
+re-reads the corpus, checks each finished shard against a digest of its ids and texts and its files
+against the digests recorded when they were written (a damaged or replaced vectors file is encoded
+again), and encodes only the rest, so its result equals an uninterrupted build byte for byte.
 
 Under ``torchrun`` rank ``r`` of ``N`` encodes shards ``r, r+N, ...`` (the work folder must be
 shared: one machine, or a shared file system), and rank 0 assembles: it trains the index on a
@@ -31,8 +32,8 @@ from tqdm.auto import tqdm
 
 from llm_embedder import distributed as dist_utils
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, write_json
-from llm_embedder.fingerprint import embedder_fingerprint, settings_digest, text_digest
+from llm_embedder.fileio import atomic_path, read_json, write_json
+from llm_embedder.fingerprint import embedder_fingerprint, file_digest, settings_digest, text_digest
 from llm_embedder.models.embedder import Embedder
 from llm_embedder.retrieval.corpus import DEFAULT_KEY_TEMPLATE, iter_corpus
 from llm_embedder.retrieval.dense import DenseIndex, expand_factory
@@ -133,7 +134,7 @@ def _prepare(work: Path, digest: str) -> None:
     if work.exists():
         if not marker.is_file():
             raise ValueError(f"{work} exists but is not an index build's work folder; move it away")
-        if json.loads(marker.read_text(encoding="utf-8")).get("digest") != digest:
+        if read_json(marker, "build settings file").get("digest") != digest:
             shutil.rmtree(work)  # shards of other weights or settings: ours, and of no use
     work.mkdir(parents=True, exist_ok=True)
     write_json(marker, {"digest": digest})
@@ -145,10 +146,20 @@ def _shard_files(work: Path, number: int) -> tuple[Path, Path, Path]:
 
 
 def _finished(work: Path, number: int, check: str) -> bool:
+    """Whether shard ``number`` is done for these ids and texts, its files as they were written."""
     vectors, ids, meta = _shard_files(work, number)
     if not (meta.is_file() and vectors.is_file() and ids.is_file()):
         return False
-    return json.loads(meta.read_text(encoding="utf-8")).get("digest") == check
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return (
+        isinstance(recorded, dict)
+        and recorded.get("digest") == check
+        and recorded.get("vectors") == file_digest(vectors)
+        and recorded.get("ids") == file_digest(ids)
+    )
 
 
 def _write_shard(work: Path, number: int, ids: np.ndarray, vectors: np.ndarray, check: str) -> None:
@@ -156,7 +167,8 @@ def _write_shard(work: Path, number: int, ids: np.ndarray, vectors: np.ndarray, 
     for target, array in ((vectors_file, vectors), (ids_file, ids)):
         with atomic_path(target) as tmp, tmp.open("wb") as handle:
             np.save(handle, array)
-    write_json(meta_file, {"digest": check, "count": len(ids)})  # last: marks the shard finished
+    files = {"vectors": file_digest(vectors_file), "ids": file_digest(ids_file)}
+    write_json(meta_file, {"digest": check, "count": len(ids), **files})  # last: marks the shard finished
 
 
 def _load_shard(work: Path, number: int) -> tuple[np.ndarray, np.ndarray]:

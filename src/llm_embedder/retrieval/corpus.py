@@ -25,6 +25,19 @@ def template_fields(template: str) -> list[str]:
     return fields
 
 
+MAX_ID = 2**63 - 1
+
+
+def id_problem(doc_id: int) -> str | None:
+    """Why ``doc_id`` cannot be a document id, or None.  Ids are integers from 0 to 2**63 - 1: faiss
+    and the BM25 index mark "no result" with -1, and store ids as 64-bit integers."""
+    if doc_id < 0:
+        return f"id {doc_id} is negative; ids are integers from 0 (the indexes use -1 for 'no result')"
+    if doc_id > MAX_ID:
+        return f"id {doc_id} is too large; ids are integers from 0 to 2**63 - 1"
+    return None
+
+
 @dataclass
 class Corpus:
     """Texts with integer ids.  Ids are row numbers (0-based, as in the released corpora) unless
@@ -38,6 +51,10 @@ class Corpus:
             raise ValueError(f"{len(self.texts)} texts but {len(self.ids)} ids")
         if len(set(self.ids)) != len(self.ids):
             raise ValueError("ids are not unique")
+        for doc_id in self.ids:
+            problem = id_problem(doc_id) if isinstance(doc_id, int) else f"id {doc_id!r} is not an integer"
+            if problem:
+                raise ValueError(problem)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -77,6 +94,9 @@ def iter_corpus(
             doc_id = record.get(id_field)
             if not isinstance(doc_id, int) or isinstance(doc_id, bool):
                 raise InputError(path, number, id_field, f"expected an integer id, got {doc_id!r}")
+            problem = id_problem(doc_id)
+            if problem:
+                raise InputError(path, number, id_field, problem)
             if unique_ids:
                 if doc_id in seen:
                     raise InputError(path, number, id_field, f"id {doc_id} is also the id of line {seen[doc_id]}")

@@ -9,7 +9,11 @@ from typing import Any
 import faiss
 import numpy as np
 
+from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path
+
+# faiss's search knobs that count something, with the option that sets them.
+POSITIVE_PARAMS = {"nprobe": "--nprobe", "efSearch": "--ef-search"}
 
 
 class DenseIndex:
@@ -58,6 +62,9 @@ class DenseIndex:
         """Search-time knobs by their faiss names: ``nprobe`` (IVF lists visited), ``efSearch`` (HNSW)."""
         space = faiss.ParameterSpace()
         for name, value in params.items():
+            if name in POSITIVE_PARAMS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                flag = POSITIVE_PARAMS[name]
+                raise ValueError(f"{flag}: expected a positive integer, got {value!r} ({name} 0 or less finds nothing)")
             try:
                 space.set_index_parameter(self.index, name, value)
             except RuntimeError as exc:
@@ -83,7 +90,14 @@ class DenseIndex:
         """``mmap``: map the vectors/codes from disk read-only instead of reading them into memory
         (an index larger than memory; pages come in as searches touch them)."""
         flags = (getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP) | faiss.IO_FLAG_READ_ONLY) if mmap else 0
-        index = faiss.read_index(str(Path(directory) / cls.FILE), flags)
+        file = Path(directory) / cls.FILE
+        if not file.is_file():
+            raise InputError(file, None, None, "missing: broken index; rebuild it with `llm-embedder index build`")
+        try:
+            index = faiss.read_index(str(file), flags)
+        except RuntimeError:  # faiss's own text names C++ source lines, not the problem
+            message = "not a readable faiss index (cut short or damaged?); rebuild it with `llm-embedder index build`"
+            raise InputError(file, None, None, message) from None
         return cls(index.d, factory, index=index)
 
 

@@ -220,6 +220,11 @@ class Searcher:
             if embedder is None:
                 if not (model or meta.get("model")):
                     raise ValueError(f"{directory} was saved without a model name; pass embedder= or model=")
+                if embedder_kwargs.get("backend", "auto") == "auto" and meta.get("backend"):
+                    # "auto" searches the way the keys were encoded (another runtime gives other vectors)
+                    embedder_kwargs["backend"] = meta["backend"]
+                    if embedder_kwargs.get("dtype") is None and meta.get("dtype"):
+                        embedder_kwargs["dtype"] = meta["dtype"]
                 embedder = Embedder.from_pretrained(model or meta.get("model"), **embedder_kwargs)
                 if not {"instructions", "tasks"} & embedder_kwargs.keys() and "query_instruction" in meta:
                     saved = {k: meta[k] for k in ("query_instruction", "query_max_length")}
@@ -228,6 +233,16 @@ class Searcher:
                 raise ValueError(f"the index holds {index.dim}-d vectors but the embedder makes {embedder.dim}-d ones")
             saved = meta.get("encoder_fingerprint")
             if saved is not None and encoder_fingerprint(embedder) != saved:
+                built = (meta.get("backend"), meta.get("dtype"))
+                if built[0] and built != (embedder.backend, embedder.encoding_dtype):
+                    raise InputError(
+                        folder / META_FILE,
+                        None,
+                        "encoder_fingerprint",
+                        f"the index was built with --backend {built[0]} --dtype {built[1]} and the model now runs "
+                        f"{embedder.backend} {embedder.encoding_dtype}: search with --backend {built[0]} "
+                        f"--dtype {built[1]} (or rebuild the index)",
+                    )
                 raise InputError(
                     folder / META_FILE,
                     None,

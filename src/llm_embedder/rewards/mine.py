@@ -48,16 +48,16 @@ class MineSettings:
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
-            raise ValueError(f"rank range {self.start}:{self.end} is empty; expected 0 <= start < end")
+            raise ValueError(f"--range: rank range {self.start}:{self.end} is empty; expected 0 <= START < END")
         if self.count < 1:
-            raise ValueError("count must be at least 1")
+            raise ValueError(f"--count: expected at least 1, got {self.count}")
 
 
 def parse_rank_range(text: str) -> tuple[int, int]:
     """``"10:100"`` -> (10, 100)."""
     start, sep, end = text.partition(":")
     if not sep or not start.strip().isdigit() or not end.strip().isdigit():
-        raise ValueError(f"rank range {text!r}; expected START:END, e.g. 10:100")
+        raise ValueError(f"--range: rank range {text!r}; expected START:END, e.g. 10:100")
     return int(start), int(end)
 
 
@@ -183,7 +183,8 @@ def mine_file(
                 raise InputError(queries_path, line, field, f"expected a list of {kind.__name__}s")
     if settings.start >= len(searcher.corpus):
         raise ValueError(
-            f"rank range {settings.start}:{settings.end} starts beyond the corpus ({len(searcher.corpus)} documents)"
+            f"--range: rank range {settings.start}:{settings.end} starts beyond the corpus "
+            f"({len(searcher.corpus)} documents)"
         )
     pools = _pools(searcher, [r for _, r in rows], settings, show_progress)
     if settings.guard_margin is not None:

@@ -7,14 +7,16 @@ rewards are aggregated (mean by default, or max), never a random pick.
 
 Work is cut into chunks of records in input order.  Inside a chunk, candidates are sorted by
 length and batched to a token budget; a finished chunk is appended to the output at once.  A
-killed run restarted with the same command keeps the complete chunks, redoes the rest, and ends
-with the same file.  Under ``torchrun`` chunks are dealt to ranks round-robin and merged in input
+killed run restarted with the same command keeps the complete chunks whose bytes match the digest
+recorded when each was written (a damaged line is scored again, never copied), redoes the rest, and
+ends with the same file.  Under ``torchrun`` chunks are dealt to ranks round-robin and merged in input
 order at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import string
@@ -54,6 +56,11 @@ class ScoreSettings:
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate={self.aggregate!r}; expected one of {AGGREGATIONS}")
+        for name in ("max_key_tokens", "token_budget", "max_batch_size", "chunk_records"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                # 0 or less would cut every candidate to nothing and score them all alike
+                raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
 
 
 def default_scoring_dtype(device: str = "auto") -> str:
@@ -240,21 +247,26 @@ def score_file(
     chunks = _chunks(len(jobs), settings.chunk_records)
     mine = [c for i, c in enumerate(chunks) if i % world == rank]
     part = _part_path(output_path, rank, world)
+    digests = _digests_path(part)
     part.parent.mkdir(parents=True, exist_ok=True)
     state = resume_partial(output, part, restart)
     if state == "done" and world == 1 and _complete_lines(output_path) != len(jobs):
         # Ours and current, but short (written in place by an older version, or cut): finish it.
         os.replace(output_path, part)
         output.seal(part)
+        _record_digests(part, digests, [len(c) for c in mine])
     elif state == "done":
         return 0
+    elif state == "fresh":
+        digests.unlink(missing_ok=True)
 
-    # Resume: keep whole chunks only, so the remaining batches are exactly those of a fresh run.
-    done_lines, done_chunks = _complete_lines(part), 0
-    while done_chunks < len(mine) and sum(len(c) for c in mine[: done_chunks + 1]) <= done_lines:
-        done_chunks += 1
+    # Resume: keep whole chunks only, each as it was written (its digest), so the remaining batches are
+    # exactly those of a fresh run.
+    done_chunks = _verified_chunks(part, digests, [len(c) for c in mine])
     if part.exists():
+        _complete_lines(part)
         _trim_to(part, sum(len(c) for c in mine[:done_chunks]))
+    _keep_digests(digests, done_chunks)
     todo = mine[done_chunks:]
 
     total = sum(len(jobs[i].spans) for c in todo for i in c)
@@ -264,6 +276,7 @@ def score_file(
             total=total, desc=f"score[{rank}]" if world > 1 else "score", unit="cand", disable=not show_progress
         ) as bar,
         part.open("a", encoding="utf-8") as out,
+        digests.open("a", encoding="utf-8") as chunk_digests,
     ):
         for chunk in todo:
             spans = [s for i in chunk for s in jobs[i].spans]
@@ -271,6 +284,7 @@ def score_file(
                 spans, settings.token_budget, settings.max_batch_size, settings.full_logits, on_batch=bar.update
             )
             position = 0
+            lines = []
             for i in chunk:
                 job = jobs[i]
                 n = len(job.spans)
@@ -278,15 +292,67 @@ def score_file(
                 position += n
                 record = dict(job.record)
                 record["teacher_scores"] = _aggregate(means, job.num_candidates, job.num_answers, settings.aggregate)
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            text = "".join(lines)
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
+            chunk_digests.write(_chunk_digest(text.encode("utf-8")) + "\n")  # after the lines: a kill redoes them
+            chunk_digests.flush()
+            os.fsync(chunk_digests.fileno())
             scored += len(chunk)
     if world > 1:
         _merge_parts(output, chunks, world)
     else:
         finish_partial(output, part)
+        digests.unlink(missing_ok=True)
     return scored
+
+
+def _digests_path(part: Path) -> Path:
+    return part.with_name(f"{part.name}.digests")
+
+
+def _chunk_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _chunk_bytes(part: Path, sizes: list[int]) -> list[bytes]:
+    """The complete chunks at the start of ``part`` (``sizes`` lines each), as bytes."""
+    data = part.read_bytes() if part.exists() else b""
+    found, start = [], 0
+    for size in sizes:
+        end = start
+        for _ in range(size):
+            end = data.find(b"\n", end) + 1
+            if end == 0:
+                return found
+        found.append(data[start:end])
+        start = end
+    return found
+
+
+def _verified_chunks(part: Path, digests: Path, sizes: list[int]) -> int:
+    """How many chunks at the start of ``part`` match the digests recorded as they were written."""
+    recorded = digests.read_text(encoding="utf-8").split() if digests.exists() else []
+    done = 0
+    for data, digest in zip(_chunk_bytes(part, sizes), recorded, strict=False):
+        if _chunk_digest(data) != digest:
+            break
+        done += 1
+    return done
+
+
+def _record_digests(part: Path, digests: Path, sizes: list[int]) -> None:
+    with atomic_path(digests) as tmp:
+        tmp.write_text("".join(_chunk_digest(c) + "\n" for c in _chunk_bytes(part, sizes)), encoding="utf-8")
+
+
+def _keep_digests(digests: Path, count: int) -> None:
+    recorded = digests.read_text(encoding="utf-8").split() if digests.exists() else []
+    if len(recorded) != count or not digests.exists():
+        with atomic_path(digests) as tmp:
+            tmp.write_text("".join(d + "\n" for d in recorded[:count]), encoding="utf-8")
 
 
 def score_output(
@@ -329,4 +395,5 @@ def _merge_parts(output: Output, chunks: list[range], world: int) -> None:
         for p in parts:
             p.unlink()
             manifest_path(p).unlink(missing_ok=True)
+            _digests_path(p).unlink(missing_ok=True)
     dist.barrier()

@@ -33,8 +33,8 @@ from llm_embedder.data.records import Group, TrainDataset, load_train_file, make
 from llm_embedder.data.sampler import HomogeneousBatchSampler
 from llm_embedder.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, write_json
-from llm_embedder.fingerprint import file_digest
+from llm_embedder.fileio import atomic_path, read_json, write_json
+from llm_embedder.fingerprint import file_digest, model_digest
 from llm_embedder.models.embedder import Embedder
 from llm_embedder.outputs import changes
 from llm_embedder.tasks import TaskTable
@@ -140,12 +140,12 @@ _BOOKKEEPING = ("output_dir", "logging_steps", "save_steps", "save_total_limit",
 
 
 def recipe_identity(config: TrainConfig) -> dict[str, Any]:
-    """What a checkpoint's training depends on: the data files' bytes and every learning setting."""
+    """What a checkpoint's training depends on: the data files' bytes, the base model's weights (a folder's
+    files: replaced weights train again) and every learning setting."""
     settings = {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING}
-    return {
-        "inputs": {f"datasets[{i}] {Path(d.path).name}": file_digest(d.path) for i, d in enumerate(config.datasets)},
-        "settings": json.loads(json.dumps(settings, default=str)),
-    }
+    inputs = {f"datasets[{i}] {Path(d.path).name}": file_digest(d.path) for i, d in enumerate(config.datasets)}
+    inputs[f"model {config.model}"] = model_digest(config.model)
+    return {"inputs": inputs, "settings": json.loads(json.dumps(settings, default=str))}
 
 
 class Trainer:
@@ -277,9 +277,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoints(self) -> list[Path]:
-        folder = self.output_dir / CHECKPOINT_DIR
-        found = [(int(m.group(1)), p) for p in folder.glob("step-*") if (m := _STEP_DIR.match(p.name))]
-        return [p for _, p in sorted(found)]
+        """This trainer's checkpoints, oldest first: a ``step-N`` folder without the state it writes is
+        not one, and is never resumed from nor removed."""
+        return [p for p in _step_folders(self.output_dir) if _ours(p)]
 
     def _save_checkpoint(self) -> None:
         acc = self.accelerator
@@ -295,6 +295,8 @@ class Trainer:
         if acc.is_main_process:
             state = {"step": self.progress.step, "config": self.config.to_dict(), "recipe": self.recipe}
             write_json(tmp / "trainer_state.json", state)
+            if final.exists() and not _ours(final):
+                raise InputError(final, None, None, "not a checkpoint of `llm-embedder train`, never replaced; move it")
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in self._checkpoints()[: -self.config.save_total_limit]:
@@ -326,15 +328,24 @@ class Trainer:
             # A fresh start: checkpoints and log lines left here belong to an older run.  Kept, the
             # old checkpoints would outrank (and prune) this run's and be resumed from later, and the
             # old log lines would mix with the new ones.
-            if self.accelerator.is_main_process:
-                if checkpoints:
-                    self._print(f"resume=false: removing the older run's {', '.join(p.name for p in checkpoints)}")
-                for old in checkpoints:
-                    shutil.rmtree(old, ignore_errors=True)
-                (self.output_dir / LOG_FILE).unlink(missing_ok=True)
-            self.accelerator.wait_for_everyone()
+            if checkpoints:
+                self._print(f"resume=false: removing the older run's {', '.join(p.name for p in checkpoints)}")
+            self._remove_checkpoints(checkpoints)
             return
-        self.accelerator.load_state(str(checkpoints[-1]))
+        try:
+            self.accelerator.load_state(str(checkpoints[-1]))
+        except Exception as exc:  # a file cut short (a full disk, a copy) or damaged
+            if not self.restart:
+                raise InputError(
+                    checkpoints[-1],
+                    None,
+                    None,
+                    f"cannot resume from this checkpoint ({type(exc).__name__}: {str(exc).strip()[:160]}); "
+                    "pass --restart to start over, or remove it to resume from an earlier one",
+                ) from None
+            self._print(f"{checkpoints[-1]} cannot be read: starting over (--restart)")
+            self._remove_checkpoints(checkpoints)
+            return
         self._print(f"resumed from {checkpoints[-1]} at step {self.progress.step}")
         if self.accelerator.is_main_process:
             # Log lines past the checkpoint belong to the interrupted run; the resumed run writes them again.
@@ -344,6 +355,14 @@ class Trainer:
                     line for line in log_file.read_text().splitlines() if json.loads(line)["step"] <= self.progress.step
                 ]
                 log_file.write_text("".join(line + "\n" for line in kept))
+
+    def _remove_checkpoints(self, checkpoints: list[Path]) -> None:
+        """A fresh start: this trainer's checkpoints (and its log) go; nothing else in the folder."""
+        if self.accelerator.is_main_process:
+            for old in checkpoints:
+                shutil.rmtree(old, ignore_errors=True)
+            (self.output_dir / LOG_FILE).unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ loop
     def _print(self, message: str) -> None:
@@ -429,9 +448,28 @@ class Trainer:
         return target
 
 
+def _step_folders(output_dir: Path) -> list[Path]:
+    found = []
+    for folder in (output_dir / CHECKPOINT_DIR).glob("step-*"):
+        match = _STEP_DIR.match(folder.name)
+        if match:
+            found.append((int(match.group(1)), folder))
+    return [p for _, p in sorted(found)]
+
+
+def _ours(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` holds the state this trainer writes (with the recipe it was trained from)."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "recipe" in state and "step" in state
+
+
 def is_training_output(folder: Path) -> bool:
-    """Whether ``folder`` holds what a training run writes (checkpoints or a trained model)."""
-    return (folder / CHECKPOINT_DIR).is_dir() or (folder / MODEL_DIR / "training.json").is_file()
+    """Whether ``folder`` holds what a training run writes (a checkpoint or a trained model with its recipe);
+    a folder merely named ``checkpoints`` is not one."""
+    return (folder / MODEL_DIR / "training.json").is_file() or any(_ours(p) for p in _step_folders(folder))
 
 
 def finished_model(config: TrainConfig) -> Path | None:
@@ -439,7 +477,7 @@ def finished_model(config: TrainConfig) -> Path | None:
     info = Path(config.output_dir) / MODEL_DIR / "training.json"
     if not (config.resume and info.is_file()):
         return None
-    saved = json.loads(info.read_text(encoding="utf-8"))
+    saved = read_json(info, "training record")
     same = saved.get("config") == json.loads(json.dumps(config.to_dict())) and saved.get("recipe") == recipe_identity(
         config
     )
