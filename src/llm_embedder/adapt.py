@@ -46,6 +46,8 @@ class AdaptConfig(PipelineConfig):
     (``dev_share``, ``candidates``, ``per_source``, ``seed``) in one mapping."""
     check: str | None = None
     """Evaluation folder of the generality check; none: the demo data's dev split (built once)."""
+    check_size: str = "small"
+    """Size of the demo data built for the default check (``quick`` has smaller corpora: faster, wider intervals)."""
     tie_margin: float = 0.01
     """A riskier variant replaces a safer one only when its dev score is higher by more than this."""
 
@@ -145,10 +147,10 @@ class AdaptPipeline(Pipeline):
 
         out = self.work / "check-data"
         stamp = self.work / ".check-stage.json"
-        key = {"builder": builder_digest(), "size": "small", "seed": 0}
+        key = {"builder": builder_digest(), "size": self.config.check_size, "seed": 0}
         if not (stamp.is_file() and json.loads(stamp.read_text("utf-8")) == key and (out / "dev").is_dir()):
             print("      generality check: building the demo data's dev split (seconds)", flush=True)
-            build_demo(out, seed=0, size="small", progress=False)
+            build_demo(out, seed=0, size=self.config.check_size, progress=False)
             write_json(stamp, key)
         return out / "dev"
 

@@ -256,3 +256,9 @@ def write_jsonl(path: str | Path, records: Any) -> None:
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def cache_dir() -> Path:
+    """The library's cache (converted models, onnx exports): ``$LLM_EMBEDDER_CACHE`` or ``~/.cache/llm-embedder``."""
+    root = os.environ.get("LLM_EMBEDDER_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "llm-embedder"

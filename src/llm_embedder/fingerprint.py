@@ -64,26 +64,6 @@ def file_digest(path: str | os.PathLike, length: int = SHORT) -> str:
     return digest.hexdigest()[:length]
 
 
-def model_digest(name: str | os.PathLike, length: int = SHORT) -> str:
-    """What a model name stands for, without loading it: a local folder by the bytes of its files
-    (replaced weights give another digest), a zoo name by its package and version, else the name."""
-    path = Path(name)
-    if path.is_dir():
-        return file_digest(path, length)
-    from llm_embedder.models.zoo import ZOO
-
-    if str(name) in ZOO:
-        import importlib.metadata
-
-        package = ZOO[str(name)].pip_name
-        try:
-            version = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            version = None
-        return settings_digest({"zoo": str(name), "package": package, "version": version}, length)
-    return settings_digest({"name": str(name)}, length)
-
-
 def files_digest(paths: Iterable[str | os.PathLike], length: int = SHORT) -> str:
     """A digest of several files in the given order (each by content)."""
     return settings_digest([file_digest(p, length=40) for p in paths], length=length)

@@ -195,9 +195,7 @@ class Declaration:
                     return True
                 if place.parent == root.parent and place.name.startswith(f".{root.name}."):
                     return True
-        from llm_embedder.models.zoo import cache_dir
-
-        return path.is_relative_to(os.path.abspath(cache_dir()))
+        return path.is_relative_to(os.path.abspath(fileio.cache_dir()))
 
 
 _ACTIVE: Declaration | None = None

@@ -103,7 +103,7 @@ def test_clustered_details_are_resampled_by_cluster(results):
     """popqa's questions, said to come from four articles: its intervals and test resample articles,
     and the JSON and the legend name the unit."""
     for label in ("base", "tuned", "bm25"):
-        file = results / "details" / f"popqa__{harness._slug(ROWS[label])}.jsonl"
+        file = results / "details" / f"{harness.cell_stem('popqa', ROWS[label])}.jsonl"
         details = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
         for i, d in enumerate(details):
             d.update(cluster=f"article {i % 4}", cluster_unit="article")
@@ -113,7 +113,7 @@ def test_clustered_details_are_resampled_by_cluster(results):
     assert (cell["unit"], cell["units"], cell["n"]) == ("article", 4, N)
     assert board["confidence"][ROWS["tuned"]]["msc"]["unit"] == "example"
     read = [
-        [json.loads(line) for line in (results / "details" / f"popqa__{harness._slug(ROWS[r])}.jsonl").open()]
+        [json.loads(line) for line in (results / "details" / f"{harness.cell_stem('popqa', ROWS[r])}.jsonl").open()]
         for r in ("tuned", "base")
     ]
     samples = [stats.sample_from_details("accuracy", d) for d in read]

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_embedder.fileio import atomic_path
+from llm_embedder.fileio import atomic_path, cache_dir  # noqa: F401  (cache_dir re-exported)
+from llm_embedder.fingerprint import SHORT, file_digest, settings_digest
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,6 @@ HUB_SETTINGS = {
 
 class MissingModelPackage(RuntimeError):
     pass
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LLM_EMBEDDER_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "llm-embedder"
 
 
 def _package_dir(model: ZooModel) -> Path:
@@ -152,3 +148,21 @@ def locate(name_or_path: str | os.PathLike) -> str:
     if looks_local and not Path(name).exists():
         raise FileNotFoundError(f"{name}: no such model folder (and not a zoo name: {', '.join(ZOO)})")
     return name
+
+
+def model_digest(name: str | os.PathLike, length: int = SHORT) -> str:
+    """What a model name stands for, without loading it: a local folder by the bytes of its files
+    (replaced weights give another digest), a zoo name by its package and version, else the name."""
+    path = Path(name)
+    if path.is_dir():
+        return file_digest(path, length)
+    if str(name) in ZOO:
+        import importlib.metadata
+
+        package = ZOO[str(name)].pip_name
+        try:
+            version = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        return settings_digest({"zoo": str(name), "package": package, "version": version}, length)
+    return settings_digest({"name": str(name)}, length)

@@ -34,8 +34,9 @@ from llm_embedder.data.sampler import HomogeneousBatchSampler
 from llm_embedder.distributed import gather_no_grad, gather_with_grad, loss_scale_for_ddp
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, read_json, write_json
-from llm_embedder.fingerprint import file_digest, model_digest
+from llm_embedder.fingerprint import file_digest
 from llm_embedder.models.embedder import Embedder
+from llm_embedder.models.zoo import model_digest
 from llm_embedder.outputs import changes
 from llm_embedder.tasks import TaskTable
 from llm_embedder.training.config import TrainConfig, effective_settings
