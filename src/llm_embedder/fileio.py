@@ -67,12 +67,9 @@ def _check_text(value: Any, path: Path, line: int, field: str | None) -> None:
             _check_text(item, path, line, field)
 
 
-def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
-    """A YAML file's data (None when empty); a missing, non-UTF-8 or malformed file raises
-    :class:`InputError` naming it (and the line, for bad YAML).  A byte-order mark is accepted."""
-    import yaml
-
-    path = Path(path)
+def read_text(path: Path, what: str) -> str:
+    """A text file's content (a byte-order mark dropped); a missing, folder or non-UTF-8 path raises
+    :class:`InputError` naming it."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
@@ -81,6 +78,16 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         raise InputError(path, None, None, f"is a directory, expected a {what}") from None
     except UnicodeDecodeError as exc:
         raise InputError(path, None, None, f"not UTF-8 text (byte {exc.start})") from None
+    return text
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """A YAML file's data (None when empty); a missing, non-UTF-8 or malformed file raises
+    :class:`InputError` naming it (and the line, for bad YAML).  A byte-order mark is accepted."""
+    import yaml
+
+    path = Path(path)
+    text = read_text(path, what)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -92,14 +99,7 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """A JSON file's data; an unreadable or malformed file raises :class:`InputError` naming it and the line."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(path, None, None, f"{what} not found") from None
-    except IsADirectoryError:
-        raise InputError(path, None, None, f"is a directory, expected a {what}") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(path, None, None, f"not UTF-8 text (byte {exc.start})") from None
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

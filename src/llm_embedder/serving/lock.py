@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llm_embedder.fileio import pid_alive
+
 LOCK_FILE = "llm-embedder.lock"
 
 try:
@@ -48,7 +50,7 @@ class DataDirLock:
                     raise DataDirLocked(self._refusal(_read_holder(fd))) from None
             else:
                 holder = _read_holder(fd)
-                if holder.get("pid") and holder["pid"] != os.getpid() and _alive(holder["pid"]):
+                if holder.get("pid") and holder["pid"] != os.getpid() and pid_alive(holder["pid"]):
                     raise DataDirLocked(self._refusal(holder))
             record = {"pid": os.getpid(), "command": _command(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
             os.ftruncate(fd, 0)
@@ -97,13 +99,3 @@ def _read_holder(fd: int) -> dict[str, Any]:
         return json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
     except (ValueError, UnicodeDecodeError):
         return {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

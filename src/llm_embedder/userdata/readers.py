@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import iter_jsonl
+from llm_embedder.fileio import iter_jsonl, read_text
 
 PASSAGE_WORDS = 128
 """Target passage length: paragraphs are joined up to this many words; a longer paragraph is cut."""
@@ -104,13 +104,6 @@ def _text_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_file_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, None, None, f"not UTF-8 text (byte {exc.start})") from None
-
-
 def read_documents(path: str | Path) -> list[Document]:
     """Long texts: a folder of ``.txt`` / ``.md`` files (title: the file name) or JSON lines."""
     path = Path(path)
@@ -119,7 +112,7 @@ def read_documents(path: str | Path) -> list[Document]:
     docs: list[Document] = []
     if path.is_dir():
         for file in _text_files(path):
-            text = _read_file_text(file)
+            text = read_text(file, "text file")
             if text.strip():
                 rel = file.relative_to(path).as_posix()
                 docs.append(Document(rel, file.stem.replace("_", " "), text))
@@ -176,7 +169,7 @@ def read_tools(path: str | Path) -> list[Tool]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, None, "no such file")
-    text = _read_file_text(path)
+    text = read_text(path, "tools file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
