@@ -20,6 +20,7 @@ many questions differ (greedy in batches pads rows, which can flip a near tie; t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -43,15 +44,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", type=Path, default=EXAMPLE, help="a corpus adapt reads (default: the example)")
     parser.add_argument("--limit", type=int, default=32, help="passages (default 32)")
     parser.add_argument("--dtype", default="fast", help="LM dtype: fast, float32, bfloat16 (default fast)")
+    parser.add_argument("--lm", default="smollm2-135m", help="the writer: zoo name, folder or .gguf")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
     passages = read_corpus(args.corpus)[: args.limit]
     prompts = [question_prompt(f"{p.title} {p.text}".strip(), v) for p in passages for v in range(2)]
     settings = GenerationSettings()
-    lm = CausalLM.from_pretrained("smollm2-135m", device="cpu", dtype=args.dtype)
-    print(f"corpus {args.corpus}: {len(prompts)} prompts; LM smollm2-135m, {next(lm.model.parameters()).dtype}")
+    lm = CausalLM.from_pretrained(args.lm, device="cpu", dtype=args.dtype)
+    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    print(f"corpus {args.corpus}: {len(prompts)} prompts; LM {args.lm}, {dtype}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    load_before = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     lm.generate(["Q: warm up A:"], max_new_tokens=4)
 
     start = time.perf_counter()
@@ -66,7 +71,25 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'naive':<8} {naive_s:8.1f} {len(prompts) / naive_s:12.2f}")
     print(f"  {'ours':<8} {ours_s:8.1f} {len(prompts) / ours_s:12.2f}")
     print(f"  ratio ours/naive: {naive_s / ours_s:.2f}x; questions that differ: {differ} of {len(prompts)}")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    load_after = os.getloadavg()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in load_after)}")
+    if args.out:
+        figures = {
+            "benchmark": "generate_queries",
+            "lm": args.lm,
+            "dtype": dtype,
+            "prompts": len(prompts),
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "naive_questions_per_s": len(prompts) / naive_s,
+            "ours_questions_per_s": len(prompts) / ours_s,
+            "ratio": naive_s / ours_s,
+            "differ": differ,
+            "load_before": list(load_before),
+            "load_after": list(load_after),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ class AdaptConfig(PipelineConfig):
     generation: dict[str, Any] = field(default_factory=dict)
     """:class:`GenerationSettings` (``per_key``, ``filter_top_k``, ...) and :class:`UserDataSettings`
     (``dev_share``, ``candidates``, ``per_source``, ``seed``) in one mapping."""
+    writer: str | None = None
+    """The LLM that writes the queries and extracts the answers (a zoo name, folder or ``.gguf``); none:
+    ``lm``.  A bigger writer than the reader is InPars' setting: rewards still come from ``lm``."""
     check: str | None = None
     """Evaluation folder of the generality check; none: the demo data's dev split (built once)."""
     check_size: str = "small"
@@ -112,6 +115,7 @@ class AdaptPipeline(Pipeline):
             "inputs": {kind: file_digest(path) for kind, path in self.inputs.given().items()},
             "settings": json.loads(json.dumps(dataclasses.asdict(self.data_settings))),
             "lm": self.config.lm,
+            **({"writer": self.config.writer} if self.config.writer else {}),
             "lm_dtype": self.config.lm_dtype,
             "code": code_digest("llm_embedder.userdata"),
         }
@@ -129,7 +133,7 @@ class AdaptPipeline(Pipeline):
         if self.inputs.corpus or self.inputs.tools:
             from llm_embedder.models.lm import CausalLM
 
-            lm = CausalLM.from_pretrained(self.config.lm, dtype=self.config.lm_dtype)
+            lm = CausalLM.from_pretrained(self.config.writer or self.config.lm, dtype=self.config.lm_dtype)
         report = build_user_data(self.inputs, out, lm, self.data_settings, show_progress=self.show_progress)
         for task, part in report.items():
             print(f"      {task}: " + ", ".join(f"{k} {v}" for k, v in part.get("counts", {}).items()))
@@ -207,6 +211,7 @@ class AdaptPipeline(Pipeline):
         return {
             "inputs": self.inputs.given(),
             "lm": self.config.lm,
+            "writer": self.config.writer or self.config.lm,
             "base": self.config.encoder,
             "generated": json.loads((data / "generation.json").read_text("utf-8")),
             "selection": {k: v for k, v in selection.items() if k != "models"},
@@ -222,7 +227,8 @@ def report_markdown(report: dict[str, Any], work: Path) -> str:
         "# Adaptation report",
         "",
         f"- inputs: {', '.join(f'{k} `{v}`' for k, v in report['inputs'].items())}",
-        f"- LLM: `{report['lm']}`; base encoder: `{report['base']}`",
+        f"- LLM: `{report['lm']}` (queries written by `{report.get('writer', report['lm'])}`); "
+        f"base encoder: `{report['base']}`",
         f"- chosen: **{report['chosen'] or 'the base encoder (no variant stayed level on the generality check)'}**",
         f"- rule: {report['selection']['rule']}",
         "- time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()),

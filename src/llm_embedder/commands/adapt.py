@@ -29,6 +29,7 @@ ADAPT = Spec(
         Port("--examples", "records"),
         Port("--queries", "records"),
         Port("--lm", "lm"),
+        Port("--writer", "lm"),
         Port("--base", "encoder"),
         Port("--check", "eval-data"),
         Port("--recipe", "pipeline"),
@@ -61,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", help="in-context examples: JSON lines of {'input', 'output'}")
     p.add_argument("--queries", help="labelled queries you have (released LLM-Embedder format), used as they are")
     p.add_argument("--lm", default=None, help="the LLM: zoo name, Hugging Face folder or .gguf file (default: recipe)")
+    p.add_argument("--writer", default=None, help="LLM that writes queries (default: --lm); rewards stay --lm's")
     p.add_argument("--base", default=None, help="the encoder to adapt: zoo name or folder (default: recipe)")
     p.add_argument("--out", help="folder of the adapted model (an Embedder folder with a report); required")
     p.add_argument("--work-dir", default=None, help="cache of every stage (default: OUT.work); a rerun resumes")
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     out, work = Path(args.out), _work_dir(args)
     overrides = [*args.set, f"work_dir={work}"]
     overrides += [f"lm={args.lm}"] if args.lm else []
+    overrides += [f"writer={args.writer}"] if args.writer else []
     overrides += [f"encoder={args.base}"] if args.base else []
     overrides += [f"check={args.check}"] if args.check else []
     config = AdaptConfig.from_yaml(args.recipe or DEFAULT_RECIPE, quick=args.quick, overrides=overrides)
