@@ -185,3 +185,32 @@ def test_pick_prefers_the_safer_variant_unless_dev_gains_beyond_the_margin():
     scores["instr"]["ood"] = 0.99
     assert pick(scores, 1.0, 0.01, key)["chosen"] == "plain+base@0.5"
     assert pick({"plain": {"dev": 2.0, "ood": 0.9}}, 1.0, 0.01, key)["chosen"] is None
+
+
+def test_the_writer_writes_the_queries_and_changes_the_data_identity(tmp_path, monkeypatch):
+    """``--writer`` loads another LLM for the data stage only; rewards stay ``lm``'s."""
+    from llm_embedder.adapt import DEFAULT_RECIPE, AdaptConfig, AdaptPipeline
+    from llm_embedder.models.lm import CausalLM
+    from llm_embedder.userdata.build import UserInputs
+
+    loaded = []
+
+    class Loaded(Exception):
+        pass
+
+    def record(name, **kwargs):
+        loaded.append(name)
+        raise Loaded
+
+    monkeypatch.setattr(CausalLM, "from_pretrained", staticmethod(record))
+    inputs = UserInputs(tools=str(EXAMPLE / "tools.json"))
+    identities = []
+    for writer in (None, "big-writer"):
+        overrides = [f"work_dir={tmp_path / str(writer)}"] + ([f"writer={writer}"] if writer else [])
+        config = AdaptConfig.from_yaml(DEFAULT_RECIPE, quick=True, overrides=overrides)
+        pipeline = AdaptPipeline(config, inputs, show_progress=False)
+        identities.append(pipeline.data_identity())
+        with pytest.raises(Loaded):
+            pipeline.build_data()
+    assert loaded == ["smollm2-135m", "big-writer"]
+    assert "writer" not in identities[0] and identities[1]["writer"] == "big-writer"
