@@ -36,7 +36,7 @@ adapt-demo: setup
 	cat runs/adapt-demo/model/report.md
 
 test: setup lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -145,12 +145,13 @@ def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
 
     from encode import build_demo
 
+    from llm_embedder.evaluation.stats import Sample, bootstrap_interval
     from llm_embedder.models.loading import cpu_has_bf16
     from llm_embedder.rewards.agreement import agreement
     from llm_embedder.rewards.score import _aggregate, default_scoring_dtype
 
     with tempfile.TemporaryDirectory() as tmp:
-        demo = args.demo or build_demo(Path(tmp) / "demo", size="quick")
+        demo = args.demo or build_demo(Path(tmp) / "demo", size=args.demo_size)
         records = demo_records(demo, args.queries, args.cap, Path(tmp))
         lm32 = CausalLM.from_pretrained(MODEL, device="cpu", dtype="float32")
         lm16 = CausalLM.from_pretrained(MODEL, device="cpu", dtype="bfloat16")
@@ -167,16 +168,16 @@ def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
         for name in list(runs)[:: 1 if repeat % 2 == 0 else -1]:
             best[name] = min(best[name], timed(runs[name]), key=lambda result: result[0])
     print(
-        f"\nrewards float32 vs bfloat16 on demo candidates (quick size, {args.queries} queries per task, "
+        f"\nrewards float32 vs bfloat16 on demo candidates ({args.demo_size} size, {args.queries} queries per task, "
         f"at most {args.cap} candidates each; {len(spans)} spans): float32 {len(spans) / best['float32'][0]:.2f}/s, "
         f"bfloat16 {len(spans) / best['bfloat16'][0]:.2f}/s, "
         f"speed ratio {best['float32'][0] / best['bfloat16'][0]:.2f}x"
     )
     print(
-        f"{'task':<6} {'T':>5} {'queries':>7} {'cands':>5} {'tau mean':>8} {'tau min':>8} {'top-1':>6} "
-        f"{'KL mean':>9} {'KL max':>9}"
+        f"{'task':<6} {'T':>5} {'queries':>7} {'cands':>5} {'tau mean [95% CI]':>21} {'tau min':>8} "
+        f"{'top-1 [95% CI]':>21} {'KL mean':>9} {'KL max':>9}"
     )
-    position, holds = 0, True
+    position, holds, per_task = 0, True, {}
     for task, task_jobs in jobs.items():
         temperature = DEFAULT_TASKS[task].training.teacher_temperature
         found = []
@@ -189,15 +190,50 @@ def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
         taus = np.array([f.tau for f in found if not np.isnan(f.tau)])
         top1 = float(np.mean([f.top1 for f in found]))
         kls = np.array([f.kl for f in found])
+        # bootstrap over queries (each query one unit): how sure the point estimates are
+        tau_ci = bootstrap_interval(Sample.of(taus.tolist()))
+        top1_ci = bootstrap_interval(Sample.of([float(f.top1) for f in found]))
         holds &= top1 >= 0.95 and taus.mean() >= 0.9
+        per_task[task] = {
+            "queries": len(found),
+            "candidates_mean": float(np.mean([j.num_candidates for j in task_jobs])),
+            "tau_mean": float(taus.mean()),
+            "tau_interval": list(tau_ci),
+            "tau_min": float(taus.min()),
+            "top1": top1,
+            "top1_interval": list(top1_ci),
+            "kl_mean": float(kls.mean()),
+            "kl_max": float(kls.max()),
+            "passes": bool(top1 >= 0.95 and taus.mean() >= 0.9),
+        }
         print(
             f"{task:<6} {temperature:5.2f} {len(found):7d} {np.mean([j.num_candidates for j in task_jobs]):5.1f} "
-            f"{taus.mean():8.3f} {taus.min():8.3f} {top1:6.3f} {kls.mean():9.2e} {kls.max():9.2e}"
+            f"{taus.mean():6.3f} [{tau_ci[0]:.3f}, {tau_ci[1]:.3f}] {taus.min():8.3f} "
+            f"{top1:6.3f} [{top1_ci[0]:.3f}, {top1_ci[1]:.3f}] {kls.mean():9.2e} {kls.max():9.2e}"
         )
     print(
         f"decision rule (top-1 >= 0.95 and mean tau >= 0.9 on every task): {'holds' if holds else 'fails'}; "
         f"bf16 units: {cpu_has_bf16()}; scoring default here: {default_scoring_dtype()}"
     )
+    if args.out:
+        figures = {
+            "benchmark": "score --ranking",
+            "demo_size": args.demo_size,
+            "queries_per_task": args.queries,
+            "cap": args.cap,
+            "spans": len(spans),
+            "float32_per_s": len(spans) / best["float32"][0],
+            "bfloat16_per_s": len(spans) / best["bfloat16"][0],
+            "speed_ratio": best["float32"][0] / best["bfloat16"][0],
+            "tasks": per_task,
+            "rule_holds": bool(holds),
+            "bf16_units": bool(cpu_has_bf16()),
+            "threads": torch.get_num_threads(),
+            "load_before": list(args.load_before),
+            "load_after": list(os.getloadavg()),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
 
 
 def timed(fn, *args) -> tuple[float, list[float]]:
@@ -221,11 +257,19 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=None, help="demo data folder (default: build one, quick size)")
     parser.add_argument("--queries", type=int, default=16, help="ranking: queries per task (default 16)")
     parser.add_argument("--cap", type=int, default=8, help="ranking: candidates per query (default 8)")
+    parser.add_argument("--demo-size", default="quick", help="ranking: size of the demo data built (default quick)")
+    parser.add_argument("--ranking-only", action="store_true", help="only float32 vs bfloat16 on demo candidates")
+    parser.add_argument("--out", type=Path, default=None, help="ranking: also write its figures as JSON here")
     args = parser.parse_args()
+    args.load_before = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in args.load_before)}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     settings = ScoreSettings()
+    if args.ranking_only:
+        ranking_report(args, settings)
+        return
     if args.token_budget:
         settings.token_budget = args.token_budget
     if args.max_batch_size:
