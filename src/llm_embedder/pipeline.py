@@ -502,7 +502,8 @@ class Pipeline:
 
     def _grid(self, data_dir: Path, out: Path, specs: list[str], names: list[str] | None, versions: dict[str, str]):
         """One evaluation grid on ``data_dir``, restricted to the evaluators ``names`` (default: all present)."""
-        from llm_embedder.evaluation.harness import build_evaluators, run_grid
+        from llm_embedder.evaluation.grid import run_grid
+        from llm_embedder.evaluation.registry import build_evaluators
 
         settings = self.config.eval
         tasks = settings.get("tasks", list(DEFAULT_TASKS))
