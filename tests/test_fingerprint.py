@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from llm_embedder.fingerprint import (
     embedder_fingerprint,
     file_digest,
     files_digest,
+    parts_digest,
     settings_digest,
     text_digest,
     weights_digest,
@@ -24,6 +27,15 @@ def test_settings_digest_ignores_key_order_and_tuple_vs_list():
 def test_text_digest_has_no_concatenation_collisions():
     assert text_digest(["ab", "c"]) != text_digest(["a", "bc"])
     assert text_digest(["ab", "c"]) == text_digest(["ab", "c"])
+
+
+def test_parts_digest_is_sha1_of_nul_ended_parts():
+    # The corpus-embedding cache keys on disk were made this way: they must not change.
+    parts = ["dense:minilm|0123", "Represent this document: ", "256", "first passage", "ünïcode"]
+    by_hand = hashlib.sha1(("\0".join(parts) + "\0").encode("utf-8")).hexdigest()
+    assert parts_digest(parts, length=20) == by_hand[:20]
+    assert parts_digest(parts, length=40) == by_hand
+    assert parts_digest(["ab", "c"]) != parts_digest(["a", "bc"])
 
 
 def test_file_digest_follows_content_not_name(tmp_path):

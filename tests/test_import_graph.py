@@ -83,3 +83,46 @@ def test_no_cycle_between_units():
         return seen
 
     assert sorted(u for u in edges if u in reachable(u)) == []
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Module -> the modules of its own package it imports (``evaluation.grid`` -> ``evaluation.cells``)."""
+    edges: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target != module and target.rpartition(".")[0] == package and _is_module_path(target):
+                    edges.setdefault(module, set()).add(target)
+    return edges
+
+
+def _is_module_path(dotted: str) -> bool:
+    path = ROOT.parent.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def test_no_cycle_between_modules_of_a_package():
+    """Inside a package too (evaluation: registry, cells -> compare -> leaderboard -> grid), every
+    module can be read after the ones it imports."""
+    edges = _module_imports()
+    assert edges["llm_embedder.evaluation.grid"] >= {"llm_embedder.evaluation.cells"}  # the walk sees imports
+
+    def reachable(start: str) -> set[str]:
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in edges.get(stack.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    assert sorted(m for m in edges if m in reachable(m)) == []

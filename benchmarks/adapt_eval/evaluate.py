@@ -20,7 +20,8 @@ import json
 import shutil
 from pathlib import Path
 
-from llm_embedder.evaluation.harness import build_evaluators, run_grid
+from llm_embedder.evaluation.grid import run_grid
+from llm_embedder.evaluation.registry import build_evaluators
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ A cache, checkpoint, index, served collection or evaluation cell is reused only 
 fingerprint of everything it was made from matches. The pieces:
 
 - :func:`settings_digest` — any JSON-able settings (canonical JSON, sorted keys);
+- :func:`text_digest` / :func:`parts_digest` — sequences of strings;
 - :func:`file_digest` / :func:`files_digest` — the bytes of data files (content, not names or dates);
 - :func:`weights_digest` — every tensor of a model (names, shapes, dtypes and all values);
 - :func:`code_digest` — the source of the modules that made a result, and the torch and
@@ -46,6 +47,20 @@ def text_digest(texts: Iterable[str], length: int = SHORT) -> str:
         data = text.encode("utf-8")
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
+    return digest.hexdigest()[:length]
+
+
+def parts_digest(parts: Iterable[str], length: int = SHORT) -> str:
+    """SHA-1 of strings each ended by a NUL byte (at most 40 characters).
+
+    The key of the evaluation's corpus-embedding cache files (``evaluation/retrievers.py``), kept as it
+    was so that caches already on disk stay valid; new keys use :func:`text_digest`, which no string can
+    make collide by containing a NUL.
+    """
+    digest = hashlib.sha1()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
     return digest.hexdigest()[:length]
 
 

@@ -94,8 +94,8 @@ TRAINING_CODE = (
     "llm_embedder.models",
 )
 # Candidates scored per second by SmolLM2-135M on a 2-core CPU with AMX (the demo data, keys of at
-# most 128 tokens; measured on an idle machine: bf16 3,510 candidates in 223 s, 2026-12-02; a second
-# heavy job on the same cores halves it), for the time estimate the score stage prints.
+# most 128 tokens), for the time estimate the score stage prints: a rough figure, since a second heavy
+# job on the same cores halves it (where it comes from: docs/experiments/speed.md, scoring rate).
 SCORE_RATE_CPU = {"float32": 5, "bfloat16": 15}
 
 
@@ -502,7 +502,8 @@ class Pipeline:
 
     def _grid(self, data_dir: Path, out: Path, specs: list[str], names: list[str] | None, versions: dict[str, str]):
         """One evaluation grid on ``data_dir``, restricted to the evaluators ``names`` (default: all present)."""
-        from llm_embedder.evaluation.harness import build_evaluators, run_grid
+        from llm_embedder.evaluation.grid import run_grid
+        from llm_embedder.evaluation.registry import build_evaluators
 
         settings = self.config.eval
         tasks = settings.get("tasks", list(DEFAULT_TASKS))

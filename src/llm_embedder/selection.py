@@ -26,7 +26,7 @@ from typing import Any
 def relative_scores(board: Mapping[str, Any], reference: str) -> dict[str, dict[str, float]]:
     """Each row's columns divided by ``reference``'s, oriented so that higher is better.
 
-    ``board`` is a leaderboard as :func:`llm_embedder.evaluation.harness.write_leaderboard` returns
+    ``board`` is a leaderboard as :func:`llm_embedder.evaluation.leaderboard.write_leaderboard` returns
     it; rows are keyed by retriever spec, and ``reference`` names one of them (spec or label).
     Columns where either value is missing or the reference is zero are left out.
     """
@@ -86,7 +86,7 @@ def choose(
         if len(tied) > 1:
             rule += f"; {len(tied)} models within {dev_tie} of it on dev: the best out-of-domain score among them"
     else:
-        best = max(candidates, key=lambda n: (candidates[n]["ood"] or 0.0))
+        best = max(candidates, key=lambda n: candidates[n]["ood"] or 0.0)
         rule = f"no model reached out-of-domain score {ood_floor}: the best out-of-domain score"
     return {
         "chosen": best,

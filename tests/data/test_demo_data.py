@@ -23,9 +23,9 @@ from llm_embedder.data.demo import LAYOUT_VERSION, SIZES, MissingSourceError, bu
 from llm_embedder.data.demo import sources as demo_sources
 from llm_embedder.data.records import load_train_file
 from llm_embedder.evaluation.base import check_labels, load_records
-from llm_embedder.evaluation.harness import build_evaluators
 from llm_embedder.evaluation.icl import InContextLearning
 from llm_embedder.evaluation.qa import MultipleChoiceQA
+from llm_embedder.evaluation.registry import build_evaluators
 from llm_embedder.retrieval.corpus import Corpus
 from llm_embedder.tasks import DEFAULT_TASKS
 

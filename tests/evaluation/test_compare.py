@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from llm_embedder.cli import main as cli_main
-from llm_embedder.evaluation import harness, stats
+from llm_embedder.evaluation import leaderboard, stats
+from llm_embedder.evaluation.cells import cell_stem
+from llm_embedder.evaluation.compare import compare_rows
 
 N = 40
 ROWS = {"base": "base=dense:minilm", "tuned": "tuned=dense:runs/x/model", "bm25": "bm25"}
 
 
 def write_cell(out: Path, evaluator: str, spec: str, metric: str, lower: bool, value: float, details: list) -> None:
-    name = harness.cell_stem(evaluator, spec)
+    name = cell_stem(evaluator, spec)
     cell = {"evaluator": evaluator, "task": "t", "retriever": spec, "metrics": {metric: value}}
     cell.update(main_metric=metric, lower_is_better=lower, seconds=0.0)
     (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -54,7 +56,7 @@ def results(tmp_path) -> Path:
 
 
 def test_leaderboard_marks_are_direction_aware(results):
-    board = harness.write_leaderboard(results, ["popqa", "msc", "tool"], list(ROWS.values()), "lm")
+    board = leaderboard.write_leaderboard(results, ["popqa", "msc", "tool"], list(ROWS.values()), "lm")
     assert board["reference"] == ROWS["base"]  # the row labelled base, by default
     tuned = board["confidence"][ROWS["tuned"]]
     assert tuned["msc"]["vs_reference"]["verdict"] == "better"  # lower perplexity
@@ -103,17 +105,17 @@ def test_clustered_details_are_resampled_by_cluster(results):
     """popqa's questions, said to come from four articles: its intervals and test resample articles,
     and the JSON and the legend name the unit."""
     for label in ("base", "tuned", "bm25"):
-        file = results / "details" / f"{harness.cell_stem('popqa', ROWS[label])}.jsonl"
+        file = results / "details" / f"{cell_stem('popqa', ROWS[label])}.jsonl"
         details = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
         for i, d in enumerate(details):
             d.update(cluster=f"article {i % 4}", cluster_unit="article")
         file.write_text("".join(json.dumps(d) + "\n" for d in details), encoding="utf-8")
-    board = harness.write_leaderboard(results, ["popqa", "msc", "tool"], list(ROWS.values()), "lm")
+    board = leaderboard.write_leaderboard(results, ["popqa", "msc", "tool"], list(ROWS.values()), "lm")
     cell = board["confidence"][ROWS["tuned"]]["popqa"]
     assert (cell["unit"], cell["units"], cell["n"]) == ("article", 4, N)
     assert board["confidence"][ROWS["tuned"]]["msc"]["unit"] == "example"
     read = [
-        [json.loads(line) for line in (results / "details" / f"{harness.cell_stem('popqa', ROWS[r])}.jsonl").open()]
+        [json.loads(line) for line in (results / "details" / f"{cell_stem('popqa', ROWS[r])}.jsonl").open()]
         for r in ("tuned", "base")
     ]
     samples = [stats.sample_from_details("accuracy", d) for d in read]
@@ -142,7 +144,7 @@ def test_cli_compare_prints_every_column(results, capsys):
     assert f"{2 / 2**12:.4f}" in by_column["popqa"]
     assert by_column["msc"].endswith("▲ better") and by_column["tool"].endswith("= not significant")
     assert lines[-1].startswith("tuned - base: paired bootstrap interval (10,000 resamples, seed 0)")
-    rows = harness.compare_rows(results, "tuned", "base")
+    rows = compare_rows(results, "tuned", "base")
     assert [r["comparison"]["verdict"] for r in rows] == ["worse", "better", "same"]
     # Holm over the three columns compared: popqa's 2/2^12 is the second smallest p, times 2
     p = {r["evaluator"]: r["comparison"]["p_value"] for r in rows}
@@ -150,12 +152,12 @@ def test_cli_compare_prints_every_column(results, capsys):
     expected = max(3 * p["msc"], 2 * p["popqa"])
     assert rows[0]["comparison"]["p_holm"] == pytest.approx(expected) and f"{expected:.4f}" in by_column["popqa"]
     # Full specs name rows too; A and B swap the sign.
-    swapped = harness.compare_rows(results, ROWS["base"], "tuned")
+    swapped = compare_rows(results, ROWS["base"], "tuned")
     assert [r["comparison"]["difference"] for r in swapped] == [-r["comparison"]["difference"] for r in rows]
 
 
 def test_cli_compare_without_details_shows_numbers_only(results, capsys):
-    (results / "details" / f"{harness.cell_stem('msc', ROWS['bm25'])}.jsonl").unlink()
+    (results / "details" / f"{cell_stem('msc', ROWS['bm25'])}.jsonl").unlink()
     code, out, _ = run_cli(capsys, str(results), "--rows", "bm25,base")
     msc = next(line for line in out.splitlines() if line.startswith("msc"))
     assert code == 0 and msc.endswith("no paired per-example results")
@@ -187,7 +189,7 @@ def test_chart_draws_an_interval_that_misses_its_number(tmp_path):
     """A percentile interval of a small or skewed sample can lie wholly on one side of the number."""
     confidence = {"a": {"x": {"n": 2, "interval": [0.6, 0.9]}}, "b": {"x": None}}
     table = {"a": {"x": 0.5}, "b": {"x": None}}
-    harness._chart(tmp_path / "chart.png", [("x", "accuracy", False)], table, confidence, ["a", "b"])
+    leaderboard._chart(tmp_path / "chart.png", [("x", "accuracy", False)], table, confidence, ["a", "b"])
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -349,9 +349,9 @@ def test_every_command_is_covered():
 
 def test_members_match_what_the_commands_write():
     from llm_embedder import cli
-    from llm_embedder.evaluation import harness
+    from llm_embedder.evaluation import grid
     from llm_embedder.training import trainer
 
     assert set(cli.TRAIN_MEMBERS) == {trainer.CHECKPOINT_DIR, trainer.MODEL_DIR, trainer.LOG_FILE}
-    assert harness.VERSIONS_FILE in cli.EVAL_MEMBERS
+    assert grid.VERSIONS_FILE in cli.EVAL_MEMBERS
     assert json.loads(json.dumps(cli.INDEX_MEMBERS))

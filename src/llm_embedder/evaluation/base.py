@@ -1,13 +1,15 @@
-"""What every evaluator shares: its result type, eval-file loading with precise errors, and prompt budgets."""
+"""What every evaluator shares: its interface, its result type, eval-file loading with precise errors, and
+prompt budgets."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from llm_embedder.errors import InputError
+from llm_embedder.evaluation.retrievers import Retriever
 from llm_embedder.fileio import iter_jsonl
 from llm_embedder.models.lm import CausalLM
 from llm_embedder.retrieval.corpus import Corpus
@@ -24,6 +26,29 @@ class EvalResult:
     @property
     def main(self) -> float:
         return self.metrics[self.main_metric]
+
+
+class Evaluator(Protocol):
+    """One column of the leaderboard: evaluates an LM with a retriever on one eval file group.
+
+    Evaluators are dataclasses: the grid keys a cell by their init fields (data files by content), and the
+    registry's ``options`` set fields by name.  ``name`` is the column (and the cell files' prefix),
+    ``task`` the embedder task (instructions, token budgets) its retrieval runs under, ``limit`` the
+    most test examples it reads.  An evaluator that never calls the LM sets the class attribute
+    ``needs_lm = False`` (see :func:`needs_lm`): the grid then loads no LM for it and ``run`` gets None.
+    """
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    name: str
+    task: str
+    limit: int | None
+
+    def run(self, lm: CausalLM | None, retriever: Retriever, show_progress: bool = False) -> EvalResult: ...
+
+
+def needs_lm(evaluator: Evaluator) -> bool:
+    """Whether ``evaluator.run`` needs the LM (true unless its class says ``needs_lm = False``)."""
+    return getattr(evaluator, "needs_lm", True)
 
 
 def load_records(

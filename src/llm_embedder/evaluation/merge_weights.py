@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from llm_embedder.evaluation.harness import EVALUATORS
+from llm_embedder.evaluation.registry import EVALUATORS
 from llm_embedder.evaluation.retrieval_only import RetrievalOnly
 from llm_embedder.evaluation.retrievers import DenseRetriever
 from llm_embedder.fingerprint import files_digest

@@ -13,14 +13,13 @@ Specs on the command line: ``none``, ``random``, ``recency`` (pools only: the la
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from llm_embedder.fileio import atomic_path
-from llm_embedder.fingerprint import embedder_fingerprint
+from llm_embedder.fingerprint import embedder_fingerprint, parts_digest
 from llm_embedder.retrieval.bm25 import BM25Index
 from llm_embedder.retrieval.corpus import Corpus
 from llm_embedder.retrieval.dense import DenseIndex
@@ -135,16 +134,12 @@ class DenseRetriever:
         # The name alone would serve a model retrained into the same folder its old embeddings.
         self._model_key = f"{self.name}|{embedder_fingerprint(embedder)}"
         self.fingerprint = self._model_key
-        """What its results depend on (the harness keys evaluation cells by it)."""
+        """What its results depend on (the evaluation grid keys its cells by it)."""
 
     def _corpus_vectors(self, task: str, corpus: Corpus, key_max_length: int | None = None) -> np.ndarray:
         spec = self.embedder.tasks.get_task(task)
         max_length = key_max_length or spec.key_max_length
-        digest = hashlib.sha1()
-        for part in (self._model_key, spec.key_instruction, str(max_length), *corpus.texts):
-            digest.update(part.encode("utf-8"))
-            digest.update(b"\0")
-        key = digest.hexdigest()[:20]
+        key = parts_digest((self._model_key, spec.key_instruction, str(max_length), *corpus.texts), length=20)
         if key in self._memory:
             return self._memory[key]
         file = None if self.cache_dir is None else self.cache_dir / f"{task}-{key}.npy"

@@ -90,8 +90,8 @@ def default_encoding(device: torch.device) -> tuple[str, str]:
     """Backend and dtype for encoding when the user asks for ``auto`` (measured: benchmarks/encode.py)."""
     if device.type != "cpu":
         return "torch", dtype_name(resolve_dtype(None, device))
-    # 2026-12-02, 2 shared cores with bf16 units: onnx float32 2.54x sentence-transformers with nDCG@10
-    # unchanged; torch bf16 3.58x and int8 3.69x moved an nDCG@10 by more than the 0.005 allowed.
+    # onnx float32 is the fastest variant that keeps every nDCG@10 within the 0.005 allowed; bf16 and
+    # int8 are faster but move it by more (docs/experiments/speed.md, encoding backends).
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is not None:

@@ -26,8 +26,8 @@ from llm_embedder.models import zoo
 from llm_embedder.models.loading import ONNX_DTYPES
 
 OPSET = 17
-# Per-channel scales: one scale per output row keeps MiniLM within ~0.015 cosine of float32;
-# per-tensor int8 moved vectors by up to 0.10 (measured on the toy texts).
+# Per-channel scales (one per output row): one scale per tensor moves the vectors several times
+# further from float32's (docs/experiments/speed.md, encoding backends).
 QUANTIZATION = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul", "Gemm"]}
 CACHE_FOLDER = "onnx"
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from llm_embedder.cli import main as cli_main
-from llm_embedder.evaluation import harness, stats
-from llm_embedder.evaluation.harness import build_evaluators, run_grid
+from llm_embedder.evaluation import grid as grid_module
+from llm_embedder.evaluation import registry, stats
+from llm_embedder.evaluation.base import EvalResult
+from llm_embedder.evaluation.cells import cell_stem
+from llm_embedder.evaluation.grid import run_grid
 from llm_embedder.evaluation.icl import InContextLearning
+from llm_embedder.evaluation.leaderboard import write_leaderboard
 from llm_embedder.evaluation.memory import LongText
+from llm_embedder.evaluation.registry import build_evaluators
 from llm_embedder.evaluation.retrievers import split_label
 from llm_embedder.fileio import read_jsonl
 
@@ -100,8 +107,8 @@ def small_icl(d: Path, limit: int | None):
 def grid(tiny_encoder_dir):
     """Patches the lrlm and icl builders for the module; yields the retriever specs."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(harness.EVALUATORS, "lrlm", ("lrlm", small_lrlm))
-        mp.setitem(harness.EVALUATORS, "icl", ("icl", small_icl))
+        mp.setitem(registry.EVALUATORS, "lrlm", ("lrlm", small_lrlm))
+        mp.setitem(registry.EVALUATORS, "icl", ("icl", small_icl))
         yield ["none", "bm25", f"dense:{tiny_encoder_dir}", "recency"]
 
 
@@ -183,7 +190,7 @@ def test_every_cell_interval_comes_from_its_details(full_run, grid):
         for name, metric, _ in COLUMNS:
             if board["rows"][spec][name] is None:
                 continue
-            details = read_jsonl(out / "details" / f"{harness.cell_stem(name, spec)}.jsonl")
+            details = read_jsonl(out / "details" / f"{cell_stem(name, spec)}.jsonl")
             sample = stats.sample_from_details(metric, details)
             assert stats.statistic(sample) == pytest.approx(board["rows"][spec][name], rel=1e-9), (spec, name)
             assert board["confidence"][spec][name] == {
@@ -200,7 +207,7 @@ def test_leaderboard_against_a_reference_row(full_run, grid, tmp_path):
     shutil.copytree(out, copy)
     (copy / "details" / "icl__none.jsonl").unlink()  # as if made by a version that kept no details
     names = [name for name, _, _ in COLUMNS]
-    again = harness.write_leaderboard(copy, names, grid, board["lm"], reference="bm25")
+    again = write_leaderboard(copy, names, grid, board["lm"], reference="bm25")
     assert again["rows"] == board["rows"] and again["reference"] == "bm25"
     assert again["statistics"]["resamples"] == stats.RESAMPLES and again["statistics"]["level"] == 0.95
     lines = (copy / "leaderboard.md").read_text(encoding="utf-8").splitlines()
@@ -218,7 +225,7 @@ def test_leaderboard_against_a_reference_row(full_run, grid, tmp_path):
                 assert confidence is None or "vs_reference" not in confidence
                 continue
             pair = [
-                stats.sample_from_details(metric, read_jsonl(copy / "details" / f"{harness.cell_stem(name, s)}.jsonl"))
+                stats.sample_from_details(metric, read_jsonl(copy / "details" / f"{cell_stem(name, s)}.jsonl"))
                 for s in (spec, "bm25")
             ]
             expected = stats.paired_test(*pair)
@@ -265,7 +272,7 @@ def test_resume_runs_only_the_missing_cells(full_run, grid, data_dir, eval_lm_di
     shutil.copytree(out, copy)
     dense = grid[2]
     (copy / "cells" / "msc__bm25.json").unlink()
-    (copy / "cells" / f"{harness.cell_stem('tool', dense)}.json").unlink()
+    (copy / "cells" / f"{cell_stem('tool', dense)}.json").unlink()
     evaluators = build_evaluators(data_dir, TASKS)
     calls = count_runs(evaluators)
     again = run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)
@@ -286,7 +293,7 @@ def test_changed_evaluation_code_runs_every_cell_again(full_run, grid, data_dir,
     run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)
     assert calls == []  # same code: every cell is reused
     # As if an evaluator had been fixed: the digest of the evaluation code is another one.
-    monkeypatch.setattr(harness, "EVALUATION_CODE", (*harness.EVALUATION_CODE, "llm_embedder.errors"))
+    monkeypatch.setattr(grid_module, "EVALUATION_CODE", (*grid_module.EVALUATION_CODE, "llm_embedder.errors"))
     run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False)
     assert sorted(calls) == sorted(("msc", spec) for spec in grid)
 
@@ -319,6 +326,33 @@ def test_killed_run_keeps_finished_cells_and_rerun_finishes(full_run, grid, data
     for spec in specs:
         for name in ("msc", "lrlm", "tool"):
             assert resumed["rows"][spec][name] == board["rows"][spec][name]
+
+
+@dataclass
+class Halves:
+    """An evaluator of the user's own (the Evaluator protocol, no LM): every other answer right."""
+
+    limit: int | None = None
+    name: str = "halves"
+    task: str = "qa"
+    needs_lm: ClassVar[bool] = False
+
+    def run(self, lm, retriever, show_progress=False) -> EvalResult:
+        assert lm is None  # needs_lm = False: no LM is loaded for it
+        details = [{"query": f"q{i}", "correct": float(i % 2)} for i in range(10)]
+        return EvalResult({"accuracy": 0.5}, "accuracy", details=details)
+
+
+def test_details_found_for_any_spec_and_any_evaluator(tmp_path):
+    # ".json" inside the row's name once sent its details to a file the leaderboard never read
+    spec = "v1.json=bm25"
+    board = run_grid([Halves()], [spec], tmp_path / "out", show_progress=False)
+    stem = cell_stem("halves", spec)
+    assert sorted(p.name for p in (tmp_path / "out/details").iterdir()) == [f"{stem}.jsonl"]
+    cell = board["confidence"][spec]["halves"]
+    assert board["rows"][spec]["halves"] == 0.5 and cell["n"] == 10
+    low, high = cell["interval"]
+    assert low < 0.5 < high
 
 
 # ---------------------------------------------------------------------------- selection and errors
@@ -384,7 +418,7 @@ def test_cli_eval_bad_input_exits_2_with_one_line(data_dir, eval_lm_dir, tmp_pat
 
 def test_cli_eval_lm_window_too_small_for_lrlm(data_dir, eval_lm_dir, tmp_path, capsys, monkeypatch):
     """The default lrlm settings need a 4096-token window; the tiny LM has 512."""
-    monkeypatch.setitem(harness.EVALUATORS, "lrlm", ("lrlm", harness._lrlm))  # undo the module's small builder
+    monkeypatch.setitem(registry.EVALUATORS, "lrlm", ("lrlm", registry._lrlm))  # undo the module's small builder
     args = ["-q", "eval", "--data", str(data_dir), "--tasks", "lrlm", "--retriever", "none"]
     assert cli_main([*args, "--lm", str(eval_lm_dir), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
