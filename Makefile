@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-quick adapt-demo test lint docs bench clean
+.PHONY: setup demo demo-quick adapt-demo test lint docs tables bench clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ test: setup lint
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+
+# every table of the docs from the committed JSON under results/ (tests/test_tables.py checks them)
+tables: setup
+	$(BIN)/python benchmarks/tables.py
 
 # the docs site into site/ (tests/test_docs.py builds it too, and runs the examples)
 docs: setup

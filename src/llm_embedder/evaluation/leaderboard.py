@@ -83,18 +83,27 @@ def write_leaderboard(
         "confidence": confidence,
     }
     write_json(out / "leaderboard.json", board)
+    with atomic_path(out / "leaderboard.md") as tmp:  # a reader never sees half a table
+        tmp.write_text(leaderboard_markdown(board), encoding="utf-8")
+    _chart(out / "leaderboard.png", columns, table, confidence, specs)
+    return board
+
+
+def leaderboard_markdown(board: dict[str, Any]) -> str:
+    """The Markdown of a leaderboard from its JSON alone (what ``make tables`` renders from ``results/``)."""
+    columns = [(c["evaluator"], c["metric"], c["lower_is_better"]) for c in board["columns"]]
+    table, confidence, ref = board["rows"], board["confidence"], board["reference"]
+    specs = list(table)
     header = " | ".join(f"{n} {m} {'↓' if low else '↑'}" for n, m, low in columns)
     lines = [f"| retriever | {header} |", "|---" * (len(columns) + 1) + "|"]
     for spec in specs:
         values = " | ".join(_markdown_cell(table[spec][n], confidence[spec][n]) for n, _, _ in columns)
         lines.append(f"| {split_label(spec)[0]} | {values} |")
-    if tests:
+    comparisons = board["statistics"]["comparisons"]
+    if comparisons:
         lines += ["", *_difference_table(columns, specs, ref, confidence)]
-    lines += ["", _legend(ref, len(tests), _units(columns, specs, confidence))]
-    with atomic_path(out / "leaderboard.md") as tmp:  # a reader never sees half a table
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _chart(out / "leaderboard.png", columns, table, confidence, specs)
-    return board
+    lines += ["", _legend(ref, comparisons, _units(columns, specs, confidence))]
+    return "\n".join(lines) + "\n"
 
 
 def _confidence(

@@ -1,0 +1,127 @@
+"""Every table of the docs from the committed results: ``make tables`` (``tests/test_tables.py`` checks them).
+
+Each run of a benchmark or an experiment that the docs quote leaves a small JSON under ``results/``
+(copied there from ``runs/`` by the command that made it, or with ``--out``).  This script renders each
+JSON into the Markdown table beside it (``X.json`` -> ``X.md``), and the docs include those files, so a
+table in the docs is always what the committed numbers say:
+
+* ``leaderboard.json`` (the evaluation harness): the leaderboard with intervals, marks and the
+  difference table, by :func:`llm_embedder.evaluation.leaderboard.leaderboard_markdown`;
+* a benchmark's JSON (its ``benchmark`` field names it): the renderer of that benchmark below.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/tables.py            # rewrite every table
+    .venv/bin/python benchmarks/tables.py --check    # exit 1 if a committed table differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llm_embedder.fileio import atomic_path
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _load(values: list[float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in values)
+
+
+def _machine(figures: dict[str, Any]) -> str:
+    threads = f"{figures['threads']} torch threads, " if "threads" in figures else ""
+    return (
+        f"{threads}load average (1, 5, 15 min) before {_load(figures['load_before'])}, "
+        f"after {_load(figures['load_after'])}"
+    )
+
+
+def score_ranking(figures: dict[str, Any]) -> str:
+    """``benchmarks/score.py --ranking-only``: float32 against bfloat16 rewards, per task."""
+    lines = [
+        "| task | queries | candidates | mean Kendall tau [95% CI] | min tau | top-1 agreement [95% CI] "
+        "| mean KL | max KL | rule |",
+        "|---|---:|---:|---|---:|---|---:|---:|---|",
+    ]
+    for task, t in figures["tasks"].items():
+        lines.append(
+            f"| {task} | {t['queries']} | {t['candidates_mean']:.1f} "
+            f"| {t['tau_mean']:.3f} [{t['tau_interval'][0]:.3f}, {t['tau_interval'][1]:.3f}] | {t['tau_min']:.3f} "
+            f"| {t['top1']:.3f} [{t['top1_interval'][0]:.3f}, {t['top1_interval'][1]:.3f}] "
+            f"| {t['kl_mean']:.1e} | {t['kl_max']:.1e} | {'holds' if t['passes'] else 'fails'} |"
+        )
+    lines += [
+        "",
+        f"{figures['spans']} spans of the demo's training queries ({figures['demo_size']} size, "
+        f"{figures['queries_per_task']} per task, at most {figures['cap']} candidates each): float32 "
+        f"{figures['float32_per_s']:.2f}/s, bfloat16 {figures['bfloat16_per_s']:.2f}/s "
+        f"(**{figures['speed_ratio']:.2f}x**); {_machine(figures)}. Rule (top-1 >= 0.95 and mean tau >= 0.9 "
+        f"on every task): **{'holds' if figures['rule_holds'] else 'fails'}**.",
+    ]
+    return "\n".join(lines)
+
+
+def generate_queries(figures: dict[str, Any]) -> str:
+    """``benchmarks/generate_queries.py``: batched query writing against a one-prompt-at-a-time loop."""
+    return "\n".join(
+        [
+            "| writer | dtype | prompts | naive questions/s | ours questions/s | ours / naive | differ |",
+            "|---|---|---:|---:|---:|---:|---:|",
+            f"| {figures['lm']} | {figures['dtype']} | {figures['prompts']} "
+            f"| {figures['naive_questions_per_s']:.2f} | {figures['ours_questions_per_s']:.2f} "
+            f"| **{figures['ratio']:.2f}x** | {figures['differ']} |",
+            "",
+            f"{figures['cpu']}; {_machine(figures)}.",
+        ]
+    )
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "score --ranking": score_ranking,
+    "generate_queries": generate_queries,
+}
+
+
+def render(path: Path) -> str | None:
+    """The Markdown table of one results JSON; None for a JSON no renderer knows."""
+    figures = json.loads(path.read_text(encoding="utf-8"))
+    if path.name == "leaderboard.json":
+        from llm_embedder.evaluation.leaderboard import leaderboard_markdown
+
+        return leaderboard_markdown(figures)
+    renderer = RENDERERS.get(figures.get("benchmark")) if isinstance(figures, dict) else None
+    return None if renderer is None else renderer(figures) + "\n"
+
+
+def tables(root: Path = RESULTS) -> dict[Path, str]:
+    """``{markdown path: its text}`` for every results JSON that has a renderer."""
+    return {path.with_suffix(".md"): text for path in sorted(root.rglob("*.json")) if (text := render(path))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--check", action="store_true", help="compare with the committed tables; write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in tables(args.results).items():
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+    verb = "differ from their results (run `make tables`)" if args.check else "rewritten"
+    for path in stale:
+        print(f"{path}: {verb}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

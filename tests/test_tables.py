@@ -1,0 +1,43 @@
+"""The docs' tables are what the committed results say: ``benchmarks/tables.py`` renders them from results/."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks" / "tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_committed_table_equals_what_its_results_render():
+    tables = _tables()
+    rendered = tables.tables()
+    assert rendered, "results/ holds no JSON with a renderer"
+    for path, text in rendered.items():
+        assert path.is_file(), f"{path.relative_to(ROOT)} is missing: run make tables"
+        assert path.read_text(encoding="utf-8") == text, f"{path.relative_to(ROOT)} is stale: run make tables"
+
+
+def test_check_mode_finds_a_stale_table_and_writes_nothing(tmp_path):
+    tables = _tables()
+    figures = {
+        "benchmark": "generate_queries", "lm": "w", "dtype": "bfloat16", "prompts": 4, "threads": 2, "cpu": "x",
+        "naive_questions_per_s": 1.0, "ours_questions_per_s": 3.0, "ratio": 3.0, "differ": 1,
+        "load_before": [0.5, 0.5, 0.5], "load_after": [1.0, 1.0, 1.0],
+    }  # fmt: skip
+    (tmp_path / "gen.json").write_text(json.dumps(figures))
+    (tmp_path / "gen.md").write_text("old\n")
+    assert tables.main(["--results", str(tmp_path), "--check"]) == 1
+    assert (tmp_path / "gen.md").read_text() == "old\n"
+    assert tables.main(["--results", str(tmp_path)]) == 0
+    text = (tmp_path / "gen.md").read_text()
+    assert "| w | bfloat16 | 4 | 1.00 | 3.00 | **3.00x** | 1 |" in text
+    assert "before 0.50 / 0.50 / 0.50, after 1.00 / 1.00 / 1.00" in text
+    assert tables.main(["--results", str(tmp_path), "--check"]) == 0
