@@ -30,6 +30,7 @@ before and after, ``--out`` takes the whole record as JSON, and the library's en
 and speeds are saved for this machine (``models/verdicts.py``), which ``--backend auto`` follows::
 
     python benchmarks/encode.py --fidelity --demo DIR --out fidelity.json
+    python benchmarks/encode.py --fidelity --demo DIR --splits test --variants "torch bfloat16"   # cheaper
 
 Goals (issues 12 and 22): one variant at least 6x the reference that passes the fidelity rule, and
 a float32 variant at least 2x.
@@ -179,6 +180,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="--fidelity: write the record as JSON here")
     parser.add_argument("--no-save", action="store_true", help="--fidelity: do not save this machine's verdicts")
     parser.add_argument("--compile", action="store_true", help="--fidelity: add torch bfloat16 under torch.compile")
+    parser.add_argument(
+        "--splits", default=",".join(SPLITS), help=f"--fidelity: demo splits judged (default {','.join(SPLITS)})"
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="--fidelity: comma-separated encodings judged besides torch float32 (default: "
+        + ", ".join(f"{b} {d}" for b, d in VARIANTS[1:])
+        + ")",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -273,14 +284,15 @@ class Part:
     keys: list[str]
 
 
-def load_parts(demo: Path) -> list[Part]:
+def load_parts(demo: Path, splits: Sequence[str] = tuple(SPLITS)) -> list[Part]:
     """The retrieval columns of the demo data, per split (labels and clusters as the evaluator reads them)."""
     from llm_embedder.fileio import read_jsonl
     from llm_embedder.retrieval.corpus import Corpus
 
     parts = []
     for column, task, metric, test_file, corpus_file, template in COLUMNS:
-        for split, folder in SPLITS.items():
+        for split in splits:
+            folder = SPLITS[split]
             rows = read_jsonl(demo / folder / test_file)
             corpus = Corpus.from_jsonl(demo / folder / corpus_file, key_template=template)
             labels = [
@@ -310,8 +322,14 @@ def make_variants(args) -> dict[str, Any]:
     """Our encoders by name (the float32 reference first)."""
     from llm_embedder.models.embedder import Embedder
 
+    chosen = (
+        VARIANTS[1:] if args.variants is None else [tuple(v.split()) for v in args.variants.split(",") if v.strip()]
+    )
+    unknown = [" ".join(v) for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(' '.join(v) for v in VARIANTS)}")
     out = {}
-    for backend, dtype in VARIANTS:
+    for backend, dtype in [VARIANTS[0], *(v for v in chosen if v != VARIANTS[0])]:
         out[f"{backend} {dtype}"] = Embedder.from_pretrained(
             MODEL, device="cpu", backend=backend, dtype=dtype, batch_size=args.batch_size
         )
@@ -369,17 +387,23 @@ def judge_variant(parts: list[Part], ref: dict, cand: dict, rule) -> Any:
     return fidelity.judge(checks, np.concatenate(cosines), np.concatenate(overlaps), rule)
 
 
-def _write_out(path: Path, record: dict) -> None:
-    """Write the JSON record, never over a file this benchmark did not write."""
-    from llm_embedder.fileio import write_json
-
+def _check_out(path: Path) -> None:
+    """Refuse, before any work, an ``--out`` that is a folder or a file this benchmark did not write."""
+    if path.is_dir():
+        raise SystemExit(f"--out {path} is a folder; give a file name")
     if path.exists():
         try:
             ours = json.loads(path.read_text(encoding="utf-8")).get("kind") == OUT_KIND
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
-            raise SystemExit(f"{path} exists and is not an output of this benchmark; choose another --out")
+            raise SystemExit(f"--out {path} exists and is not an output of this benchmark; choose another name")
+
+
+def _write_out(path: Path, record: dict) -> None:
+    from llm_embedder.fileio import write_json
+
+    _check_out(path)
     write_json(path, record)
 
 
@@ -393,13 +417,16 @@ def fidelity_main(args, argv: Sequence[str] | None) -> None:
     from llm_embedder.models import verdicts, zoo
     from llm_embedder.models.loading import cpu_has_bf16, default_encoding
 
-    if args.out is not None and args.out.exists() and args.out.is_dir():
-        raise SystemExit(f"--out {args.out} is a folder; give a file name")
+    if args.out is not None:
+        _check_out(args.out)
+    splits = [x.strip() for x in args.splits.split(",") if x.strip()]
+    if not splits or set(splits) - set(SPLITS):
+        raise SystemExit(f"--splits: choose among {', '.join(SPLITS)}, got {args.splits!r}")
     load_before = os.getloadavg()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         demo = args.demo or build_demo(Path(tmp) / "demo", size=args.demo_size)
-        parts = load_parts(demo)
+        parts = load_parts(demo, splits)
     embedders = make_variants(args)
     reference = embedders[REFERENCE]
     st = load_st(zoo.resolve(MODEL), reference.tasks.get_task(TASK).key_max_length)
@@ -407,7 +434,7 @@ def fidelity_main(args, argv: Sequence[str] | None) -> None:
     n_queries, n_keys = sum(len(p.queries) for p in parts), sum(len(p.keys) for p in parts)
     print(
         f"{n_queries} queries and {n_keys} keys ({', '.join(sorted({p.column for p in parts}))}; "
-        f"{', '.join(SPLITS)}) from {args.demo or f'a fresh {args.demo_size} demo build'}; batch size {args.batch_size}"
+        f"{', '.join(splits)}) from {args.demo or f'a fresh {args.demo_size} demo build'}; batch size {args.batch_size}"
     )
     print(
         f"{verdicts.cpu_model()}, {os.cpu_count()} CPUs, bf16 units: {cpu_has_bf16()}, torch {torch.__version__}, "
@@ -429,6 +456,13 @@ def fidelity_main(args, argv: Sequence[str] | None) -> None:
                 vectors[name][i][s] = np.asarray(encode_part(runners[name], part, side), dtype=np.float32)
                 seconds[name] += time.perf_counter() - begin
             chunk += 1
+            texts_done = len(part.queries if side == "queries" else part.keys)
+            print(
+                f"  {part.column} {part.split} {side}: {texts_done} texts x {len(names)} variants, "
+                f"{time.perf_counter() - started:.0f} s so far",
+                file=sys.stderr,
+                flush=True,
+            )
     load_after = os.getloadavg()
 
     texts = n_queries + n_keys
@@ -506,6 +540,7 @@ def fidelity_main(args, argv: Sequence[str] | None) -> None:
                 "threads": torch.get_num_threads(),
                 "batch_size": args.batch_size,
                 "load_average": {"before": list(load_before), "after": list(load_after)},
+                "splits": splits,
                 "queries": n_queries,
                 "keys": n_keys,
                 "reference": REFERENCE,
