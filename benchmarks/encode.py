@@ -39,6 +39,7 @@ a float32 variant at least 2x.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--variants",
         default=None,
-        help="--fidelity: comma-separated encodings judged besides torch float32 (default: "
+        help="--fidelity: comma-separated encodings judged besides torch and onnx float32 (default: "
         + ", ".join(f"{b} {d}" for b, d in VARIANTS[1:])
         + ")",
     )
@@ -329,7 +330,10 @@ def make_variants(args) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"--variants: unknown {', '.join(unknown)}; known: {', '.join(' '.join(v) for v in VARIANTS)}")
     out = {}
-    for backend, dtype in [VARIANTS[0], *(v for v in chosen if v != VARIANTS[0])]:
+    # Both float32 encodings are always judged: the verdicts must hold the default (onnx float32),
+    # or a run of a few variants would have ``auto`` fall back to a slower float32.
+    always = [VARIANTS[0], *([("onnx", "float32")] if importlib.util.find_spec("onnxruntime") else [])]
+    for backend, dtype in [*always, *(v for v in chosen if v not in always)]:
         out[f"{backend} {dtype}"] = Embedder.from_pretrained(
             MODEL, device="cpu", backend=backend, dtype=dtype, batch_size=args.batch_size
         )
