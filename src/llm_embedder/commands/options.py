@@ -61,8 +61,8 @@ def add_embedder(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=("auto", "torch", "onnx"),
         default="auto",
-        help="torch, or onnx (onnxruntime, CPU; pip install llm-embedder[onnx]); auto: what is fastest within "
-        "tolerance on this machine (see README, encoding speed)",
+        help="torch, or onnx (onnxruntime, CPU; pip install llm-embedder[onnx]); auto: the fastest "
+        "encoding that passed the fidelity rule on this machine, else onnx float32 (docs: scale out)",
     )
     p.add_argument(
         "--dtype", default=None, help="torch: float32, bfloat16, float16; onnx: float32, int8 (default: auto)"

@@ -106,7 +106,9 @@ class Embedder(torch.nn.Module):
 
         ``backend``: ``torch`` (``dtype`` float32, bfloat16, float16) or ``onnx`` (``dtype`` float32 or
         int8, onnxruntime on the CPU; the exported file is cached under a fingerprint of the weights);
-        ``auto`` picks what :func:`default_encoding` found fastest within tolerance on this kind of CPU.
+        ``auto`` on a CPU takes the fastest encoding that passed the fidelity rule on this machine for a
+        model of this architecture (``benchmarks/encode.py --fidelity`` records it), else onnx float32
+        (:func:`default_encoding`).
         """
         from transformers import AutoModel, AutoTokenizer
 
@@ -127,7 +129,15 @@ class Embedder(torch.nn.Module):
             table = table.with_instructions(instructions)
 
         torch_device = resolve_device(device)
-        backend, dtype = resolve_encoding(backend, dtype, torch_device)
+        arch = None
+        if backend == "auto" and dtype in (None, "auto") and torch_device.type == "cpu":
+            from transformers import AutoConfig
+
+            from llm_embedder.models.verdicts import architecture
+
+            with quiet_hf_loading():
+                arch = architecture(AutoConfig.from_pretrained(path))
+        backend, dtype = resolve_encoding(backend, dtype, torch_device, arch)
         with quiet_hf_loading():
             tokenizer = AutoTokenizer.from_pretrained(path)
             torch_dtype = torch.float32 if backend == "onnx" else resolve_dtype(dtype, torch_device)

@@ -79,6 +79,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 BACKENDS = ("auto", "torch", "onnx")
 ONNX_DTYPES = ("float32", "int8")
+TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def cpu_has_bf16() -> bool:
@@ -86,21 +87,35 @@ def cpu_has_bf16() -> bool:
     return bool(cpu_bf16_flags())
 
 
-def default_encoding(device: torch.device) -> tuple[str, str]:
-    """Backend and dtype for encoding when the user asks for ``auto`` (measured: benchmarks/encode.py)."""
+def default_encoding(device: torch.device, architecture: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Backend and dtype for encoding when the user asks for ``auto``.
+
+    On a CPU: the fastest encoding that passed the fidelity rule on this machine for a model of this
+    ``architecture`` (``models/verdicts.py``, written by ``benchmarks/encode.py --fidelity``); without
+    such a verdict, onnx float32 where onnxruntime is installed (float32 numerics, faster than torch's),
+    else torch float32.  On a GPU: torch in its default dtype."""
     if device.type != "cpu":
         return "torch", dtype_name(resolve_dtype(None, device))
-    # onnx float32 is the fastest variant that keeps every nDCG@10 within the 0.005 allowed; bf16 and
-    # int8 are faster but move it by more (docs/experiments/speed.md, encoding backends).
     import importlib.util
 
-    if importlib.util.find_spec("onnxruntime") is not None:
-        return "onnx", "float32"
-    return "torch", "float32"
+    has_onnx = importlib.util.find_spec("onnxruntime") is not None
+    if architecture is not None:
+        from llm_embedder.models import verdicts
+
+        chosen = verdicts.choose(verdicts.read_verdicts(), architecture, has_onnx)
+        if chosen is not None and chosen[1] in (ONNX_DTYPES if chosen[0] == "onnx" else TORCH_DTYPES):
+            return chosen
+    return ("onnx", "float32") if has_onnx else ("torch", "float32")
 
 
-def resolve_encoding(backend: str | None, dtype: str | torch.dtype | None, device: torch.device) -> tuple[str, Any]:
-    """Check a backend/dtype pair; ``auto`` backend: int8 means onnx, no dtype means :func:`default_encoding`."""
+def resolve_encoding(
+    backend: str | None,
+    dtype: str | torch.dtype | None,
+    device: torch.device,
+    architecture: dict[str, Any] | None = None,
+) -> tuple[str, Any]:
+    """Check a backend/dtype pair; ``auto`` backend: int8 means onnx, no dtype means :func:`default_encoding`
+    (for a model of ``architecture``, when given)."""
     backend = backend or "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
@@ -108,7 +123,7 @@ def resolve_encoding(backend: str | None, dtype: str | torch.dtype | None, devic
     name = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(name, name)  # type: ignore[arg-type]
     if backend == "auto":
         if name in (None, "auto"):
-            return default_encoding(device)
+            return default_encoding(device, architecture)
         backend = "onnx" if name == "int8" else "torch"
     if backend == "onnx":
         if device.type != "cpu":
