@@ -17,9 +17,11 @@ defaults.  Both sides run :class:`~llm_embedder.evaluation.qa.OpenQA` end to end
 * **two passes**: the same evaluator with ``generate`` and then ``span_log_probs`` over the same
   prompts (the evaluator's code before one prefill).
 
-Each side is warmed up on two questions, then run once.  Printed: mean prompt tokens, wall time of
-both, the ratio two-pass/ours, how many generations differ (must be 0) and the largest difference of
-``answer_loglik`` (float32: below 1e-4; bf16 rounds the two differently).
+Each side is warmed up on two questions, then run once.  Printed: mean prompt tokens; per side the
+wall and CPU seconds (the process's, steadier on a shared machine) and the tokens the LM was fed
+(rows x positions of every forward pass, padding included: the work saved, independent of the
+machine); the wall-time ratio two-pass/ours, how many generations differ (must be 0) and the
+largest difference of ``answer_loglik`` (float32: below 1e-4; bf16 rounds the two differently).
 """
 
 from __future__ import annotations
@@ -116,19 +118,24 @@ def main(argv: list[str] | None = None) -> None:
     warm.run(lm, retriever)
     warm.run(TwoPassLM(lm), retriever)
 
-    start = time.perf_counter()
-    old = evaluator.run(TwoPassLM(lm), retriever)
-    old_s = time.perf_counter() - start
-    start = time.perf_counter()
-    new = evaluator.run(lm, retriever)
-    new_s = time.perf_counter() - start
+    fed = []  # tokens (rows x positions, padding included) through the LM per forward pass
+    embeddings = lm.model.get_input_embeddings()
+    handle = embeddings.register_forward_hook(lambda module, args, out: fed.append(out.shape[0] * out.shape[1]))
+    runs = {}
+    for label, model in [("two-pass", TwoPassLM(lm)), ("ours", lm)]:
+        fed.clear()
+        start, cpu = time.perf_counter(), time.process_time()
+        result = evaluator.run(model, retriever)
+        runs[label] = (result, time.perf_counter() - start, time.process_time() - cpu, sum(fed))
+    handle.remove()
+    (old, old_s, _, _), (new, new_s, _, _) = runs["two-pass"], runs["ours"]
 
     differ = sum(a["generation"] != b["generation"] for a, b in zip(new.details, old.details, strict=True))
     loglik = max(abs(a["answer_loglik"] - b["answer_loglik"]) for a, b in zip(new.details, old.details, strict=True))
-    print(f"\n  {'':<10} {'wall s':>8} {'accuracy':>9} {'answer_loglik':>14}")
-    for label, seconds, result in [("two-pass", old_s, old), ("ours", new_s, new)]:
+    print(f"\n  {'':<10} {'wall s':>8} {'CPU s':>8} {'LM tokens':>10} {'accuracy':>9} {'answer_loglik':>14}")
+    for label, (result, seconds, cpu, tokens) in runs.items():
         m = result.metrics
-        print(f"  {label:<10} {seconds:8.2f} {m['accuracy']:9.3f} {m['answer_loglik']:14.6f}")
+        print(f"  {label:<10} {seconds:8.2f} {cpu:8.2f} {tokens:10d} {m['accuracy']:9.3f} {m['answer_loglik']:14.6f}")
     print(f"  speed ratio two-pass/ours: {old_s / new_s:.2f}x")
     print(f"  generations that differ: {differ}; largest answer_loglik difference: {loglik:.2e}")
 
