@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/score.py
 	$(BIN)/python benchmarks/eval.py
 	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/popqa_prefill.py
 	$(BIN)/python benchmarks/generate_queries.py
 	$(BIN)/python benchmarks/train.py
 

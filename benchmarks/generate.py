@@ -54,6 +54,9 @@ class PromptRecorder:
     def span_log_probs(self, spans, **kwargs):
         return [(0.0, 1)] * len(spans)
 
+    def generate_and_score(self, prompts, spans, **kwargs):
+        return self.generate(prompts, **kwargs), self.span_log_probs(spans)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -74,6 +74,12 @@ class RecordingLM:
             return [self.generation] * len(prompts)
         return self.lm.generate(prompts, **kwargs)
 
+    def generate_and_score(self, prompts, spans, **kwargs):
+        if self.generation is not None:
+            return self.generate(prompts, **kwargs), self.lm.span_log_probs(spans)
+        self.prompts += list(prompts)
+        return self.lm.generate_and_score(prompts, spans, **kwargs)
+
 
 @torch.inference_mode()
 def full_forward_sum(lm, text: str, start_char: int) -> tuple[float, int]:

@@ -300,8 +300,9 @@ class OpenQA:
             prompts.append(prompt)
             spans.append(lm.make_span(prompt, f" {answers[i][0]}"))
             details.append({"query": r["query"], "retrieved": ids, "answers": answers[i], **cluster_fields(r)})
-        generations = lm.generate(prompts, max_new_tokens=self.max_new_tokens)
-        logliks = [s / c for s, c in lm.span_log_probs(spans)]
+        # One pass over each long prompt serves both the generation and the answer's likelihood.
+        generations, scores = lm.generate_and_score(prompts, spans, max_new_tokens=self.max_new_tokens)
+        logliks = [s / c for s, c in scores]
         for d, text, ll in zip(details, generations, logliks, strict=True):
             d.update(
                 generation=text,

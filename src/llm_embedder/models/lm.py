@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,31 +106,145 @@ class CausalLM:
         A batch stops as soon as every row's continuation holds ``stop`` (rows that finish first
         are padded): the text before ``stop`` is what running all ``max_new_tokens`` would give.
         """
+        out: list[str] = [""] * len(prompts)
+        for rows, enc in self._prompt_batches(prompts, batch_size):
+            for i, text in zip(rows, self._greedy(enc, None, max_new_tokens, stop), strict=True):
+                out[i] = text
+        return out
+
+    @torch.inference_mode()
+    def generate_and_score(
+        self,
+        prompts: Sequence[str],
+        spans: Sequence[Span],
+        max_new_tokens: int = 32,
+        stop: str = "\n",
+        batch_size: int = 8,
+    ) -> tuple[list[str], list[tuple[float, int]]]:
+        """``generate(prompts, ...)`` and ``span_log_probs(spans)``, each prompt run through the LM once.
+
+        ``spans[i]`` continues ``prompts[i]`` (``make_span(prompts[i], target)``).  Per batch of
+        left-padded prompts, all but the last prompt token fill a KV cache; one pass on from it
+        feeds the last prompt token and each span's scored tokens but the last (scored as
+        ``span_log_probs`` does); the cache is then cut back to the prompt and generation continues
+        from it.  A span whose tokens before ``start`` are not its prompt's tokens as generation
+        feeds them (a BPE merge across the boundary, a prompt cut to the window) is scored by
+        ``span_log_probs``; a model whose cache cannot simply be cut back (sliding-window layers)
+        gets the two calls.  Results equal the two calls' up to rounding: padding and the shapes
+        of the passes differ.
+        """
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        if len(spans) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(spans)} spans: one span per prompt")
+        layers = DynamicCache(config=self.model.config).layers
+        if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+            return self.generate(prompts, max_new_tokens, stop, batch_size), self.span_log_probs(spans)
+        texts: list[str] = [""] * len(prompts)
+        scores: dict[int, tuple[float, int]] = {}
+        for rows, enc in self._prompt_batches(prompts, batch_size):
+            cache = DynamicCache(config=self.model.config)
+            scores.update(self._prefill_and_score(enc, [spans[i] for i in rows], rows, cache))
+            for i, text in zip(rows, self._greedy(enc, cache, max_new_tokens, stop), strict=True):
+                texts[i] = text
+        rest = [i for i in range(len(spans)) if i not in scores]
+        scores.update(zip(rest, self.span_log_probs([spans[i] for i in rest]), strict=True))
+        return texts, [scores[i] for i in range(len(spans))]
+
+    def _prefill_and_score(
+        self, enc: Any, spans: Sequence[Span], keys: Sequence[int], cache: Any
+    ) -> dict[int, tuple[float, int]]:
+        """Fill ``cache`` with all but the last token of the left-padded prompts ``enc`` and score
+        the spans that continue their prompt; returns ``{key: (sum, count)}`` for those."""
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        width = ids.shape[1]
+        lengths = mask.sum(1).tolist()
+        # Each row's block: its last prompt token, then (when its span continues the prompt) the span's
+        # scored tokens but the last, as span_log_probs feeds them.
+        continues = [
+            list(s.ids[: s.start]) == ids[r, width - n :].tolist()
+            for r, (s, n) in enumerate(zip(spans, lengths, strict=True))
+        ]
+        blocks = [
+            list(s.ids[s.start - 1 : _end(s) - 1]) if ok else ids[r, -1:].tolist()
+            for r, (s, ok) in enumerate(zip(spans, continues, strict=True))
+        ]
+        longest = max(map(len, blocks))
+        block = torch.full((len(blocks), longest), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        block_mask = torch.zeros_like(block)
+        for r, tokens in enumerate(blocks):
+            block[r, : len(tokens)] = torch.as_tensor(tokens)
+            block_mask[r, : len(tokens)] = 1
+        block, block_mask = block.to(self.device), block_mask.to(self.device)
+        # Positions count real tokens only, as generation numbers left-padded rows.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        model = self.model.base_model
+        if width > 1:
+            model(
+                input_ids=ids[:, :-1],
+                attention_mask=mask[:, :-1],
+                position_ids=positions[:, :-1],
+                use_cache=True,
+                **{self._cache_keyword: cache},
+            )
+        # The block is right padded: causal attention keeps its padding out of the real positions.
+        hidden = model(
+            input_ids=block,
+            attention_mask=torch.cat([mask[:, :-1], block_mask], dim=1),
+            position_ids=positions[:, -1:] + torch.arange(longest, device=self.device),
+            use_cache=True,
+            **{self._cache_keyword: cache},
+        ).last_hidden_state
+        cache.crop(-longest)  # back to the prompt but its last token, which generation feeds
+        scored = [r for r, ok in enumerate(continues) if ok]
+        if not scored:
+            return {}
+        counts = [len(blocks[r]) for r in scored]
+        rows = torch.cat([torch.full((n,), r) for r, n in zip(scored, counts, strict=True)]).to(self.device)
+        cols = torch.cat([torch.arange(n) for n in counts]).to(self.device)
+        log_probs = torch.log_softmax(self.model.get_output_embeddings()(hidden[rows, cols]).float(), dim=-1)
+        out, offset = {}, 0
+        for r, n in zip(scored, counts, strict=True):
+            span = spans[r]
+            targets = torch.as_tensor(span.ids[span.start : _end(span)], device=self.device)
+            picked = log_probs[offset : offset + n].gather(1, targets[:, None])
+            out[keys[r]] = (float(picked.double().sum()), n)
+            offset += n
+        return out
+
+    @property
+    def _cache_keyword(self) -> str:
+        """The name a KV cache is passed by: ``cache`` from transformers 5.2x on, ``past_key_values`` before."""
+        parameters = inspect.signature(self.model.base_model.forward).parameters
+        return "cache" if "cache" in parameters else "past_key_values"
+
+    def _prompt_batches(self, prompts: Sequence[str], batch_size: int) -> Iterator[tuple[list[int], Any]]:
+        """Batches of at most ``batch_size`` prompts, longest first: (their indices, left-padded encoding)."""
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            texts = [prompts[i] for i in rows]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+            yield rows, enc.to(self.device)
+
+    def _greedy(self, enc: Any, cache: Any, max_new_tokens: int, stop: str) -> list[str]:
+        """Greedy continuations of the left-padded prompts ``enc``, from ``cache`` (None: none yet)."""
         from transformers import StoppingCriteriaList
 
         tok = self.tokenizer
-        side, tok.padding_side = tok.padding_side, "left"
-        out: list[str] = [""] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        try:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                enc = tok([prompts[i] for i in rows], return_tensors="pt", padding=True).to(self.device)
-                prompt_length = enc["input_ids"].shape[1]
-                criteria = StoppingCriteriaList([_StopAfter(tok, stop, prompt_length)] if stop else [])
-                new = self.model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tok.pad_token_id,
-                    stopping_criteria=criteria,
-                )[:, prompt_length:]
-                for i, ids in zip(rows, new, strict=True):
-                    text = tok.decode(ids, skip_special_tokens=True)
-                    out[i] = text.split(stop)[0] if stop else text
-        finally:
-            tok.padding_side = side
-        return out
+        width = enc["input_ids"].shape[1]
+        criteria = StoppingCriteriaList([_StopAfter(tok, stop, width)] if stop else [])
+        new = self.model.generate(
+            **enc,
+            **({self._cache_keyword: cache} if cache is not None else {}),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            stopping_criteria=criteria,
+        )[:, width:]
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        return [text.split(stop)[0] if stop else text for text in texts]
 
     @torch.inference_mode()
     def span_log_probs(
