@@ -81,7 +81,38 @@ def generate_queries(figures: dict[str, Any]) -> str:
     )
 
 
+def encode_fidelity(figures: dict[str, Any]) -> str:
+    """``benchmarks/encode.py --fidelity``: each encoding's speed and its verdict by the fidelity rule."""
+    columns = [c["name"] for c in next(iter(figures["variants"].values()))["verdict"]["columns"]]
+    lines = [
+        "| encoding | texts/s | x ST fp32 | mean cos | top-10 overlap | "
+        + " | ".join(f"{c} difference [95% CI]" for c in columns)
+        + " | rule |",
+        "|---|---:|---:|---:|---:|" + "---|" * len(columns) + "---|",
+    ]
+    for name, v in figures["variants"].items():
+        verdict = v["verdict"]
+        diffs = [
+            f"{c['difference']:+.4f} [{c['interval'][0]:+.4f}, {c['interval'][1]:+.4f}]" for c in verdict["columns"]
+        ]
+        rule = "passes" if verdict["passed"] else "fails: " + "; ".join(verdict["reasons"])
+        lines.append(
+            f"| {name} | {v['texts_per_s']:.1f} | {v['ratio_to_st_float32']:.2f} | {verdict['mean_cosine']:.5f} "
+            f"| {verdict['overlap']:.3f} | " + " | ".join(diffs) + f" | {rule} |"
+        )
+    load = figures["load_average"]
+    lines += [
+        "",
+        f"{figures['queries']} queries and {figures['keys']} keys ({', '.join(figures['splits'])}), batch "
+        f"{figures['batch_size']}, against {figures['reference']}; {figures['threads']} torch threads, load average "
+        f"(1, 5, 15 min) before {_load(load['before'])}, after {_load(load['after'])}. `auto` here: "
+        f"{figures['auto']['backend']} {figures['auto']['dtype']}.",
+    ]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "llm-embedder benchmark: encode --fidelity": encode_fidelity,
     "score --ranking": score_ranking,
     "generate_queries": generate_queries,
 }
@@ -94,7 +125,8 @@ def render(path: Path) -> str | None:
         from llm_embedder.evaluation.leaderboard import leaderboard_markdown
 
         return leaderboard_markdown(figures)
-    renderer = RENDERERS.get(figures.get("benchmark")) if isinstance(figures, dict) else None
+    kind = (figures.get("benchmark") or figures.get("kind")) if isinstance(figures, dict) else None
+    renderer = RENDERERS.get(kind)
     return None if renderer is None else renderer(figures) + "\n"
 
 
