@@ -71,7 +71,8 @@ def load_short_queries(data_dir: Path, words: tuple[int, int] = SHORT_WORDS) -> 
     seen: dict[str, None] = {}
     records = {}
     for file in sorted(data_dir.glob("*.json")):
-        records[file.name] = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = file.read_text(encoding="utf-8").splitlines()
+        records[file.name] = [json.loads(line) for line in lines if line.strip()]
     for rows in records.values():
         for record in rows:
             query = record.get("query")
@@ -256,7 +257,8 @@ def run_mixed(args, embedder, engine_factory, texts: list[str]) -> dict:
 
 
 def _row(workload: str, name: str, r: dict) -> str:
-    return f"{workload:6} {name:18} {r['throughput']:9.1f} req/s   p50 {r['p50_ms']:8.1f} ms   p99 {r['p99_ms']:8.1f} ms"
+    speed = f"{r['throughput']:9.1f} req/s"
+    return f"{workload:6} {name:18} {speed}   p50 {r['p50_ms']:8.1f} ms   p99 {r['p99_ms']:8.1f} ms"
 
 
 def summary(results: dict) -> str:
@@ -309,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="model threads (default: as serve)")
     parser.add_argument("--tokenizer-workers", type=int, default=None, help="server tokenizers (default: as serve)")
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="engine (default: the engine's)")
-    parser.add_argument("--batch-wait-ms", type=float, default=None, help="engine batching window (default: the engine's)")
+    parser.add_argument("--batch-wait-ms", type=float, default=None, help="engine batching window (default: its own)")
     parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"toy files (default {DATA_DIR})")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -202,3 +203,84 @@ def test_serve_threads_options(tiny_encoder_dir):
             set_threads(-1, None)
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- many one-query clients (issue 22, §2)
+def _gated(engine):
+    """Hold the engine's first forward pass until released; record the rows of every pass."""
+    entered, release, seen = threading.Event(), threading.Event(), []
+    forward = engine._forward
+
+    def gated_forward(rows, longest):
+        entered.set()
+        release.wait(10)
+        seen.append(len(rows))
+        forward(rows, longest)
+
+    engine._forward = gated_forward
+    return entered, release, seen
+
+
+def test_one_query_requests_queued_meanwhile_share_one_forward_pass(tiny_embedder):
+    queries = [f"who was king number {i} of the north" for i in range(20)]
+    engine = Engine(tiny_embedder, batch_wait_s=0)
+    entered, release, seen = _gated(engine)
+    with engine:
+        first = engine.submit(engine.prepare(["warm up"], "qa", "query"))
+        assert entered.wait(10)
+        futures = [engine.submit(engine.prepare([q], "qa", "query")) for q in queries]
+        release.set()
+        first.result(10)
+        got = np.concatenate([f.result(10).vectors for f in futures])
+    assert seen == [1, 20]  # the warm-up alone, then all twenty in one pass (one length bucket)
+    # computed another way: the embedder's own batching of the same texts
+    assert min_cosine(got, reference(tiny_embedder, queries, "qa", "query")) >= 1 - 1e-6
+
+
+def test_the_batch_is_held_open_for_the_clients_just_answered(tiny_embedder):
+    engine = Engine(tiny_embedder, batch_wait_s=30)
+    _, release, seen = _gated(engine)
+    release.set()  # record the passes only
+    with engine:
+        engine._last_taken = 5  # the last batch took five inputs: five clients are expected back
+        began = time.perf_counter()
+        futures = [engine.submit(engine.prepare(["paris"], "qa", "query"))]
+        time.sleep(0.2)  # the worker is waiting for four more by now
+        futures += [engine.submit(engine.prepare([f"text {i}"], "qa", "query")) for i in range(4)]
+        for f in futures:
+            f.result(10)
+        assert time.perf_counter() - began < 10  # it ran when the fifth arrived, not when the window closed
+    assert seen == [5]
+
+
+def test_the_window_closes_on_time_and_a_lone_client_is_never_held(tiny_embedder):
+    engine = Engine(tiny_embedder, batch_wait_s=0.3)
+    with engine:
+        engine._last_taken = 5  # expected back, but no one comes: the batch runs when the window closes
+        began = time.perf_counter()
+        engine.submit(engine.prepare(["paris"], "qa", "query")).result(10)
+        assert time.perf_counter() - began >= 0.3
+    assert engine._last_taken == 1
+    with Engine(tiny_embedder, batch_wait_s=60) as engine:  # one client in turn: never held
+        for text in ["paris", "london", "rome"]:
+            began = time.perf_counter()
+            engine.submit(engine.prepare([text], "qa", "query")).result(10)
+            assert time.perf_counter() - began < 10
+    with pytest.raises(ValueError, match="batch_wait_s"):
+        Engine(tiny_embedder, batch_wait_s=-1)
+
+
+def test_a_small_request_is_tokenised_by_its_caller_as_prepare_would(tiny_embedder):
+    from llm_embedder.serving.engine import INLINE_MAX_CHARS
+
+    engine = Engine(tiny_embedder, tokenizer_workers=1)
+    for texts, truncate in [(TEXTS, "right"), ([LONG[:1500]], "left"), (["paris"], "error")]:
+        inline = engine.prepare_now(texts, "chat", "key", truncate)
+        assert inline == engine.prepare(texts, "chat", "key", truncate)
+    with pytest.raises(InputTooLong):
+        engine.prepare_now([LONG[:2000]], "qa", "query", truncate="error")
+    assert engine.prepare_now(["x" * (INLINE_MAX_CHARS + 1)], "qa", "query") is None  # too big: to a thread
+    with engine._inline_lock:  # its tokenizer busy in another thread: to the pool, never wait
+        assert engine.prepare_now(["paris"], "qa", "query") is None
+    with pytest.raises(TypeError, match="single string"):
+        engine.prepare_now("paris", "qa", "query")
