@@ -38,14 +38,23 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, body: bytes) -> bytes:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = (
             f"POST {PATH} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode("ascii") + body)
-        status_line = await self.reader.readuntil(b"\r\n")
+        ).encode("ascii")
+        for attempt in (1, 2):
+            if self.writer is None or self.reader.at_eof():
+                await self.close()
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(head + body)
+            try:
+                status_line = await self.reader.readuntil(b"\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                # The server closed a connection left idle past its keep-alive: send again on a new one.
+                await self.close()
+                if attempt == 2:
+                    raise
         headers = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
         length = close = None
         for line in headers.split("\r\n"):

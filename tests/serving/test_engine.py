@@ -15,7 +15,7 @@ from llm_embedder.serving.engine import Engine, InputTooLong, QueueFull, canonic
 def test_twelve_pairs_in_one_mixed_batch_equal_in_process(tiny_embedder):
     pairs = [(task, side) for task in tiny_embedder.tasks for side in ("query", "key")]
     assert len(pairs) == 12
-    engine = Engine(tiny_embedder)
+    engine = Engine(tiny_embedder, pass_overhead_tokens=10**6)  # one pass, whatever the lengths
     entered, release, seen = threading.Event(), threading.Event(), []
     forward = engine._forward
 
@@ -284,3 +284,43 @@ def test_a_small_request_is_tokenised_by_its_caller_as_prepare_would(tiny_embedd
         assert engine.prepare_now(["paris"], "qa", "query") is None
     with pytest.raises(TypeError, match="single string"):
         engine.prepare_now("paris", "qa", "query")
+
+
+def _brute_force_cost(lengths, max_tokens, overhead):
+    """The least cost over every way to cut the sorted rows into consecutive passes (2^(n-1) of them)."""
+    import itertools
+
+    n, best = len(lengths), float("inf")
+    for cuts in itertools.product((False, True), repeat=n - 1):
+        starts = [0] + [j + 1 for j, cut in enumerate(cuts) if cut] + [n]
+        passes = list(zip(starts, starts[1:], strict=False))
+        if all((end - start) * lengths[start] <= max_tokens or end - start == 1 for start, end in passes):
+            best = min(best, sum(overhead + (end - start) * lengths[start] for start, end in passes))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_passes_are_split_by_length_at_least_cost(seed):
+    from llm_embedder.serving.engine import plan_passes
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 11))
+    lengths = sorted(rng.integers(1, 60, size=n).tolist(), reverse=True)
+    max_tokens, overhead = int(rng.choice([40, 120, 8192])), int(rng.choice([0, 5, 32, 1000]))
+    plan = plan_passes(lengths, max_tokens, overhead)
+    assert [a for a, _ in plan] == [0, *[b for _, b in plan[:-1]]] and plan[-1][1] == n  # every row, in order
+    assert all((b - a) * lengths[a] <= max_tokens or b - a == 1 for a, b in plan)
+    cost = sum(overhead + (b - a) * lengths[a] for a, b in plan)
+    assert cost == _brute_force_cost(lengths, max_tokens, overhead)
+
+
+def test_pass_plans_in_words():
+    from llm_embedder.serving.engine import plan_passes
+
+    short = [40, 39, 38, 30, 29, 21, 20]
+    assert plan_passes(short, 8192, 10**6) == [(0, 7)]  # passes dear (a GPU): one pass, padding and all
+    assert plan_passes(short, 8192, 0) == [(i, i + 1) for i in range(7)]  # padding dear: one length a pass
+    assert plan_passes(short, 8192, 32) == [(0, 3), (3, 7)]  # 32 + 3 x 40 + 32 + 4 x 30: 304 tokens' worth
+    assert plan_passes(short, 8192, 8) == [(0, 3), (3, 5), (5, 7)]
+    assert plan_passes([50] * 5, 100, 0) == [(0, 2), (2, 4), (4, 5)]  # the token bound: two rows of 50 a pass
+    assert plan_passes([], 100, 32) == []

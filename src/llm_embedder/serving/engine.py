@@ -2,11 +2,11 @@
 
 Inputs of any task and side share a batch (an instruction is only a prefix of the text), so the
 worker takes what is waiting, sorts it by length and runs forward passes of at most
-``max_batch_tokens`` padded tokens, a row under half the longest starting the next pass. A vector
-does not depend on its batch neighbours (right padding, masked attention), so results equal
-``Embedder.encode_queries`` / ``encode_keys``. When fewer inputs wait than the last batch took, the
-worker holds the batch open up to ``batch_wait_s`` for the clients it just answered (many one-query
-clients then share a forward pass); a lone client is never held.
+``max_batch_tokens`` padded tokens, split by length where the padding saved pays for another pass
+(:func:`plan_passes`). A vector does not depend on its batch neighbours (right padding, masked
+attention), so results equal ``Embedder.encode_queries`` / ``encode_keys``. When fewer inputs wait
+than the last batch took, the worker holds the batch open up to ``batch_wait_s`` for the clients it
+just answered (many one-query clients then share a forward pass); a lone client is never held.
 
 Callers tokenise in their own thread with a tokenizer borrowed from a small pool (the worker
 owns its own and only pads and runs the model), so a huge input never holds up the worker or
@@ -179,7 +179,9 @@ class Engine:
     Python user makes, :meth:`prepare` + :meth:`submit` the two halves the HTTP layer uses.
     ``tokenizer_workers``: how many callers tokenise at once (each with its own tokenizer copy);
     ``model_name``: what was loaded (a zoo name, folder or hub id), recorded by the collections it fills;
-    ``batch_wait_s``: how long the worker may hold a batch open for inputs it expects (0: never).
+    ``batch_wait_s``: how long the worker may hold a batch open for inputs it expects (0: never);
+    ``pass_overhead_tokens``: what one more forward pass costs in padded tokens, which decides how a
+    batch is split by length (default: :func:`default_pass_overhead` of the model's device).
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class Engine:
         tokenizer_workers: int | None = None,
         model_name: str = "",
         batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+        pass_overhead_tokens: int | None = None,
     ):
         if max_batch_tokens < 1 or max_queue_inputs < 1:
             raise ValueError("max_batch_tokens and max_queue_inputs must be positive")
@@ -208,6 +211,9 @@ class Engine:
         self.vocab_size = len(embedder.tokenizer)
         self.model_name = model_name
         self.batch_wait_s = batch_wait_s
+        self.pass_overhead_tokens = (
+            default_pass_overhead(embedder.device) if pass_overhead_tokens is None else pass_overhead_tokens
+        )
         # Computed once: the served weights never change while the engine runs.
         self.fingerprint = vectors_fingerprint(embedder)
         # Waiting requests, each with its own cursor: the worker takes from them in turn.
@@ -464,14 +470,8 @@ class Engine:
                 self.metrics.queued(now - job.enqueued)
         taken.sort(key=lambda row: -row[0].items[row[1]].tokens)  # longest first: less padding
         lengths = [job.items[i].tokens for job, i in taken]
-        start = 0
-        while start < len(taken):
-            longest = lengths[start]
-            end = min(len(taken), start + max(1, self.max_batch_tokens // max(longest, 1)))
-            # Padding is paid for in full on a CPU: a row under half the longest starts the next batch.
-            cut = next((j for j in range(start + 1, end) if 2 * lengths[j] < longest), end)
-            self._forward(taken[start:cut], longest)
-            start = cut
+        for start, end in plan_passes(lengths, self.max_batch_tokens, self.pass_overhead_tokens):
+            self._forward(taken[start:end], lengths[start])
         seconds = time.perf_counter() - now
         if seconds > 0:
             rate = len(taken) / seconds
@@ -505,6 +505,48 @@ class Engine:
                 job.future.set_result(
                     EncodeResult(job.out, sum(p.tokens for p in items), sum(p.truncated for p in items))
                 )
+
+
+def default_pass_overhead(device: Any) -> int:
+    """What one more forward pass costs, in padded tokens (see :func:`plan_passes`).
+
+    On a CPU a pass costs nearly in proportion to its padded tokens, with a fixed part worth a few dozen
+    (onnxruntime less, torch more); on a GPU the fixed part (kernel launches) is worth thousands.
+    """
+    return 32 if torch.device(device).type == "cpu" else 4096
+
+
+def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: int) -> list[tuple[int, int]]:
+    """Split rows sorted longest first into forward passes ``[(start, end), ...]`` of least total cost.
+
+    A pass costs ``overhead`` plus its padded tokens (rows x its longest row) and holds at most
+    ``max_tokens`` padded tokens (one row at least). Rows of one length never gain from being apart,
+    so the search runs over the distinct lengths: a few dozen for short queries, at most a few hundred.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    bounds = [0] + [j for j in range(1, n) if lengths[j] != lengths[j - 1]] + [n]  # groups of one length
+    m = len(bounds) - 1
+    best = [0.0] + [math.inf] * m  # best[k]: least cost of the rows before group k
+    choice = [0] * (m + 1)
+    for k in range(1, m + 1):
+        for i in range(k - 1, -1, -1):
+            longest = max(lengths[bounds[i]], 1)
+            rows = bounds[k] - bounds[i]
+            passes = -(-rows // max(1, max_tokens // longest))
+            cost = best[i] + passes * overhead + rows * longest
+            if cost < best[k]:
+                best[k], choice[k] = cost, i
+    plan: list[tuple[int, int]] = []
+    k = m
+    while k > 0:
+        i = choice[k]
+        start, end = bounds[i], bounds[k]
+        cap = max(1, max_tokens // max(lengths[start], 1))
+        plan[:0] = [(a, min(a + cap, end)) for a in range(start, end, cap)]
+        k = i
+    return plan
 
 
 class _Borrowed:
