@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from llm_embedder.serving.engine import Engine, InputTooLong, QueueFull, canonic
 def test_twelve_pairs_in_one_mixed_batch_equal_in_process(tiny_embedder):
     pairs = [(task, side) for task in tiny_embedder.tasks for side in ("query", "key")]
     assert len(pairs) == 12
-    engine = Engine(tiny_embedder)
+    engine = Engine(tiny_embedder, pass_overhead_tokens=10**6)  # one pass, whatever the lengths
     entered, release, seen = threading.Event(), threading.Event(), []
     forward = engine._forward
 
@@ -202,3 +203,124 @@ def test_serve_threads_options(tiny_encoder_dir):
             set_threads(-1, None)
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------- many one-query clients (issue 22, §2)
+def _gated(engine):
+    """Hold the engine's first forward pass until released; record the rows of every pass."""
+    entered, release, seen = threading.Event(), threading.Event(), []
+    forward = engine._forward
+
+    def gated_forward(rows, longest):
+        entered.set()
+        release.wait(10)
+        seen.append(len(rows))
+        forward(rows, longest)
+
+    engine._forward = gated_forward
+    return entered, release, seen
+
+
+def test_one_query_requests_queued_meanwhile_share_one_forward_pass(tiny_embedder):
+    queries = [f"who was king number {i} of the north" for i in range(20)]
+    engine = Engine(tiny_embedder, batch_wait_s=0)
+    entered, release, seen = _gated(engine)
+    with engine:
+        first = engine.submit(engine.prepare(["warm up"], "qa", "query"))
+        assert entered.wait(10)
+        futures = [engine.submit(engine.prepare([q], "qa", "query")) for q in queries]
+        release.set()
+        first.result(10)
+        got = np.concatenate([f.result(10).vectors for f in futures])
+    assert seen == [1, 20]  # the warm-up alone, then all twenty in one pass (one length bucket)
+    # computed another way: the embedder's own batching of the same texts
+    assert min_cosine(got, reference(tiny_embedder, queries, "qa", "query")) >= 1 - 1e-6
+
+
+def test_the_batch_is_held_open_for_the_clients_just_answered(tiny_embedder):
+    engine = Engine(tiny_embedder, batch_wait_s=30)
+    _, release, seen = _gated(engine)
+    release.set()  # record the passes only
+    with engine:
+        engine._last_taken = 5  # the last batch took five inputs: five clients are expected back
+        began = time.perf_counter()
+        futures = [engine.submit(engine.prepare(["paris"], "qa", "query"))]
+        time.sleep(0.2)  # the worker is waiting for four more by now
+        futures += [engine.submit(engine.prepare([f"text {i}"], "qa", "query")) for i in range(4)]
+        for f in futures:
+            f.result(10)
+        assert time.perf_counter() - began < 10  # it ran when the fifth arrived, not when the window closed
+    assert seen == [5]
+
+
+def test_the_window_closes_on_time_and_a_lone_client_is_never_held(tiny_embedder):
+    engine = Engine(tiny_embedder, batch_wait_s=0.3)
+    with engine:
+        engine._last_taken = 5  # expected back, but no one comes: the batch runs when the window closes
+        began = time.perf_counter()
+        engine.submit(engine.prepare(["paris"], "qa", "query")).result(10)
+        assert time.perf_counter() - began >= 0.3
+    assert engine._last_taken == 1
+    with Engine(tiny_embedder, batch_wait_s=60) as engine:  # one client in turn: never held
+        for text in ["paris", "london", "rome"]:
+            began = time.perf_counter()
+            engine.submit(engine.prepare([text], "qa", "query")).result(10)
+            assert time.perf_counter() - began < 10
+    with pytest.raises(ValueError, match="batch_wait_s"):
+        Engine(tiny_embedder, batch_wait_s=-1)
+
+
+def test_a_small_request_is_tokenised_by_its_caller_as_prepare_would(tiny_embedder):
+    from llm_embedder.serving.engine import INLINE_MAX_CHARS
+
+    engine = Engine(tiny_embedder, tokenizer_workers=1)
+    for texts, truncate in [(TEXTS, "right"), ([LONG[:1500]], "left"), (["paris"], "error")]:
+        inline = engine.prepare_now(texts, "chat", "key", truncate)
+        assert inline == engine.prepare(texts, "chat", "key", truncate)
+    with pytest.raises(InputTooLong):
+        engine.prepare_now([LONG[:2000]], "qa", "query", truncate="error")
+    assert engine.prepare_now(["x" * (INLINE_MAX_CHARS + 1)], "qa", "query") is None  # too big: to a thread
+    with engine._inline_lock:  # its tokenizer busy in another thread: to the pool, never wait
+        assert engine.prepare_now(["paris"], "qa", "query") is None
+    with pytest.raises(TypeError, match="single string"):
+        engine.prepare_now("paris", "qa", "query")
+
+
+def _brute_force_cost(lengths, max_tokens, overhead):
+    """The least cost over every way to cut the sorted rows into consecutive passes (2^(n-1) of them)."""
+    import itertools
+
+    n, best = len(lengths), float("inf")
+    for cuts in itertools.product((False, True), repeat=n - 1):
+        starts = [0] + [j + 1 for j, cut in enumerate(cuts) if cut] + [n]
+        passes = list(zip(starts, starts[1:], strict=False))
+        if all((end - start) * lengths[start] <= max_tokens or end - start == 1 for start, end in passes):
+            best = min(best, sum(overhead + (end - start) * lengths[start] for start, end in passes))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_passes_are_split_by_length_at_least_cost(seed):
+    from llm_embedder.serving.engine import plan_passes
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 11))
+    lengths = sorted(rng.integers(1, 60, size=n).tolist(), reverse=True)
+    max_tokens, overhead = int(rng.choice([40, 120, 8192])), int(rng.choice([0, 5, 32, 1000]))
+    plan = plan_passes(lengths, max_tokens, overhead)
+    assert [a for a, _ in plan] == [0, *[b for _, b in plan[:-1]]] and plan[-1][1] == n  # every row, in order
+    assert all((b - a) * lengths[a] <= max_tokens or b - a == 1 for a, b in plan)
+    cost = sum(overhead + (b - a) * lengths[a] for a, b in plan)
+    assert cost == _brute_force_cost(lengths, max_tokens, overhead)
+
+
+def test_pass_plans_in_words():
+    from llm_embedder.serving.engine import plan_passes
+
+    short = [40, 39, 38, 30, 29, 21, 20]
+    assert plan_passes(short, 8192, 10**6) == [(0, 7)]  # passes dear (a GPU): one pass, padding and all
+    assert plan_passes(short, 8192, 0) == [(i, i + 1) for i in range(7)]  # padding dear: one length a pass
+    assert plan_passes(short, 8192, 32) == [(0, 3), (3, 7)]  # 32 + 3 x 40 + 32 + 4 x 30: 304 tokens' worth
+    assert plan_passes(short, 8192, 8) == [(0, 3), (3, 5), (5, 7)]
+    assert plan_passes([50] * 5, 100, 0) == [(0, 2), (2, 4), (4, 5)]  # the token bound: two rows of 50 a pass
+    assert plan_passes([], 100, 32) == []

@@ -67,7 +67,7 @@ def test_unexpected_errors_are_500_in_openai_shape(live, engine, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(engine, "prepare", broken)
+    monkeypatch.setattr(engine, "_prepare", broken)  # tokenising, on either path
     response = post(live, {"input": "paris"})
     assert response.status_code == 500
     error = response.json()["error"]
@@ -110,7 +110,25 @@ def test_info_and_metrics_count_every_answer(live, engine, caplog):
 
 
 def test_500_is_counted(live, engine, monkeypatch):
-    monkeypatch.setattr(engine, "prepare", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(engine, "_prepare", lambda *a, **k: 1 / 0)
     assert post(live, {"input": "paris"}).status_code == 500
     text = httpx.get(live.url + "/metrics", headers=AUTH).text
     assert 'llm_embedder_requests_total{route="/v1/embeddings",status="500"}' in text
+
+
+def test_the_fast_json_writer_reads_back_as_the_standard_one(monkeypatch):
+    import json
+
+    import numpy as np
+
+    from llm_embedder.serving import http
+
+    vectors = np.random.default_rng(0).standard_normal((3, 384)).astype(np.float32)
+    vectors[0, :4] = [1e-7, -3.5e-5, 0.0, 1.0]  # exponents and integers, written differently by the two
+    data = {"object": "list", "data": [{"index": i, "embedding": v} for i, v in enumerate(vectors.tolist())]}
+    data["model"] = "llm-embedder/qa.query"
+    standard = json.loads(http.json_response(data).body)
+    assert json.loads(http.fast_json_response(data).body) == standard == json.loads(json.dumps(data))
+    assert np.array_equal(np.array([row["embedding"] for row in standard["data"]], dtype=np.float32), vectors)
+    monkeypatch.setattr(http, "_orjson", None)  # without orjson installed: the standard writer
+    assert http.fast_json_response(data).body == http.json_response(data).body

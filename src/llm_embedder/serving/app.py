@@ -32,7 +32,14 @@ from llm_embedder.serving.engine import (
     canonical_side,
 )
 from llm_embedder.serving.gate import Gate, error_body
-from llm_embedder.serving.http import ApiError, call_engine, engine_error, json_response, retry_headers
+from llm_embedder.serving.http import (
+    ApiError,
+    call_engine,
+    engine_error,
+    fast_json_response,
+    json_response,
+    retry_headers,
+)
 from llm_embedder.serving.metrics import ServingMetrics
 from llm_embedder.version import __version__
 
@@ -196,9 +203,15 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
                 "invalid_dimensions",
                 "dimensions",
             )
-        texts = await call_engine(input_texts, body.input, engine, settings.max_inputs)
+        if isinstance(body.input, str) or all(isinstance(item, str) for item in body.input):
+            texts = input_texts(body.input, engine, settings.max_inputs)  # checks only: no thread needed
+        else:  # token ids, decoded with a borrowed tokenizer
+            texts = await call_engine(input_texts, body.input, engine, settings.max_inputs)
         try:
-            items = await call_engine(engine.prepare, texts, task, side, body.truncate)
+            # A few short texts are tokenised here: cheaper than the hop to a thread, which dominates them.
+            items = engine.prepare_now(texts, task, side, body.truncate)
+            if items is None:
+                items = await call_engine(engine.prepare, texts, task, side, body.truncate)
         except InputTooLong as exc:
             raise ApiError(400, str(exc), "input_too_long", "input") from None
         try:
@@ -214,7 +227,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None, collection
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens, "truncated_inputs": result.truncated}
         model = body.model or settings.served_name
-        return json_response({"object": "list", "data": data, "model": model, "usage": usage})
+        return fast_json_response({"object": "list", "data": data, "model": model, "usage": usage})
 
     @app.get("/v1/models")
     async def models() -> Response:

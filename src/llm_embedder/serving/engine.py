@@ -2,15 +2,20 @@
 
 Inputs of any task and side share a batch (an instruction is only a prefix of the text), so the
 worker takes what is waiting, sorts it by length and runs forward passes of at most
-``max_batch_tokens`` padded tokens. A vector does not depend on its batch neighbours (right
-padding, masked attention), so results equal ``Embedder.encode_queries`` / ``encode_keys``.
+``max_batch_tokens`` padded tokens, split by length where the padding saved pays for another pass
+(:func:`plan_passes`). A vector does not depend on its batch neighbours (right padding, masked
+attention), so results equal ``Embedder.encode_queries`` / ``encode_keys``. When fewer inputs wait
+than the last batch took, the worker holds the batch open up to ``batch_wait_s`` for the clients it
+just answered (many one-query clients then share a forward pass); a lone client is never held.
 
 Callers tokenise in their own thread with a tokenizer borrowed from a small pool (the worker
 owns its own and only pads and runs the model), so a huge input never holds up the worker or
 other callers; texts are cut to a character bound derived from the token budget before they are
-tokenised. The worker takes inputs round-robin across waiting requests, so a small request is
-not stuck behind a bulk one. The queue is bounded by a number of inputs, and a full queue is
-refused at once (:class:`QueueFull`) with a retry delay estimated from the recent throughput.
+tokenised. A request of a few short texts may be tokenised at once by its caller with a tokenizer
+kept for that (:meth:`Engine.prepare_now`), sparing it the hand-off to a thread. The worker takes
+inputs round-robin across waiting requests, so a small request is not stuck behind a bulk one. The
+queue is bounded by a number of inputs, and a full queue is refused at once (:class:`QueueFull`)
+with a retry delay estimated from the recent throughput.
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ SIDE_ALIASES = {
 }
 TRUNCATIONS = ("error", "left", "right")
 DEFAULT_MAX_QUEUE_INPUTS = 8192
+# How long the worker may hold a batch open for inputs it expects (Engine._gather): the model idles
+# meanwhile, so it stays short beside a forward pass.
+DEFAULT_BATCH_WAIT_S = 0.002
+# A request of at most this many characters may be tokenised by its caller at once (Engine.prepare_now).
+INLINE_MAX_CHARS = 2048
 # Characters looked at per token of budget before tokenising: English runs ~4-6 characters a token,
 # so this is generous; a text whose first CHARS_PER_TOKEN * budget characters hold fewer tokens
 # (long unsplittable words) is looked at in doubling windows, never all at once unless it must.
@@ -168,7 +178,10 @@ class Engine:
     Use as a context manager (or ``start()``/``stop()``); :meth:`embed` is the blocking call a
     Python user makes, :meth:`prepare` + :meth:`submit` the two halves the HTTP layer uses.
     ``tokenizer_workers``: how many callers tokenise at once (each with its own tokenizer copy);
-    ``model_name``: what was loaded (a zoo name, folder or hub id), recorded by the collections it fills.
+    ``model_name``: what was loaded (a zoo name, folder or hub id), recorded by the collections it fills;
+    ``batch_wait_s``: how long the worker may hold a batch open for inputs it expects (0: never);
+    ``pass_overhead_tokens``: what one more forward pass costs in padded tokens, which decides how a
+    batch is split by length (default: :func:`default_pass_overhead` of the model's device).
     """
 
     def __init__(
@@ -180,9 +193,13 @@ class Engine:
         metrics: EngineMetrics | None = None,
         tokenizer_workers: int | None = None,
         model_name: str = "",
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+        pass_overhead_tokens: int | None = None,
     ):
         if max_batch_tokens < 1 or max_queue_inputs < 1:
             raise ValueError("max_batch_tokens and max_queue_inputs must be positive")
+        if not batch_wait_s >= 0:
+            raise ValueError("batch_wait_s must be zero or more")
         tokenizer_workers = tokenizer_workers or default_threads()[1]
         if tokenizer_workers < 1:
             raise ValueError("tokenizer_workers must be positive")
@@ -193,6 +210,10 @@ class Engine:
         self.tokenizer_workers = tokenizer_workers
         self.vocab_size = len(embedder.tokenizer)
         self.model_name = model_name
+        self.batch_wait_s = batch_wait_s
+        self.pass_overhead_tokens = (
+            default_pass_overhead(embedder.device) if pass_overhead_tokens is None else pass_overhead_tokens
+        )
         # Computed once: the served weights never change while the engine runs.
         self.fingerprint = vectors_fingerprint(embedder)
         # Waiting requests, each with its own cursor: the worker takes from them in turn.
@@ -204,7 +225,10 @@ class Engine:
         self._tokenizers: queue.Queue = queue.Queue()
         for _ in range(tokenizer_workers):
             self._tokenizers.put(copy.deepcopy(embedder.tokenizer))
+        self._inline_tokenizer = copy.deepcopy(embedder.tokenizer)
+        self._inline_lock = threading.Lock()
         self._rate = 0.0  # inputs per second of recent forward passes (for Retry-After)
+        self._last_taken = 0  # inputs the worker took last time: as many are likely to come back soon
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -274,6 +298,25 @@ class Engine:
         ``truncate``: ``right`` cuts the end (as ``encode_queries``/``encode_keys`` do), ``left``
         cuts the start of the text (never the instruction), ``error`` raises :class:`InputTooLong`.
         """
+        with self.tokenizer() as tokenizer:
+            return self._prepare(tokenizer, texts, task, side, truncate)
+
+    def prepare_now(self, texts: Sequence[str], task: str, side: str, truncate: str = "right") -> list[Prepared] | None:
+        """:meth:`prepare` in the calling thread with a tokenizer kept for it, for a request so small that
+        handing it to another thread would cost more than tokenising it (the HTTP layer's event loop
+        calls this: a few short texts take it well under a millisecond). ``None`` when the request is
+        larger than ``INLINE_MAX_CHARS`` or that tokenizer is busy in another thread: use :meth:`prepare`.
+        """
+        if not isinstance(texts, str) and sum(map(len, texts)) > INLINE_MAX_CHARS:
+            return None
+        if not self._inline_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._prepare(self._inline_tokenizer, texts, task, side, truncate)
+        finally:
+            self._inline_lock.release()
+
+    def _prepare(self, tokenizer: Any, texts: Sequence[str], task: str, side: str, truncate: str) -> list[Prepared]:
         if isinstance(texts, str):
             raise TypeError("expected a list of texts, not a single string (wrap it: [text])")
         side = canonical_side(side)
@@ -285,31 +328,30 @@ class Engine:
         window = CHARS_PER_TOKEN * (budget + 1)
         rows: list[dict[str, list[int]]] = [{} for _ in texts]
         over: set[int] = set()
-        with self.tokenizer() as tokenizer:
-            # Texts within the character window (nearly all) in one call; the others one by one.
-            short = [i for i, text in enumerate(texts) if len(text) <= window]
-            if short:
-                # One token over the budget is enough to tell a long input (and never warns).
-                encoded = tokenizer(
-                    [instruction + texts[i] for i in short], truncation=True, max_length=budget + 1, padding=False
-                )
-                for j, i in enumerate(short):
-                    rows[i] = {k: v[j] for k, v in encoded.items()}
-                    if len(rows[i]["input_ids"]) > budget:
-                        over.add(i)
-            parts = {}  # the part of each long text that decides its tokens
-            for i in (i for i, text in enumerate(texts) if len(text) > window):
-                parts[i], is_over = self._look(tokenizer, instruction, texts[i], budget, window, truncate)
-                if is_over:
+        # Texts within the character window (nearly all) in one call; the others one by one.
+        short = [i for i, text in enumerate(texts) if len(text) <= window]
+        if short:
+            # One token over the budget is enough to tell a long input (and never warns).
+            encoded = tokenizer(
+                [instruction + texts[i] for i in short], truncation=True, max_length=budget + 1, padding=False
+            )
+            for j, i in enumerate(short):
+                rows[i] = {k: v[j] for k, v in encoded.items()}
+                if len(rows[i]["input_ids"]) > budget:
                     over.add(i)
-            if over and truncate == "error":
-                raise InputTooLong(min(over), budget, task, side)
-            for i in sorted(over | parts.keys()):
-                text = parts.get(i, texts[i])
-                if i in over and truncate == "left":
-                    rows[i] = self._cut_left(tokenizer, instruction, text, budget)
-                else:
-                    rows[i] = dict(tokenizer(instruction + text, truncation=True, max_length=budget, padding=False))
+        parts = {}  # the part of each long text that decides its tokens
+        for i in (i for i, text in enumerate(texts) if len(text) > window):
+            parts[i], is_over = self._look(tokenizer, instruction, texts[i], budget, window, truncate)
+            if is_over:
+                over.add(i)
+        if over and truncate == "error":
+            raise InputTooLong(min(over), budget, task, side)
+        for i in sorted(over | parts.keys()):
+            text = parts.get(i, texts[i])
+            if i in over and truncate == "left":
+                rows[i] = self._cut_left(tokenizer, instruction, text, budget)
+            else:
+                rows[i] = dict(tokenizer(instruction + text, truncation=True, max_length=budget, padding=False))
         return [Prepared(r, task, side, i in over) for i, r in enumerate(rows)]
 
     @staticmethod
@@ -378,8 +420,26 @@ class Engine:
                     self._cond.wait()
                 if not self._jobs:
                     return
+                self._gather()
                 taken = self._take()
+                self._last_taken = len(taken)
             self._run(taken)
+
+    def _gather(self) -> None:
+        """Hold the batch open up to ``batch_wait_s`` while fewer inputs wait than the last batch took.
+
+        Clients answered by the last batch tend to send again at once (a closed loop, a busy service), and
+        on many devices a batch of a few rows costs nearly what a full one does. A lone client is never
+        held: it was the last batch on its own, and it is already here. Called with the lock held.
+        """
+        if self.batch_wait_s <= 0:
+            return
+        deadline = time.perf_counter() + self.batch_wait_s
+        while self._queued < self._last_taken and not self._stopping:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._cond.wait(left)
 
     def _take(self) -> list[tuple[_Job, int]]:
         """Up to one batch's worth of tokens (at least one input), one input from each waiting request in turn.
@@ -410,14 +470,8 @@ class Engine:
                 self.metrics.queued(now - job.enqueued)
         taken.sort(key=lambda row: -row[0].items[row[1]].tokens)  # longest first: less padding
         lengths = [job.items[i].tokens for job, i in taken]
-        start = 0
-        while start < len(taken):
-            longest = lengths[start]
-            end = min(len(taken), start + max(1, self.max_batch_tokens // max(longest, 1)))
-            # Padding is paid for in full on a CPU: a row under half the longest starts the next batch.
-            cut = next((j for j in range(start + 1, end) if 2 * lengths[j] < longest), end)
-            self._forward(taken[start:cut], longest)
-            start = cut
+        for start, end in plan_passes(lengths, self.max_batch_tokens, self.pass_overhead_tokens):
+            self._forward(taken[start:end], lengths[start])
         seconds = time.perf_counter() - now
         if seconds > 0:
             rate = len(taken) / seconds
@@ -451,6 +505,48 @@ class Engine:
                 job.future.set_result(
                     EncodeResult(job.out, sum(p.tokens for p in items), sum(p.truncated for p in items))
                 )
+
+
+def default_pass_overhead(device: Any) -> int:
+    """What one more forward pass costs, in padded tokens (see :func:`plan_passes`).
+
+    On a CPU a pass costs nearly in proportion to its padded tokens, with a fixed part worth a few dozen
+    (onnxruntime less, torch more); on a GPU the fixed part (kernel launches) is worth thousands.
+    """
+    return 32 if torch.device(device).type == "cpu" else 4096
+
+
+def plan_passes(lengths: Sequence[int], max_tokens: int, overhead: int) -> list[tuple[int, int]]:
+    """Split rows sorted longest first into forward passes ``[(start, end), ...]`` of least total cost.
+
+    A pass costs ``overhead`` plus its padded tokens (rows x its longest row) and holds at most
+    ``max_tokens`` padded tokens (one row at least). Rows of one length never gain from being apart,
+    so the search runs over the distinct lengths: a few dozen for short queries, at most a few hundred.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    bounds = [0] + [j for j in range(1, n) if lengths[j] != lengths[j - 1]] + [n]  # groups of one length
+    m = len(bounds) - 1
+    best = [0.0] + [math.inf] * m  # best[k]: least cost of the rows before group k
+    choice = [0] * (m + 1)
+    for k in range(1, m + 1):
+        for i in range(k - 1, -1, -1):
+            longest = max(lengths[bounds[i]], 1)
+            rows = bounds[k] - bounds[i]
+            passes = -(-rows // max(1, max_tokens // longest))
+            cost = best[i] + passes * overhead + rows * longest
+            if cost < best[k]:
+                best[k], choice[k] = cost, i
+    plan: list[tuple[int, int]] = []
+    k = m
+    while k > 0:
+        i = choice[k]
+        start, end = bounds[i], bounds[k]
+        cap = max(1, max_tokens // max(lengths[start], 1))
+        plan[:0] = [(a, min(a + cap, end)) for a in range(start, end, cap)]
+        k = i
+    return plan
 
 
 class _Borrowed:

@@ -30,6 +30,28 @@ def json_response(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data, ensure_ascii=False), status, media_type="application/json")
 
 
+def fast_json_response(data: Any, status: int = 200) -> Response:
+    """:func:`json_response` for payloads of plain JSON types (string keys) that are mostly floats.
+
+    With ``orjson`` installed it writes them many times faster than the standard library (whose float
+    formatting is most of an embedding response's cost); the numbers read back the same either way.
+    """
+    if _orjson is None:
+        return json_response(data, status)
+    return Response(_orjson.dumps(data), status, media_type="application/json")
+
+
+def _load_orjson() -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson
+
+
+_orjson = _load_orjson()
+
+
 def retry_headers(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(max(1, int(seconds)))}
 
