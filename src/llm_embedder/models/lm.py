@@ -331,7 +331,8 @@ class _StopAfter:
 # What one more forward pass costs beyond its padded tokens, in tokens.  On a GPU a pass of a few
 # thousand tokens is bound by kernel launches rather than arithmetic.  On a CPU a pass is ~600 small
 # ops; each costs little on an idle machine, but on a busy one every multi-threaded op waits for its
-# threads to be scheduled, so a pass costs hundreds of tokens' worth (docs: experiments/speed).  512 keeps most of the padding saving at a few extra passes in both cases.
+# threads to be scheduled, so a pass costs hundreds of tokens' worth (docs: experiments/speed).  512
+# keeps most of the padding saving at a few extra passes in both cases.
 _BATCH_OVERHEAD_TOKENS = {"cpu": 512, "cuda": 2048}
 
 
