@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", help="LM dtype: float32, bfloat16, fast (default float32)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"toy records folder (default {DATA_DIR})")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
 
     lm = CausalLM.from_pretrained(args.lm, device=args.device, dtype=args.dtype)
     retriever = make_retriever("random")
@@ -138,6 +140,28 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {label:<10} {seconds:8.2f} {cpu:8.2f} {tokens:10d} {m['accuracy']:9.3f} {m['answer_loglik']:14.6f}")
     print(f"  speed ratio two-pass/ours: {old_s / new_s:.2f}x")
     print(f"  generations that differ: {differ}; largest answer_loglik difference: {loglik:.2e}")
+    load_after = os.getloadavg()
+    print("load average before", *(f"{x:.2f}" for x in load_before), "after", *(f"{x:.2f}" for x in load_after))
+    if args.out:
+        figures = {
+            "benchmark": "popqa_prefill",
+            "questions": args.questions,
+            "lm": args.lm,
+            "dtype": str(next(lm.model.parameters()).dtype).removeprefix("torch."),
+            "prompt_tokens_mean": sum(dry.lengths) / len(dry.lengths),
+            "threads": torch.get_num_threads(),
+            "runs": {
+                label: {"seconds": seconds, "cpu_seconds": cpu, "lm_tokens": tokens, **result.metrics}
+                for label, (result, seconds, cpu, tokens) in runs.items()
+            },
+            "ratio": old_s / new_s,
+            "differ": differ,
+            "max_loglik_difference": loglik,
+            "load_before": list(load_before),
+            "load_after": list(load_after),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,56 @@ def encode_fidelity(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def serve(figures: dict[str, Any]) -> str:
+    """``benchmarks/serve.py``: the server against a one-forward-per-request server and in-process encoding."""
+    config = figures["config"]
+    lines = [
+        "| workload | backend | in-process texts/s | server req/s | naive req/s | server p50 / p99 ms "
+        "| naive p50 / p99 ms | server / naive | server / in-process | inputs a batch | batching gain in-process |",
+        "|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for name, w in figures["workloads"].items():
+        server, naive, gain = w["server"], w["naive"], w.get("batching", {}).get("gain")
+        lines.append(
+            f"| {name} | {config['backend']} {config['dtype']} | {w['in_process']['throughput']:.1f} "
+            f"| {server['throughput']:.1f} | {naive['throughput']:.1f} "
+            f"| {server['p50_ms']:.0f} / {server['p99_ms']:.0f} | {naive['p50_ms']:.0f} / {naive['p99_ms']:.0f} "
+            f"| **{w['server_over_naive']:.2f}x** | {w['server_over_in_process']:.2f} "
+            f"| {server['batches']['inputs_per_batch']:.1f} | {'' if gain is None else f'{gain:.2f}x'} |"
+        )
+    lines += [
+        "",
+        f"{config['clients']} clients, {config['model']}, {config['model_threads']} model thread(s), "
+        f"{figures['machine']['cores']} cores; load average (1, 5, 15 min) at start {_load(figures['load_at_start'])}, "
+        f"at end {_load(figures['load_at_end'])}.",
+    ]
+    return "\n".join(lines)
+
+
+def popqa_prefill(figures: dict[str, Any]) -> str:
+    """``benchmarks/popqa_prefill.py``: PopQA with one prefill per prompt against generate-then-score."""
+    lines = [
+        "| path | wall s | CPU s | LM tokens | accuracy | answer log-likelihood |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, run in figures["runs"].items():
+        lines.append(
+            f"| {label} | {run['seconds']:.1f} | {run['cpu_seconds']:.1f} | {run['lm_tokens']} "
+            f"| {run['accuracy']:.3f} | {run['answer_loglik']:.6f} |"
+        )
+    lines += [
+        "",
+        f"{figures['questions']} questions of {figures['prompt_tokens_mean']:.0f} prompt tokens on average, "
+        f"{figures['lm']} in {figures['dtype']}: **{figures['ratio']:.2f}x**; generations that differ: "
+        f"{figures['differ']}; largest answer log-likelihood difference {figures['max_loglik_difference']:.1e}; "
+        f"{_machine(figures)}.",
+    ]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "serve": serve,
+    "popqa_prefill": popqa_prefill,
     "llm-embedder benchmark: encode --fidelity": encode_fidelity,
     "score --ranking": score_ranking,
     "generate_queries": generate_queries,
