@@ -115,11 +115,11 @@ RANK_TASKS = ("qa", "icl", "chat", "lrlm")
 def demo_records(demo: Path, per_task: int, cap: int, work: Path) -> dict[str, tuple[Path, list[dict]]]:
     """``per_task`` evenly spaced training records of each task, with mined negatives where the data has
     none (BM25, ranks 0-30, 7 each: the demo recipe), capped as the pipeline's score stage caps them."""
+    from llm_embedder.data.layout import key_template
     from llm_embedder.fileio import read_jsonl, write_jsonl
-    from llm_embedder.pipeline import KEY_TEMPLATES, _cap_candidates
     from llm_embedder.retrieval.corpus import Corpus
-    from llm_embedder.retrieval.searcher import Searcher
-    from llm_embedder.rewards.mine import MineSettings, mine_file
+    from llm_embedder.rewards.cap import cap_candidates
+    from llm_embedder.rewards.mine import MineSettings, mine_corpus
 
     out = {}
     for task in RANK_TASKS:
@@ -128,12 +128,10 @@ def demo_records(demo: Path, per_task: int, cap: int, work: Path) -> dict[str, t
         path = work / f"{task}.json"
         write_jsonl(path, rows)
         if not any(r.get("neg") or r.get("history") for r in rows):
-            corpus = Corpus.from_jsonl(demo / "corpus-train" / f"{task}.jsonl", KEY_TEMPLATES.get(task, "{text}"))
-            mine_file(
-                Searcher.build(corpus, "bm25", task=task), path, path.with_suffix(".mined"), MineSettings(0, 30, 7)
-            )
+            corpus = Corpus.from_jsonl(demo / "corpus-train" / f"{task}.jsonl", key_template(task))
+            mine_corpus(corpus, path, path.with_suffix(".mined"), MineSettings(0, 30, 7), task=task)
             path = path.with_suffix(".mined")
-        capped = [_cap_candidates(r, cap) for r in read_jsonl(path)]
+        capped = [cap_candidates(r, cap) for r in read_jsonl(path)]
         write_jsonl(path, capped)
         out[task] = (path, capped)
     return out

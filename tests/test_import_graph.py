@@ -16,7 +16,7 @@ FLOORS = [
     {"models"},
     {"data", "retrieval"},
     {"training", "rewards", "evaluation", "userdata", "demo", "serving", "adapters"},
-    {"pipeline"},
+    {"pipeline", "stages"},
     {"adapt"},
     {"commands", "cli", "llm_embedder"},
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,9 @@ import pytest
 from llm_embedder.cli import main
 from llm_embedder.data.records import load_train_file, make_group
 from llm_embedder.fingerprint import file_digest
-from llm_embedder.outputs import FOLDER_MANIFEST, record_made
-from llm_embedder.pipeline import ABLATIONS, STAGE_FILE, Pipeline, PipelineConfig, _cap_candidates, _claim, _spread
+from llm_embedder.outputs import FOLDER_MANIFEST
+from llm_embedder.pipeline import ABLATIONS, Pipeline, PipelineConfig
+from llm_embedder.stages import STAGE_FILE
 from llm_embedder.tasks import DEFAULT_TASKS
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo.yaml"
@@ -99,44 +99,6 @@ def test_no_training_group_from_the_scored_data_repeats_a_key(finished_run, grou
                 assert len(g.keys) == min(group_size, 1 + len(negatives))
 
 
-def test_cap_keeps_every_positive_on_top_of_the_negative_budget():
-    record = {"query": "q", "pos": ["p0", "p1", "p2"], "neg": ["n0", "n1", "n2", "n3"], "teacher_scores": [0] * 7}
-    capped = _cap_candidates(record, 2)
-    assert capped == {"query": "q", "pos": ["p0", "p1", "p2"], "neg": ["n0", "n1"]}  # scores of the old list go
-    assert _cap_candidates(record, 9)["neg"] == record["neg"]
-
-
-def test_spread_by_hand():
-    # 10 earlier chunks, cap 4: the nearest 2 (8, 9) and the centres of 2 halves of chunks 0..7 (2, 6)
-    assert _spread(10, 4) == [2, 6, 8, 9]
-    assert _spread(10, 5) == [1, 5, 7, 8, 9]  # nearest 3; two older: centres 1.75 and 5.25 of chunks 0..6
-    assert _spread(10, 1) == [9]
-    assert _spread(3, 4) == [0, 1, 2]
-
-
-def test_spread_brute_force_properties():
-    for n in range(1, 30):
-        for cap in range(1, 12):
-            got = _spread(n, cap)
-            assert got == sorted(set(got)) and all(0 <= i < n for i in got)
-            assert len(got) == min(n, cap)
-            near = math.ceil(cap / 2)
-            if n > cap:
-                assert got[-near:] == list(range(n - near, n))  # the nearest ones are always kept
-                older = got[: cap - near]
-                if len(older) > 1:  # evenly spaced: neighbouring gaps differ by at most one chunk
-                    gaps = np.diff(older)
-                    assert gaps.max() - gaps.min() <= 1
-
-
-def test_cap_of_lrlm_chunks_and_chat_history_keeps_the_nearest_and_a_spread():
-    chunks = [f"c{i}" for i in range(8)]
-    lrlm = _cap_candidates({"query": "q", "pos": [], "neg": chunks, "task": "lrlm"}, 4)
-    assert lrlm["neg"] == ["c1", "c4", "c6", "c7"]  # in document order, the two nearest last
-    chat = _cap_candidates({"query": "q", "history": chunks}, 4)
-    assert chat["history"] == ["c1", "c4", "c6", "c7"]
-
-
 def board_encoder(work: Path) -> str:
     config = json.loads((work / "models" / "fine-tuned" / "model" / "training.json").read_text())
     return config["config"]["model"]
@@ -171,52 +133,6 @@ def test_unknown_ablation_and_setting_are_clear_errors(tmp_path, capsys):
         Pipeline(PipelineConfig(), ablate=("rewards",))
     assert main(["run", str(RECIPE), "--set", "nonsense=1"]) == 2
     assert "nonsense" in capsys.readouterr().err
-
-
-def test_claim_keeps_a_folder_only_for_the_same_settings(tmp_path):
-    folder = tmp_path / "stage"
-    _claim(folder, {"a": 1, "b": (1, 2)})
-    record_made(folder, ["out.json"])  # what _bind does before a stage writes a file
-    (folder / "out.json").write_text("kept")
-    (folder / ".out.json.inputs").write_text("digest")
-    (folder / "notes.txt").write_text("the user's")  # issue 24: never the pipeline's to remove
-    _claim(folder, {"a": 1, "b": [1, 2]})  # read back from JSON, a tuple is a list: same settings
-    assert (folder / "out.json").read_text() == "kept"
-    _claim(folder, {"a": 2, "b": [1, 2]})
-    assert not (folder / "out.json").exists() and not (folder / ".out.json.inputs").exists()
-    assert (folder / "notes.txt").read_text() == "the user's"
-    assert json.loads((folder / STAGE_FILE).read_text()) == {"a": 2, "b": [1, 2]}
-    unstamped = tmp_path / "older"  # files the pipeline did not list as its own stay
-    unstamped.mkdir()
-    (unstamped / "out.json").write_text("old")
-    _claim(unstamped, {"a": 1})
-    assert (unstamped / "out.json").read_text() == "old"
-    legacy = tmp_path / "legacy"  # a stage folder from before the list: the files stages name go
-    (legacy / "train").mkdir(parents=True)
-    (legacy / STAGE_FILE).write_text("{}")
-    (legacy / "out.json").write_text("old")
-    (legacy / "qa.json").write_text("stale")
-    (legacy / ".qa.json.inputs").write_text("digest")
-    (legacy / "train" / "tool.json").write_text("stale")
-    _claim(legacy, {"a": 1})
-    assert sorted(p.relative_to(legacy).as_posix() for p in legacy.rglob("*")) == [
-        "llm-embedder-output.json",
-        "out.json",
-        STAGE_FILE,
-        "train",
-    ]
-
-
-def test_a_stage_started_again_removes_only_what_it_made(tmp_path):
-    """Issue 24: a trainer's folder in a pipeline keeps a user's own checkpoint on a restart."""
-    folder = tmp_path / "models" / "fine-tuned"
-    _claim(folder, {"lr": 1}, members=("checkpoints", "model"))
-    (folder / "checkpoints" / "step-000002").mkdir(parents=True)
-    (folder / "model").mkdir()
-    (folder / "mine").mkdir()
-    (folder / "mine" / "step-1.bin").write_text("the user's")
-    _claim(folder, {"lr": 2}, members=("checkpoints", "model"))
-    assert sorted(p.name for p in folder.iterdir()) == ["llm-embedder-output.json", "mine", STAGE_FILE]
 
 
 def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, capsys):

@@ -31,7 +31,8 @@ from typing import Any
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, write_json
 from llm_embedder.fingerprint import code_digest, file_digest
-from llm_embedder.pipeline import Pipeline, PipelineConfig
+from llm_embedder.pipeline import DATA_STAMP, SELECT_STAGES, Pipeline, PipelineConfig
+from llm_embedder.stages import Progress, Stage
 from llm_embedder.userdata.build import UserDataSettings, UserInputs, build_user_data
 from llm_embedder.userdata.generate import GenerationSettings
 
@@ -122,13 +123,11 @@ class AdaptPipeline(Pipeline):
 
     def build_data(self) -> Path:
         out = self.work / "data"
-        stamp = self.work / ".data-stage.json"
-        fresh = stamp.is_file() and json.loads(stamp.read_text("utf-8")) == json.loads(json.dumps(self.data_key))
-        if fresh and (out / "generation.json").is_file():
-            print(f"[1/5] data: {out} is made from these inputs")
+        stage = Stage(self.work / DATA_STAMP, self.data_key, product=out / "generation.json")
+        if stage.begin(resumable=False):
+            self.progress.ready("data", f"{out} is made from these inputs")
             return out
-        print(f"\n[1/5] data: training data from {', '.join(self.inputs.given())}", flush=True)
-        started = time.perf_counter()
+        self.progress.start("data", f"training data from {', '.join(self.inputs.given())}")
         lm = None
         if self.inputs.corpus or self.inputs.tools:
             from llm_embedder.models.lm import CausalLM
@@ -136,9 +135,9 @@ class AdaptPipeline(Pipeline):
             lm = CausalLM.from_pretrained(self.config.writer or self.config.lm, dtype=self.config.lm_dtype)
         report = build_user_data(self.inputs, out, lm, self.data_settings, show_progress=self.show_progress)
         for task, part in report.items():
-            print(f"      {task}: " + ", ".join(f"{k} {v}" for k, v in part.get("counts", {}).items()))
-        write_json(stamp, self.data_key)
-        print(f"      done in {time.perf_counter() - started:.0f} s; what was made: {out / 'GENERATED.md'}")
+            self.progress.note(f"{task}: " + ", ".join(f"{k} {v}" for k, v in part.get("counts", {}).items()))
+        stage.seal()
+        self.progress.done(f"; what was made: {out / 'GENERATED.md'}")
         return out
 
     def check_folder(self, data: Path) -> Path:
@@ -150,12 +149,12 @@ class AdaptPipeline(Pipeline):
         from llm_embedder.data.demo import build_demo, builder_digest
 
         out = self.work / "check-data"
-        stamp = self.work / ".check-stage.json"
         key = {"builder": builder_digest(), "size": self.config.check_size, "seed": 0}
-        if not (stamp.is_file() and json.loads(stamp.read_text("utf-8")) == key and (out / "dev").is_dir()):
-            print("      generality check: building the demo data's dev split (seconds)", flush=True)
+        stage = Stage(self.work / ".check-stage.json", key, product=out / "dev")
+        if not stage.begin(resumable=False):
+            self.progress.note("generality check: building the demo data's dev split (seconds)")
             build_demo(out, seed=0, size=self.config.check_size, progress=False)
-            write_json(stamp, key)
+            stage.seal()
         return out / "dev"
 
     def choose(self, scores: dict[str, dict[str, float | None]]) -> dict[str, Any]:
@@ -171,6 +170,7 @@ class AdaptPipeline(Pipeline):
     def adapt(self, out: Path) -> dict[str, Any]:
         """Every stage, then the chosen model, its report and model card written to ``out`` (whole, renamed)."""
         times: dict[str, float] = {}
+        self.progress = Progress(SELECT_STAGES)
 
         def timed(name: str, fn, *args):
             started = time.perf_counter()

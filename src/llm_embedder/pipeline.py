@@ -3,32 +3,35 @@
 ``llm-embedder run recipes/demo.yaml`` runs five stages into ``work_dir``; each stage's output is
 kept, so a re-run skips what is done and a killed run resumes (scoring and training resume inside
 the stage too).  Every output folder records the settings it was made from, upstream stages
-included (``stage.json``); a folder whose settings changed is emptied and made again, so a changed
-recipe never mixes with older outputs.  ``--ablate reward,stable_distill,instructions,homogeneous``
-also trains the variants that drop one technique each and puts them on the leaderboard.
+included (``stage.json``: :class:`llm_embedder.stages.Stage`); a folder whose settings changed is
+emptied of what the pipeline made and made again, so a changed recipe never mixes with older
+outputs.  ``--ablate reward,stable_distill,instructions,homogeneous`` also trains the variants that
+drop one technique each and puts them on the leaderboard.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_embedder.data.layout import train_corpus_path
+from llm_embedder.data.layout import key_template, train_corpus_path
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, iter_jsonl, read_yaml, write_json, write_jsonl
-from llm_embedder.fingerprint import code_digest, file_digest, files_digest
+from llm_embedder.fileio import iter_jsonl, read_yaml, write_json
+from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest
+from llm_embedder.stages import STAGE_FILE, Progress, Stage
 from llm_embedder.tasks import DEFAULT_TASKS
 from llm_embedder.training.config import Techniques, TrainConfig, apply_override
 
 ABLATIONS = tuple(f.name for f in dataclasses.fields(Techniques))
-# How each demo corpus row becomes text (the eval harness reads the same files the same way).
-KEY_TEMPLATES = {"qa": "{title} {text}", "icl": "{contents}", "tool": "{text}", "convsearch": "{text}"}
+# The stages each kind of run goes through, in order (the progress lines count them).
+RUN_STAGES = ("data", "mine", "score", "train", "evaluate")
+SELECT_STAGES = ("data", "mine", "score", "train", "select")
+DATA_STAMP = ".data-stage.json"
+"""What the data folder was made from (in the work folder: the data folder is replaced whole)."""
 
 
 @dataclass
@@ -72,16 +75,6 @@ class PipelineConfig:
         return cls(**data)
 
 
-def _stage(number: int, name: str, note: str) -> float:
-    print(f"\n[{number}/5] {name}: {note}", flush=True)
-    return time.perf_counter()
-
-
-def _done(started: float) -> None:
-    print(f"      done in {time.perf_counter() - started:.0f} s", flush=True)
-
-
-STAGE_FILE = "stage.json"
 # What a trainer and an evaluation grid write in their folders (removed when their stage starts again).
 TRAINING_MEMBERS = ("checkpoints", "model", "train_log.jsonl", "diagnostics.json")
 EVAL_MEMBERS = ("cells", "details", "cache", "leaderboard.md", "leaderboard.json", "leaderboard.png", "versions.json")
@@ -93,59 +86,6 @@ TRAINING_CODE = (
     "llm_embedder.tasks",
     "llm_embedder.models",
 )
-# Candidates scored per second by SmolLM2-135M on a 2-core CPU with AMX (the demo data, keys of at
-# most 128 tokens), for the time estimate the score stage prints: a rough figure, since a second heavy
-# job on the same cores halves it (where it comes from: docs/experiments/speed.md, scoring rate).
-SCORE_RATE_CPU = {"float32": 5, "bfloat16": 15}
-
-
-def _claim(folder: Path, settings: dict[str, Any], members: tuple[str, ...] = ()) -> None:
-    """Keep ``folder`` only if it was made from ``settings``; otherwise remove what the pipeline made in it
-    and record them.  ``members``: names in it that a library call writes (a trainer's checkpoints).
-
-    Recorded before the work starts: a stage killed halfway resumes from what it wrote.  Only what the
-    folder's manifest lists as made (:func:`llm_embedder.outputs.record_made`) is ever removed.
-    """
-    from llm_embedder.outputs import made_here, record_made, remove_made
-
-    settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back
-    stamp = folder / STAGE_FILE
-    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == settings:
-        record_made(folder, [STAGE_FILE, *members])
-        return
-    if folder.is_dir() and any(folder.iterdir()):
-        if stamp.is_file() and not made_here(folder):  # from before the list: the names stages give their files
-            named = [folder / sub / f"{task}.json" for sub in ("", "train", "holdout") for task in DEFAULT_TASKS]
-            named += [folder / member for member in members]
-            record_made(folder, [p.relative_to(folder).as_posix() for p in named if p.exists()])
-        print(f"      {folder} was made with other settings: starting it again")
-        remove_made(folder)
-    record_made(folder, [STAGE_FILE, *members])
-    write_json(stamp, settings)
-
-
-def _bind(target: Path, inputs: list[Path]) -> None:
-    """Tie ``target`` (an output of this pipeline, in its own stage folder) to the content of ``inputs``.
-
-    Stage folders are keyed by settings; this catches the data itself changing under the same settings
-    (a rebuilt dataset): a target made from other input bytes is removed before it could be reused.
-    Recorded before the work starts, so a partial target of the same inputs still resumes.
-    """
-    from llm_embedder.outputs import record_made
-
-    stamp = target.with_name(f".{target.name}.inputs")
-    digest = files_digest(inputs)
-    record_made(target.parent, [target.name])  # its work files (the stamp, a partial) go with it
-    if stamp.is_file() and stamp.read_text(encoding="utf-8") == digest:
-        return
-    target.unlink(missing_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(stamp) as tmp:
-        tmp.write_text(digest, encoding="utf-8")
-
-
-def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _without_output_dir(key: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +116,7 @@ class Pipeline:
         self.config = config = _concrete_dtypes(config)
         self.ablate = ablate
         self.show_progress = show_progress
+        self.progress = Progress(RUN_STAGES)
         self.work = Path(config.work_dir)
         # What each stage's output depends on, upstream stages included.
         self.data_key = self.data_identity()
@@ -208,26 +149,26 @@ class Pipeline:
         # The builder's code and source versions are part of the key: a changed builder builds again
         # (later stages follow the changed files through their input digests).
         key = {"size": size, "seed": seed, "builder": builder_digest(), "sources": source_versions()}
-        stamp = self.work / ".data-stage.json"
-        if (out / "manifest.json").is_file() and stamp.is_file() and json.loads(stamp.read_text("utf-8")) == key:
-            print(f"[1/5] data: {out} is built (size {size}, seed {seed})")
+        stage = Stage(self.work / DATA_STAMP, key, product=out / "manifest.json")
+        if stage.begin(resumable=False):
+            self.progress.ready("data", f"{out} is built (size {size}, seed {seed})")
             return out
-        started = _stage(1, "data", f"building the {size} six-task dataset (seconds)")
-        build_demo(out, seed=seed, size=size, progress=self.show_progress)
-        write_json(stamp, key)
-        _done(started)
+        self.progress.start("data", f"building the {size} six-task dataset (seconds)")
+        build_demo(out, seed=seed, size=size, progress=self.show_progress)  # replaces the folder whole
+        stage.seal()
+        self.progress.done()
         return out
 
     # ------------------------------------------------------------------ 2. mine
     def mine(self, data: Path) -> dict[str, Path]:
         """Training files with negatives: mined from the task corpus where the data has none."""
         from llm_embedder.retrieval.corpus import Corpus
-        from llm_embedder.retrieval.searcher import Searcher
-        from llm_embedder.rewards.mine import MineSettings, mine_file
+        from llm_embedder.rewards.mine import MineSettings, mine_corpus, needs_encoder
 
         fields = ("start", "end", "count", "guard_margin")
         settings = MineSettings(**{k: self.config.mine[k] for k in fields if k in self.config.mine})
-        _claim(self.work / "mined", self.mine_key)
+        method = self.config.mine.get("method", "bm25")
+        Stage.folder(self.work / "mined", self.mine_key).begin()
         files, todo = {}, []
         for task in DEFAULT_TASKS:
             source = data / "train" / f"{task}.json"
@@ -239,41 +180,37 @@ class Pipeline:
                 files[task] = source
             else:
                 files[task] = self.work / "mined" / f"{task}.json"
-                _bind(files[task], [source, corpus])
+                Stage.made_from(files[task], [source, corpus]).begin()
                 if not files[task].is_file():
                     todo.append((task, source, corpus))
         if not todo:
-            print("[2/5] mine: negatives are in place")
+            self.progress.ready("mine", "negatives are in place")
             return files
-        started = _stage(
-            2, "mine", f"{self.config.mine.get('method', 'bm25')} negatives for {len(todo)} tasks (seconds)"
-        )
-        method = self.config.mine.get("method", "bm25")
+        self.progress.start("mine", f"{method} negatives for {len(todo)} tasks (seconds)")
         embedder = None
-        # The base encoder searches (dense mining) and guards against false negatives (guard_margin).
-        if method == "dense" or settings.guard_margin is not None:
+        if needs_encoder(method, settings):  # the base encoder searches (dense) or guards (guard_margin)
             from llm_embedder.models.embedder import Embedder
 
             embedder = Embedder.from_pretrained(self.config.encoder)
         for task, source, corpus_file in todo:
-            corpus = Corpus.from_jsonl(corpus_file, KEY_TEMPLATES.get(task, "{text}"))
-            searcher = Searcher.build(corpus, method, task=task, embedder=embedder if method == "dense" else None)
-            n = mine_file(
-                searcher, source, files[task], settings, show_progress=False, guard_embedder=embedder, task=task
+            corpus = Corpus.from_jsonl(corpus_file, key_template(task))
+            n = mine_corpus(
+                corpus, source, files[task], settings, method=method, embedder=embedder, task=task, show_progress=False
             )
-            print(f"      {task}: {n} queries")
-        _done(started)
+            self.progress.note(f"{task}: {n} queries")
+        self.progress.done()
         return files
 
     # ------------------------------------------------------------------ 3. score
     def score(self, files: dict[str, Path]) -> dict[str, Path]:
         """Teacher scores for the tasks that distil; candidates capped per query (time goes here)."""
         from llm_embedder.models.lm import CausalLM
-        from llm_embedder.rewards.score import ScoreSettings, score_file
+        from llm_embedder.rewards.cap import cap_file, scored_candidates
+        from llm_embedder.rewards.score import ScoreSettings, score_file, scoring_estimate
 
         cap = int(self.config.score.get("max_candidates", 8))
         for folder in ("capped", "scored"):
-            _claim(self.work / folder, self.score_key)
+            Stage.folder(self.work / folder, self.score_key).begin()
         todo = {}
         for task, path in files.items():
             spec = DEFAULT_TASKS[task]
@@ -284,59 +221,43 @@ class Pipeline:
         pending = []
         for task, path in todo.items():
             capped = self.work / "capped" / f"{task}.json"
-            _bind(capped, [path])
+            Stage.made_from(capped, [path]).begin()
             if not capped.is_file():
-                write_jsonl(capped, (_cap_candidates(r, cap) for _, r in iter_jsonl(path)))
+                cap_file(path, capped, cap)
             out[task] = self.work / "scored" / f"{task}.json"
-            _bind(out[task], [capped])
+            Stage.made_from(out[task], [capped]).begin()
             if not out[task].is_file() or _count(out[task]) < _count(capped):
                 pending.append((task, capped, out[task]))
         if not pending:
-            print("[3/5] score: teacher scores are in place")
+            self.progress.ready("score", "teacher scores are in place")
             return out
-        candidates = sum(
-            len(r.get("history") or r.get("pos", []) + r.get("neg", [])) * len(r.get("answers", [1]))
-            for _, capped, _ in pending
-            for _, r in iter_jsonl(capped)
-        )
-        rate = SCORE_RATE_CPU.get(self.config.lm_dtype or "float32", SCORE_RATE_CPU["float32"])
-        estimate = f"~{candidates / rate / 60:.0f} min at ~{rate}/s on 2 CPU cores"
-        started = _stage(3, "score", f"{candidates} candidates with {self.config.lm} ({estimate})")
+        candidates = scored_candidates([capped for _, capped, _ in pending])
+        estimate = scoring_estimate(candidates, self.config.lm_dtype)
+        self.progress.start("score", f"{candidates} candidates with {self.config.lm} ({estimate})")
         lm = CausalLM.from_pretrained(self.config.lm, dtype=self.config.lm_dtype)
         settings = ScoreSettings(max_key_tokens=int(self.config.score.get("max_key_tokens", 512)))
         for task, capped, target in pending:
-            print(f"      {task}", flush=True)
+            self.progress.note(task)
             score_file(lm, capped, target, settings=settings, show_progress=self.show_progress)
-        _done(started)
+        self.progress.done()
         return out
 
     # ------------------------------------------------------------------ 4. train
     def training_files(self, files: dict[str, Path], teacher_guard: bool = False) -> tuple[dict, dict]:
-        """``(train files, held-out files)``: ``train.holdout`` records per task (seeded) are kept out of
-        training for the diagnostics; with ``teacher_guard`` the negatives the teacher scores at least as
-        high as the labelled positive are dropped from the training part (false-negative guard)."""
-        import numpy as np
-
-        from llm_embedder.rewards.mine import teacher_guard_record
+        """``(train files, held-out files)``: ``train_data.holdout`` records per task are kept out of
+        training for the diagnostics, and ``teacher_guard`` applies to the rest (:mod:`llm_embedder.data.split`)."""
+        from llm_embedder.data.split import split_file
 
         holdout = int(self.config.train_data.get("holdout", 0))
         folder = self.work / ("split-guarded" if teacher_guard else "split")
-        _claim(folder, {**self.score_key, "holdout": holdout, "teacher_guard": teacher_guard})
+        Stage.folder(folder, {**self.score_key, "holdout": holdout, "teacher_guard": teacher_guard}).begin()
         train, held = {}, {}
         for task, path in files.items():
             train[task], held[task] = folder / "train" / f"{task}.json", folder / "holdout" / f"{task}.json"
-            _bind(train[task], [path])
-            _bind(held[task], [path])
-            if train[task].is_file() and held[task].is_file():
-                continue
-            records = [r for _, r in iter_jsonl(path)]
-            rng = np.random.default_rng([int(self.data_key["seed"]), len(records)])
-            out = set(rng.permutation(len(records))[: min(holdout, len(records) // 2)].tolist())
-            kept = [r for i, r in enumerate(records) if i not in out]
-            if teacher_guard:
-                kept = [teacher_guard_record(r)[0] for r in kept]
-            write_jsonl(held[task], [r for i, r in enumerate(records) if i in out])
-            write_jsonl(train[task], kept)
+            Stage.made_from(train[task], [path]).begin()
+            Stage.made_from(held[task], [path]).begin()
+            if not (train[task].is_file() and held[task].is_file()):
+                split_file(path, train[task], held[task], holdout, int(self.data_key["seed"]), teacher_guard)
         return train, {t: p for t, p in held.items() if _count(p)}
 
     def train(self, files: dict[str, Path]) -> dict[str, Path]:
@@ -356,8 +277,8 @@ class Pipeline:
         from llm_embedder.models.merge import merge_models
 
         name = folder.name
-        _claim(folder, {"fine-tuned": version, "weight": weight}, members=("model",))
-        self.model_versions[name] = _digest({"of": version, "weight": weight})
+        Stage.folder(folder, {"fine-tuned": version, "weight": weight}, members=("model",)).begin()
+        self.model_versions[name] = settings_digest({"of": version, "weight": weight})
         out = folder / "model"
         if not (out / "merge.json").is_file():
             merge_models([str(fine_tuned), self.config.encoder], [weight, 1 - weight], out)
@@ -388,25 +309,24 @@ class Pipeline:
                 "files": files_digest(train_files.values()),
                 "train_code": code_digest(*TRAINING_CODE),
             }
-            self.model_versions[name] = _digest(_without_output_dir(key))
+            self.model_versions[name] = settings_digest(_without_output_dir(key))
             twin = self._trained_twin(key)
             if twin is not None:  # e.g. the variant --select chose: the same run, not made twice
-                print(f"[4/5] train: {name} has the settings of {twin.parent}: using that model")
+                self.progress.ready("train", f"{name} has the settings of {twin.parent}: using that model")
                 models[name] = twin
                 self._diagnose(name, twin, held)
                 continue
-            _claim(Path(config.output_dir), key, members=TRAINING_MEMBERS)
+            Stage.folder(Path(config.output_dir), key, members=TRAINING_MEMBERS).begin()
             if finished_model(config) is None:
-                started = _stage(
-                    4,
+                self.progress.start(
                     "train",
                     f"{name} ({index + 1}/{len(variants)}): {config.max_steps} steps of {config.batch_size} "
                     "(minutes; the bar shows the time left)",
                 )
                 models[name] = train(config, show_progress=self.show_progress)
-                _done(started)
+                self.progress.done()
             else:
-                print(f"[4/5] train: {name} is trained")
+                self.progress.ready("train", f"{name} is trained")
                 models[name] = Path(config.output_dir) / "model"
             self._diagnose(name, models[name], held)
         return models
@@ -420,8 +340,12 @@ class Pipeline:
             folder = stamp.parent
             if folder.resolve() == own.resolve() or not (folder / "model" / "training.json").is_file():
                 continue
-            theirs = json.loads(stamp.read_text(encoding="utf-8"))
-            if isinstance(theirs.get("train"), dict) and _without_output_dir(theirs) == wanted:
+            theirs = Stage(stamp, wanted).recorded()
+            if (
+                isinstance(theirs, dict)
+                and isinstance(theirs.get("train"), dict)
+                and _without_output_dir(theirs) == wanted
+            ):
                 return folder / "model"
         return None
 
@@ -470,10 +394,12 @@ class Pipeline:
                 models[merged] = self._merge(models[name], self.model_versions[name], float(weight), folder)
         specs = [f"base=dense:{self.config.encoder}", *(f"{n}=dense:{p}" for n, p in models.items())]
         versions = {f"{n}=dense:{p}": self.model_versions[n] for n, p in models.items()}
+        self.progress.start("select", f"{len(specs)} models on the dev split and the out-of-domain check")
         boards = {}
         for split, folder in (("dev", data / "dev"), ("ood", self.check_folder(data))):
             out = self.work / "select" / f"eval-{split}"
             boards[split] = self._grid(folder, out, specs, settings.get(f"{split}_evaluators"), versions)
+        self.progress.done()
         relative = {split: relative_scores(board, "base") for split, board in boards.items()}
         scores = {
             n: {split: mean_score(relative[split][spec]) for split in boards}
@@ -516,7 +442,7 @@ class Pipeline:
         cells_key = {k: v for k, v in settings.items() if k not in kept}
         data = file_digest(data_dir)  # a rebuilt test set is evaluated again
         key = {"data": data, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key}
-        _claim(out, key, EVAL_MEMBERS)
+        Stage.folder(out, key, EVAL_MEMBERS).begin()
         return run_grid(
             evaluators,
             specs,
@@ -539,17 +465,18 @@ class Pipeline:
         specs = [*settings.get("retrievers", ["none", "random", "bm25"]), base, *trained.values()]
         # A model trained again (other settings) must be evaluated again.
         versions = {spec: self.model_versions[name] for name, spec in trained.items()}
-        started = _stage(5, "evaluate", f"{len(specs)} retrievers on the test split (the bar shows the time left)")
+        self.progress.start("evaluate", f"{len(specs)} retrievers on the test split (the bar shows the time left)")
         board = self._grid(data / "eval", self.work / "eval", specs, settings.get("evaluators"), versions)
         ood = settings.get("ood_evaluators")
         if ood and (data / "ood-test").is_dir():
-            print("      out-of-domain check (ood-test)", flush=True)
+            self.progress.note("out-of-domain check (ood-test)")
             self._grid(data / "ood-test", self.work / "eval-ood", [base, *trained.values()], ood, versions)
-        _done(started)
+        self.progress.done()
         return board
 
     def run_selection(self) -> dict[str, Any]:
         started = time.perf_counter()
+        self.progress = Progress(SELECT_STAGES)
         data = self.build_data()
         result = self.select(self.score(self.mine(data)), data)
         print(f"\nselection done in {(time.perf_counter() - started) / 60:.1f} min; {self.work / 'select'}")
@@ -557,6 +484,7 @@ class Pipeline:
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
+        self.progress = Progress(RUN_STAGES)
         data = self.build_data()
         files = self.score(self.mine(data))
         models = self.train(files)
@@ -568,35 +496,3 @@ class Pipeline:
             print((self.work / "eval-ood" / "leaderboard.md").read_text(encoding="utf-8"), end="")
         print(f"\nall stages done in {(time.perf_counter() - started) / 60:.1f} min; outputs in {self.work}")
         return board
-
-
-def _cap_candidates(record: dict[str, Any], cap: int) -> dict[str, Any]:
-    """The candidates a record keeps for scoring: every positive, and at most ``cap`` others.
-
-    - Positives never count against ``cap``: an ICL record with 3 positives keeps them and ``cap`` negatives.
-    - Mined negatives (``neg`` of a record with positives) are ranked, hardest first: the first ``cap``.
-    - Earlier parts of the same text, in document order (chat ``history``; lrlm ``neg``, which has no
-      positives): the nearest ``ceil(cap / 2)`` and ``cap - ceil(cap / 2)`` older ones evenly spread over
-      the rest (see ``_spread``), kept in document order.
-    """
-    record = {k: v for k, v in record.items() if k not in ("teacher_scores", "neg_index")}
-    if "history" in record:
-        record["history"] = [record["history"][i] for i in _spread(len(record["history"]), cap)]
-    elif not record.get("pos"):  # lrlm: earlier chunks, oldest first
-        neg = record.get("neg", [])
-        record["neg"] = [neg[i] for i in _spread(len(neg), cap)]
-    else:
-        record["neg"] = record.get("neg", [])[:cap]
-    return record
-
-
-def _spread(n: int, cap: int) -> list[int]:
-    """Indices into ``n`` items in document order (the last nearest the query): all of them when ``n <= cap``,
-    else the nearest ``ceil(cap / 2)`` plus the centres of ``cap - ceil(cap / 2)`` equal slices of the older
-    ones, ascending."""
-    if n <= cap:
-        return list(range(n))
-    near = math.ceil(cap / 2)
-    older, span = cap - near, n - near
-    # span > older, so the slice centres floor((2i + 1) * span / (2 * older)) are distinct.
-    return [(2 * i + 1) * span // (2 * older) for i in range(older)] + list(range(span, n))

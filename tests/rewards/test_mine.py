@@ -17,9 +17,10 @@ from llm_embedder.retrieval.searcher import Hit, Searcher
 from llm_embedder.rewards.mine import (
     MineSettings,
     encoder_guard,
+    mine_corpus,
     mine_file,
+    needs_encoder,
     parse_rank_range,
-    teacher_guard_record,
 )
 
 
@@ -371,33 +372,24 @@ def test_mine_file_with_the_encoder_guard(tmp_path):
         mine_file(searcher, queries, tmp_path / "out2.json", settings)
 
 
-def test_teacher_guard_by_hand():
-    record = {
-        "query": "q",
-        "pos": ["p0", "p1"],
-        "neg": ["a", "b", "c", "d"],
-        "neg_index": [10, 11, 12, 13],
-        "teacher_scores": [-1.0, -0.5, -0.2, -0.5, -0.7, 0.0],
-    }
-    out, dropped = teacher_guard_record(record)
-    # best positive -0.5: a (-0.2) and d (0.0) are above it, b ties it; only c stays
-    assert dropped == 3
-    assert out == {
-        "query": "q",
-        "pos": ["p0", "p1"],
-        "neg": ["c"],
-        "neg_index": [12],
-        "teacher_scores": [-1.0, -0.5, -0.7],
-    }
-    assert record["neg"] == ["a", "b", "c", "d"]  # the input is not changed
-
-
-def test_teacher_guard_leaves_unlabelled_and_unscored_records_alone():
-    chat = {"query": "q", "history": ["h0", "h1"], "teacher_scores": [0.0, 1.0]}
-    lrlm = {"query": "q", "pos": [], "neg": ["c0", "c1"], "teacher_scores": [0.0, 1.0]}
-    mined = {"query": "q", "pos": ["p"], "neg": ["a"]}
-    for record in (chat, lrlm, mined):
-        assert teacher_guard_record(record) == (record, 0)
+def test_mine_corpus_chooses_the_searcher_and_the_guard_as_mine_file_is_given_them(tmp_path):
+    """One choice for the command and the pipeline: BM25 searches without the encoder, which still guards."""
+    texts = ["query the positive", "query alpha twin", "query beta tie", "query gamma near", "query delta far"]
+    corpus = Corpus(texts, list(range(len(texts))))
+    queries = write_records(tmp_path / "q.json", [{"query": "a query", "pos_index": [0]}])
+    guarded = MineSettings(start=0, end=10, count=10, guard_margin=0.0)
+    assert needs_encoder("dense", MineSettings()) and needs_encoder("bm25", guarded)
+    assert not needs_encoder("bm25", MineSettings())
+    searcher = Searcher.build(corpus, "bm25", task="qa")
+    for settings, encoder in ((guarded, FakeEncoder()), (MineSettings(start=0, end=10, count=10), None)):
+        mine_file(searcher, queries, tmp_path / "by-hand.json", settings, guard_embedder=encoder)
+        assert mine_corpus(corpus, queries, tmp_path / "out.json", settings, embedder=encoder) == 1
+        assert read_records(tmp_path / "out.json") == read_records(tmp_path / "by-hand.json")
+    assert sorted(read_records(tmp_path / "out.json")[0]["neg"]) == sorted(texts[1:])  # unguarded: every other text
+    for method, settings in (("dense", MineSettings()), ("bm25", guarded)):
+        with pytest.raises(ValueError, match="needs an encoder"):
+            mine_corpus(corpus, queries, tmp_path / "none.json", settings, method=method)
+    assert not (tmp_path / "none.json").exists()
 
 
 def test_mine_command_teacher_guard(tmp_path, capsys):

@@ -59,9 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from llm_embedder.data.split import teacher_guard_file
     from llm_embedder.retrieval.corpus import Corpus
-    from llm_embedder.retrieval.searcher import Searcher
-    from llm_embedder.rewards.mine import MineSettings, mine_file, parse_rank_range, teacher_guard_file
+    from llm_embedder.rewards.mine import MineSettings, mine_corpus, needs_encoder, parse_rank_range
 
     if args.teacher_guard:
         claim(args, args.out, "mine", {"queries": args.queries}).seal()
@@ -74,25 +74,19 @@ def run(args: argparse.Namespace) -> int:
     settings = MineSettings(start, end, args.count, args.seed, args.filter_answers, guard_margin=args.guard_margin)
     output = claim(args, args.out, "mine", {"queries": args.queries, "corpus": args.corpus})
     corpus = Corpus.from_jsonl(args.corpus, key_template=args.key_template, id_field=args.id_field)
-    embedder = load_embedder(args) if args.method == "dense" or args.guard_margin is not None else None
+    embedder = load_embedder(args) if needs_encoder(args.method, settings) else None
     if embedder is not None:
         embedder.tasks.get_task(args.task)
-    searcher = Searcher.build(
-        corpus,
-        args.method,
-        task=args.task,
-        embedder=embedder if args.method == "dense" else None,
-        show_progress=progress(args),
-    )
     output.seal()
-    n = mine_file(
-        searcher,
+    n = mine_corpus(
+        corpus,
         args.queries,
         args.out,
         settings,
-        show_progress=progress(args),
-        guard_embedder=embedder,
+        method=args.method,
+        embedder=embedder,
         task=args.task,
+        show_progress=progress(args),
     )
     print(f"mined negatives (ranks {start}-{end}, {args.count} each) for {n} queries into {args.out}")
     return 0

@@ -40,7 +40,9 @@ def _pipeline_inputs(args: argparse.Namespace, path: Path):
 
 def is_pipeline_work(path: Path) -> bool:
     """A pipeline work folder from before manifests: its data stage names its builder."""
-    return "builder" in json_object(path / ".data-stage.json")
+    from llm_embedder.pipeline import DATA_STAMP
+
+    return "builder" in json_object(path / DATA_STAMP)
 
 
 RUN = Spec(

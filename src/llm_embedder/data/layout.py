@@ -15,3 +15,12 @@ a positive)."""
 
 def train_corpus_path(task: str) -> str:
     return f"{TRAIN_CORPUS_DIR}/{task}.jsonl"
+
+
+KEY_TEMPLATES = {"qa": "{title} {text}", "icl": "{contents}", "tool": "{text}", "convsearch": "{text}"}
+"""How each task's corpus row becomes text (the evaluators read the same files the same way)."""
+
+
+def key_template(task: str) -> str:
+    """The key template of ``task``'s corpus rows (``{text}`` for a task not listed)."""
+    return KEY_TEMPLATES.get(task, "{text}")

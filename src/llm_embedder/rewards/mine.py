@@ -10,8 +10,12 @@ Two optional guards against negatives that are secretly positives (both off by d
 * encoder guard (``guard_margin``): a hit is dropped from the pool when a base encoder scores it at
   least ``guard_margin`` above the record's best labelled positive (cosine, the task's instructions);
   ``0.0`` drops every hit the encoder ranks at or above the positive, a negative margin drops near ties too;
-* teacher guard (``teacher_guard``, applied to *scored* records by :func:`teacher_guard_record`): a
-  negative the teacher scores at least as high as the best labelled positive is dropped.
+* teacher guard (``teacher_guard``, applied to *scored* records before training, so it lives with the
+  training split: :func:`llm_embedder.data.split.teacher_guard_record`): a negative the teacher scores
+  at least as high as the best labelled positive is dropped.
+
+Which searcher and which encoder a mining run uses is decided once, by :func:`mine_corpus` (the
+``mine`` command and the pipeline's mine stage both call it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from llm_embedder.retrieval.searcher import Hit, Searcher
 
 if TYPE_CHECKING:
     from llm_embedder.models.embedder import Embedder
+    from llm_embedder.retrieval.corpus import Corpus
 log = logging.getLogger(__name__)
 
 
@@ -44,7 +49,8 @@ class MineSettings:
     guard_margin: float | None = None
     """Encoder guard: drop hits scored >= best positive + margin by the guard encoder (None: off)."""
     teacher_guard: bool = False
-    """Teacher guard for scored records: drop negatives scored >= the best positive (see teacher_guard_record)."""
+    """Teacher guard for scored records: drop negatives scored >= the best positive (see
+    :func:`llm_embedder.data.split.teacher_guard_record`)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
@@ -123,40 +129,6 @@ def encoder_guard(
     return out
 
 
-def teacher_guard_record(record: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """``(record, dropped)``: the scored record less the negatives whose teacher score is at least the best
-    labelled positive's, with ``neg``, ``neg_index`` and ``teacher_scores`` kept aligned.  A record without
-    teacher scores or without a labelled positive (chat, lrlm) is returned as it is."""
-    pos, neg, scores = record.get("pos", []), record.get("neg", []), record.get("teacher_scores")
-    if not pos or scores is None or len(scores) != len(pos) + len(neg):
-        return record, 0
-    best = max(scores[: len(pos)])
-    keep = [j for j in range(len(neg)) if scores[len(pos) + j] < best]
-    out = dict(
-        record, neg=[neg[j] for j in keep], teacher_scores=scores[: len(pos)] + [scores[len(pos) + j] for j in keep]
-    )
-    if "neg_index" in record and len(record["neg_index"]) == len(neg):
-        out["neg_index"] = [record["neg_index"][j] for j in keep]
-    return out, len(neg) - len(keep)
-
-
-def teacher_guard_file(in_path: str | Path, out_path: str | Path) -> tuple[int, int]:
-    """Apply :func:`teacher_guard_record` to every record of a scored file; returns (records, negatives dropped)."""
-    dropped = 0
-    rows = 0
-
-    def guarded() -> Any:
-        nonlocal dropped, rows
-        for _, record in iter_jsonl(in_path):
-            out, n = teacher_guard_record(record)
-            dropped += n
-            rows += 1
-            yield out
-
-    write_jsonl(out_path, guarded())
-    return rows, dropped
-
-
 def mine_file(
     searcher: Searcher,
     queries_path: str | Path,
@@ -207,3 +179,32 @@ def mine_file(
 
     write_jsonl(output_path, mined())
     return len(rows)
+
+
+def needs_encoder(method: str, settings: MineSettings) -> bool:
+    """Whether mining needs the base encoder: to search (``dense``) or to guard (``guard_margin``)."""
+    return method == "dense" or settings.guard_margin is not None
+
+
+def mine_corpus(
+    corpus: Corpus,
+    queries_path: str | Path,
+    output_path: str | Path,
+    settings: MineSettings,
+    *,
+    method: str = "bm25",
+    embedder: Embedder | None = None,
+    task: str = "qa",
+    show_progress: bool | None = None,
+) -> int:
+    """Mine ``corpus`` for the queries of ``queries_path`` into ``output_path`` (:func:`mine_file`); returns
+    how many.  ``embedder`` (required when :func:`needs_encoder`) searches when ``method`` is ``dense`` and
+    guards when ``settings.guard_margin`` is set; a BM25 search never uses it."""
+    if embedder is None and needs_encoder(method, settings):
+        raise ValueError(f"mining with method {method!r} and guard_margin {settings.guard_margin} needs an encoder")
+    searcher = Searcher.build(
+        corpus, method, task=task, embedder=embedder if method == "dense" else None, show_progress=show_progress
+    )
+    return mine_file(
+        searcher, queries_path, output_path, settings, show_progress=show_progress, guard_embedder=embedder, task=task
+    )

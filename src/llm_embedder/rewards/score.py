@@ -79,6 +79,18 @@ def default_scoring_dtype(device: str = "auto") -> str:
     return "float32"
 
 
+# Candidates scored per second by SmolLM2-135M on a 2-core CPU with AMX (the demo data, keys of at
+# most 128 tokens), for the time estimate the pipeline's score stage prints: a rough figure, since a
+# second heavy job on the same cores halves it (where it comes from: docs/experiments/speed.md, scoring rate).
+SCORE_RATE_CPU = {"float32": 5, "bfloat16": 15}
+
+
+def scoring_estimate(candidates: int, dtype: str | None) -> str:
+    """A rough time for scoring ``candidates`` (candidate, answer) pairs on a CPU, for a progress line."""
+    rate = SCORE_RATE_CPU.get(dtype or "float32", SCORE_RATE_CPU["float32"])
+    return f"~{candidates / rate / 60:.0f} min at ~{rate}/s on 2 CPU cores"
+
+
 @dataclass
 class ScoreJob:
     """One record to score: its candidates' spans, one per (candidate, answer)."""
