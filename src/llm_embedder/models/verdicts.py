@@ -24,23 +24,13 @@ from typing import Any
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import cache_dir, read_json, write_json
 from llm_embedder.fingerprint import settings_digest
+from llm_embedder.models.cpu import cpu_bf16_flags, cpu_model
 
 log = logging.getLogger(__name__)
 
 FOLDER = "encoding-verdicts"
 FORMAT_VERSION = 1
 KIND = "llm-embedder encoding verdicts"
-
-
-def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else what :mod:`platform` says."""
-    try:
-        for line in Path(cpuinfo).read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:
@@ -52,8 +42,6 @@ def _version(package: str) -> str | None:
 
 def machine() -> dict[str, Any]:
     """What a verdict holds for: the CPU and the libraries that compute the vectors."""
-    from llm_embedder.models.loading import cpu_bf16_flags
-
     return {
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from llm_embedder.models.loading import BF16_CPU_FLAGS, cpu_bf16_flags
+from llm_embedder.models.cpu import BF16_CPU_FLAGS, cpu_bf16_flags
 
 __all__ = ["BF16_CPU_FLAGS", "cpu_bf16_flags", "resolve_mixed_precision"]
 
