@@ -179,9 +179,33 @@ def render(path: Path) -> str | None:
     return None if renderer is None else renderer(figures) + "\n"
 
 
+README_BLOCKS = {"test-table": Path("demo") / "test" / "leaderboard.md"}
+"""README blocks (between ``<!-- --8<-- [start:NAME] -->`` and its end marker) that hold a rendered table:
+the README is read where snippets are not expanded, so the table is written into it."""
+
+
+def _readme_with_blocks(readme: Path, rendered: dict[Path, str], root: Path) -> str | None:
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8")
+    for name, source in README_BLOCKS.items():
+        table = rendered.get(root / source)
+        start, end = f"<!-- --8<-- [start:{name}] -->\n", f"<!-- --8<-- [end:{name}] -->"
+        if table is None or start not in text or end not in text:
+            continue
+        head, rest = text.split(start, 1)
+        text = head + start + table + end + rest.split(end, 1)[1]
+    return text
+
+
 def tables(root: Path = RESULTS) -> dict[Path, str]:
-    """``{markdown path: its text}`` for every results JSON that has a renderer."""
-    return {path.with_suffix(".md"): text for path in sorted(root.rglob("*.json")) if (text := render(path))}
+    """``{markdown path: its text}`` for every results JSON that has a renderer, and the README with the
+    tables of :data:`README_BLOCKS` written into it (when ``root`` is the repository's results folder)."""
+    rendered = {path.with_suffix(".md"): text for path in sorted(root.rglob("*.json")) if (text := render(path))}
+    readme = root.parent / "README.md"
+    if root.resolve() == RESULTS and (text := _readme_with_blocks(readme, rendered, root)) is not None:
+        rendered[readme] = text
+    return rendered
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,3 +41,13 @@ def test_check_mode_finds_a_stale_table_and_writes_nothing(tmp_path):
     assert "| w | bfloat16 | 4 | 1.00 | 3.00 | **3.00x** | 1 |" in text
     assert "before 0.50 / 0.50 / 0.50, after 1.00 / 1.00 / 1.00" in text
     assert tables.main(["--results", str(tmp_path), "--check"]) == 0
+
+
+def test_a_readme_block_is_replaced_by_its_rendered_table_and_nothing_else(tmp_path):
+    tables = _tables()
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n<!-- --8<-- [start:test-table] -->\nold\n<!-- --8<-- [end:test-table] -->\ntail\n")
+    source = tmp_path / "results" / "demo" / "test" / "leaderboard.md"
+    text = tables._readme_with_blocks(readme, {source: "| new |\n"}, tmp_path / "results")
+    assert text == "# R\n<!-- --8<-- [start:test-table] -->\n| new |\n<!-- --8<-- [end:test-table] -->\ntail\n"
+    assert tables._readme_with_blocks(readme, {}, tmp_path / "results") == readme.read_text()
