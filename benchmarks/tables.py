@@ -158,7 +158,31 @@ def popqa_prefill(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def adapt_writers(figures: dict[str, Any]) -> str:
+    """``benchmarks/adapt_eval/writers.py``: what each LLM's questions keep through adapt's filters."""
+    reasons = sorted({k for run in figures["writers"].values() for k in run["counts"] if k.startswith("dropped")})
+    lines = [
+        "| writer | written | " + " | ".join(reasons) + " | kept | share kept | seconds |",
+        "|---|---:|" + "---:|" * len(reasons) + "---:|---:|---:|",
+    ]
+    for name, run in figures["writers"].items():
+        counts = run["counts"]
+        dropped = " | ".join(str(counts.get(k, 0)) for k in reasons)
+        share = counts.get("kept", 0) / max(1, counts.get("written", 0))
+        lines.append(
+            f"| {name} | {counts.get('written', 0)} | {dropped} | {counts.get('kept', 0)} | {share:.0%} "
+            f"| {run['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"{figures['keys']} of {figures['passages']} passages (seeded sample), {figures['per_key']} question(s) "
+        f"each, consistency filter top-{figures['filter_top_k']}; {_machine(figures)}.",
+    ]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "adapt writers": adapt_writers,
     "serve": serve,
     "popqa_prefill": popqa_prefill,
     "llm-embedder benchmark: encode --fidelity": encode_fidelity,
