@@ -11,7 +11,6 @@ import torch
 from llm_embedder.evaluation.qa import OpenQA
 from llm_embedder.evaluation.retrievers import NoRetriever
 from llm_embedder.models.lm import CausalLM
-from llm_embedder.models.loading import cpu_bf16_flags
 
 # Prompts of very different lengths (batches pad them on the left), one of a single token, and
 # answers of one to several tokens (the scoring block pads them on the right).
@@ -173,7 +172,6 @@ def _check_bfloat16(name) -> None:
     assert cached_error <= 2 * two_pass_error + 1e-3
 
 
-@pytest.mark.skipif(not cpu_bf16_flags(), reason="the CPU has no bf16 units")
 def test_bfloat16_stays_close(tiny_lm_dir):
     _check_bfloat16(tiny_lm_dir)
 
@@ -188,6 +186,5 @@ def test_real_lm_one_prefill_matches_the_two_passes(smollm2):
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not cpu_bf16_flags(), reason="the CPU has no bf16 units")
 def test_real_lm_bfloat16_stays_close():
     _check_bfloat16("smollm2-135m")

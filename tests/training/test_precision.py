@@ -15,8 +15,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\nflags\t: fpu\n")
     assert cpu_bf16_flags(str(info)) == ("amx_bf16",)
-    info.write_text("flags\t: fpu avx512f avx512_bf16\n")
-    assert cpu_bf16_flags.__wrapped__(str(info)) == ("avx512_bf16",)
+    info.write_text("flags\t: fpu avx512f avx512_bf16\n")  # bf16 dot products only: slower than float32
+    assert cpu_bf16_flags.__wrapped__(str(info)) == ()
     assert cpu_bf16_flags(str(tmp_path / "missing")) == ()
 
 
@@ -28,7 +28,7 @@ def test_resolve_rules(monkeypatch):
     assert resolve_mixed_precision(True, "no", True) == "bf16"
     with pytest.raises(ValueError, match="contradict"):
         resolve_mixed_precision("auto", "fp16", True)
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("amx_bf16",))
     assert resolve_mixed_precision("auto", "no", True) == "bf16"
     monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
     assert resolve_mixed_precision("auto", "no", True) == "no"

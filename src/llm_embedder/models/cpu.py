@@ -6,7 +6,9 @@ import functools
 import platform
 from pathlib import Path
 
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# Only AMX tiles make torch's bf16 faster than float32 on a CPU: with avx512_bf16 alone (dot-product
+# instructions) bf16 encoding, scoring and generation ran 0.8x float32 (docs: experiments/speed).
+BF16_CPU_FLAGS = ("amx_bf16",)
 
 
 @functools.cache

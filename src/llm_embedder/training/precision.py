@@ -1,8 +1,8 @@
 """Which precision training computes in: bf16 autocast only where the hardware has bf16 units.
 
 ``bf16: auto`` turns autocast on for a CUDA device that supports bfloat16 and for CPUs whose flags
-show bf16 arithmetic (``avx512_bf16`` or ``amx_bf16``); elsewhere bf16 is emulated and slower than
-float32, so ``auto`` stays in float32.  The weights and the optimizer stay float32 either way, and
+show AMX bf16 tiles (``amx_bf16``); elsewhere bf16 is emulated or (``avx512_bf16`` dot products alone)
+still slower than float32, so ``auto`` stays in float32.  The weights and the optimizer stay float32 either way, and
 the losses score in float32 (``training.losses``).
 """
 
