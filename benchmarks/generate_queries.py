@@ -20,7 +20,6 @@ many questions differ (greedy in batches pads rows, which can flip a near tie; t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -31,6 +30,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from figures import check_out, write_figures  # noqa: E402
 
 from llm_embedder.models.lm import CausalLM  # noqa: E402
 from llm_embedder.userdata.generate import GenerationSettings, question_prompt  # noqa: E402
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lm", default="smollm2-135m", help="the writer: zoo name, folder or .gguf")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
+    check_out(args.out, "generate_queries")
 
     passages = read_corpus(args.corpus)[: args.limit]
     prompts = [question_prompt(f"{p.title} {p.text}".strip(), v) for p in passages for v in range(2)]
@@ -88,8 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             "load_before": list(load_before),
             "load_after": list(load_after),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        write_figures(args.out, figures)
 
 
 if __name__ == "__main__":

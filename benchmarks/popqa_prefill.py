@@ -39,6 +39,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from figures import check_out, write_figures  # noqa: E402
 
 from llm_embedder.evaluation.qa import OpenQA  # noqa: E402
 from llm_embedder.evaluation.retrievers import make_retriever  # noqa: E402
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"toy records folder (default {DATA_DIR})")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
+    check_out(args.out, "popqa_prefill")
     load_before = os.getloadavg()
 
     lm = CausalLM.from_pretrained(args.lm, device=args.device, dtype=args.dtype)
@@ -160,8 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             "load_before": list(load_before),
             "load_after": list(load_after),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        write_figures(args.out, figures)
 
 
 if __name__ == "__main__":

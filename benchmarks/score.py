@@ -52,6 +52,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from figures import check_out, write_figures  # noqa: E402
 
 from llm_embedder.models.lm import CausalLM, Span  # noqa: E402
 from llm_embedder.rewards.score import ScoreSettings, prepare_job  # noqa: E402
@@ -230,8 +231,7 @@ def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
             "load_before": list(args.load_before),
             "load_after": list(os.getloadavg()),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        write_figures(args.out, figures)
 
 
 def timed(fn, *args) -> tuple[float, list[float]]:
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--ranking-only", action="store_true", help="only float32 vs bfloat16 on demo candidates")
     parser.add_argument("--out", type=Path, default=None, help="ranking: also write its figures as JSON here")
     args = parser.parse_args()
+    check_out(args.out, "score --ranking")
     args.load_before = os.getloadavg()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in args.load_before)}")
     if args.threads:

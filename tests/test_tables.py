@@ -51,3 +51,23 @@ def test_a_readme_block_is_replaced_by_its_rendered_table_and_nothing_else(tmp_p
     text = tables._readme_with_blocks(readme, {source: "| new |\n"}, tmp_path / "results")
     assert text == "# R\n<!-- --8<-- [start:test-table] -->\n| new |\n<!-- --8<-- [end:test-table] -->\ntail\n"
     assert tables._readme_with_blocks(readme, {}, tmp_path / "results") == readme.read_text()
+
+
+def test_a_benchmark_out_replaces_only_its_own_figures(tmp_path):
+    import sys
+
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from figures import check_out, write_figures
+
+    out = tmp_path / "figures.json"
+    write_figures(out, {"benchmark": "b", "value": 1})
+    write_figures(out, {"benchmark": "b", "value": 2})
+    assert json.loads(out.read_text()) == {"benchmark": "b", "value": 2}
+    (tmp_path / "mine.json").write_text("a user's file\n")
+    with pytest.raises(SystemExit, match="not an output of this benchmark"):
+        check_out(tmp_path / "mine.json", "b")
+    assert (tmp_path / "mine.json").read_text() == "a user's file\n"
+    with pytest.raises(SystemExit, match="folder"):
+        check_out(tmp_path, "b")

@@ -16,14 +16,18 @@ kept is the training data a writer gives per prompt; the real queries are never 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/figures.py
+
+from figures import check_out, write_figures  # noqa: E402
 
 from llm_embedder.models.lm import CausalLM  # noqa: E402
 from llm_embedder.userdata.generate import GenerationSettings, write_queries  # noqa: E402
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="fast")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    check_out(args.out, "adapt writers")
 
     passages = read_corpus(args.corpus)
     keys = [f"{p.title} {p.text}".strip() for p in passages]
@@ -67,8 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_after": list(os.getloadavg()),
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_figures(args.out, figures)
 
 
 if __name__ == "__main__":
