@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-quick adapt-demo test lint docs tables bench clean
+.PHONY: setup demo demo-quick adapt-demo test test-slow lint docs tables bench clean
 
 setup: $(STAMP)
 
@@ -35,8 +35,13 @@ adapt-demo: setup
 		--examples $(ADAPT_EXAMPLE)/examples.jsonl --out runs/adapt-demo/model --work-dir runs/adapt-demo/work
 	cat runs/adapt-demo/model/report.md
 
+# the everyday suite; the long trials (kill trials, the end-to-end pipeline, ...) are marked slow
 test: setup lint
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q -m "not slow" --durations=10
+
+# the long trials only; CI runs both (.ci/run)
+test-slow: setup
+	$(BIN)/pytest -q -m slow --durations=10
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -50,6 +50,7 @@ def finished_run(tmp_path_factory, tiny_encoder_dir, tiny_lm_dir):
     return work, args
 
 
+@pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
     work, _ = finished_run
     for task in ("qa", "icl", "chat", "lrlm"):
@@ -77,6 +78,7 @@ def test_quick_pipeline_writes_every_stage_and_a_leaderboard(finished_run):
     assert {c["evaluator"] for c in ood["columns"]} == {"qa-retrieval", "tool", "convsearch", "msc"}
 
 
+@pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 @pytest.mark.parametrize("group_size", [2, 3, 8])
 def test_no_training_group_from_the_scored_data_repeats_a_key(finished_run, group_size):
     work, _ = finished_run
@@ -104,6 +106,7 @@ def board_encoder(work: Path) -> str:
     return config["config"]["model"]
 
 
+@pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 def test_rerun_skips_every_finished_stage(finished_run, capsys):
     work, args = finished_run
     cells = {p: p.stat().st_mtime_ns for p in (work / "eval" / "cells").iterdir()}
@@ -118,6 +121,7 @@ def test_rerun_skips_every_finished_stage(finished_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in (work / "eval" / "cells").iterdir()} == cells
 
 
+@pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 def test_interrupted_scoring_resumes_to_the_same_file(finished_run):
     work, args = finished_run
     scored = work / "scored" / "chat.json"
@@ -135,6 +139,7 @@ def test_unknown_ablation_and_setting_are_clear_errors(tmp_path, capsys):
     assert "nonsense" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, capsys):
     """Selection reads dev and ood-dev; the report's out-of-domain check (``run``) reads ood-test."""
     work, args = finished_run
@@ -177,6 +182,7 @@ def test_choose_applies_the_recipes_dev_tie():
     assert Pipeline(PipelineConfig(select={"dev_tie": 0.0})).choose(scores)["chosen"] == "instr"  # dev alone
 
 
+@pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finished_run, capsys):
     """Runs last in this module: it changes the finished run in place."""
     work, args = finished_run
@@ -194,6 +200,7 @@ def test_changed_training_settings_retrain_and_reevaluate_only_the_models(finish
     assert redone
 
 
+@pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 def test_mining_applies_the_encoder_guard_of_the_recipe(finished_run, tiny_encoder_dir, tmp_path):
     work, _ = finished_run
     mined = {}

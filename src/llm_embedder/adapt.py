@@ -157,15 +157,32 @@ class AdaptPipeline(Pipeline):
             stage.seal()
         return out / "dev"
 
-    def choose(self, scores: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    def risk(self, name: str) -> tuple[bool, bool]:
+        """:func:`risk` of a candidate under this recipe's variants and training default."""
         variants = {v["name"]: v for v in self.config.select.get("variants", [])}
-        default = bool(self.config.train.get("techniques", {}).get("instructions", True))
+        return risk(name, variants, bool(self.config.train.get("techniques", {}).get("instructions", True)))
+
+    def choose(self, scores: dict[str, dict[str, float | None]]) -> dict[str, Any]:
         return pick(
             scores,
             float(self.config.select.get("ood_floor", 1.0)),
             self.config.tie_margin,
-            risk_key=lambda name: risk(name, variants, default),
+            risk_key=self.risk,
         )
+
+    def selected(self, selection: dict[str, Any]) -> dict[str, Any]:
+        """What the output model records of its selection (``llm_embedder.json``, the model card)."""
+        chosen = selection["chosen"]
+        return {
+            "by": "llm-embedder adapt",
+            "variant": chosen or "base",
+            # the base keeps the instruction set of its own settings
+            "instructions": self.risk(chosen)[0] if chosen else None,
+            "rule": selection["rule"],
+            "relative_to_base": {
+                name: {"dev": s.get("dev"), "check": s.get("ood")} for name, s in selection["candidates"].items()
+            },
+        }
 
     def adapt(self, out: Path) -> dict[str, Any]:
         """Every stage, then the chosen model, its report and model card written to ``out`` (whole, renamed)."""
@@ -189,13 +206,14 @@ class AdaptPipeline(Pipeline):
         report = self._report(data, selection, times)
         chosen = selection["chosen"]
         source = Path(selection["models"][chosen]) if chosen else None
+        from llm_embedder.models.embedder import Embedder, record_selection
+
         with atomic_path(out, is_dir=True) as tmp:
             if source is not None:
                 shutil.copytree(source, tmp, dirs_exist_ok=True)
             else:
-                from llm_embedder.models.embedder import Embedder
-
                 Embedder.from_pretrained(self.config.encoder).save_pretrained(tmp)
+            record_selection(tmp, report["selected"])
             write_json(tmp / "report.json", report)
             (tmp / "report.md").write_text(report_markdown(report, self.work), encoding="utf-8")
             (tmp / "README.md").write_text(model_card(report), encoding="utf-8")
@@ -216,6 +234,7 @@ class AdaptPipeline(Pipeline):
             "generated": json.loads((data / "generation.json").read_text("utf-8")),
             "selection": {k: v for k, v in selection.items() if k != "models"},
             "chosen": selection["chosen"],
+            "selected": self.selected(selection),
             "check": self.config.check or "the demo data's dev split",
             "leaderboards": boards,
             "seconds": times,
@@ -257,6 +276,8 @@ def report_markdown(report: dict[str, Any], work: Path) -> str:
 
 def model_card(report: dict[str, Any]) -> str:
     chosen = report["chosen"] or "base encoder (unchanged)"
+    on = report.get("selected", {}).get("instructions")
+    instructions = "as the base encoder's own settings" if on is None else ("on" if on else "off")
     return "\n".join(
         [
             "# Adapted LLM-Embedder model",
@@ -268,9 +289,11 @@ def model_card(report: dict[str, Any]) -> str:
             "`llm-embedder serve --model <this folder>`; move existing collections to it with "
             "`llm-embedder collections reembed`.",
             "",
-            f"Selection: {report['selection']['rule']}. Whether it uses the task instructions is part of the "
-            "variant's name and of `llm_embedder.json`. The evidence (dev and generality-check tables with "
-            "intervals) is in `report.md`.",
+            f"Selection: {report['selection']['rule']}. Task instructions: {instructions}. "
+            "`llm_embedder.json` records the choice under `selection` with each candidate's mean score "
+            "relative to the base on dev and on the generality check; `Embedder.from_pretrained(<this folder>, "
+            "instructions=...)` switches them. The evidence (dev and generality-check tables with intervals) "
+            "is in `report.md`.",
             "",
         ]
     )

@@ -102,6 +102,14 @@ def test_the_output_is_an_embedder_with_a_report_and_a_model_card(adapted):
     qa = report["generated"]["qa"]["counts"]
     assert qa["kept"] == qa["train"] + qa["dev"] > 0
     assert "Generality check" in (out / "report.md").read_text()
+    # the model records how it was chosen, and the card says whether instructions are on
+    selection = json.loads((out / "llm_embedder.json").read_text())["selection"]
+    assert selection["variant"] == (report["chosen"] or "base")
+    assert selection["relative_to_base"].keys() == report["selection"]["candidates"].keys()
+    for name, scores in report["selection"]["candidates"].items():
+        assert selection["relative_to_base"][name] == {"dev": scores["dev"], "check": scores["ood"]}
+    expected = {None: "as the base encoder's own settings", True: "on", False: "off"}[selection["instructions"]]
+    assert f"Task instructions: {expected}." in (out / "README.md").read_text()
 
 
 def test_user_files_are_never_modified(adapted):
