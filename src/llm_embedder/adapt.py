@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, write_json
+from llm_embedder.fileio import atomic_path, read_json, write_json
 from llm_embedder.fingerprint import code_digest, file_digest
 from llm_embedder.pipeline import DATA_STAMP, SELECT_STAGES, Pipeline, PipelineConfig
 from llm_embedder.stages import Progress, Stage
@@ -206,7 +206,7 @@ class AdaptPipeline(Pipeline):
         report = self._report(data, selection, times)
         chosen = selection["chosen"]
         source = Path(selection["models"][chosen]) if chosen else None
-        from llm_embedder.models.embedder import Embedder, record_selection
+        from llm_embedder.models.embedder import Embedder
 
         with atomic_path(out, is_dir=True) as tmp:
             if source is not None:
@@ -239,6 +239,17 @@ class AdaptPipeline(Pipeline):
             "leaderboards": boards,
             "seconds": times,
         }
+
+
+def record_selection(model: Path, selected: dict[str, Any]) -> None:
+    """Add to the model's ``llm_embedder.json`` how it was chosen (see :meth:`AdaptPipeline.selected`):
+    a user sees what the evidence supported and can switch instructions with ``instructions=``.
+    Loading ignores the record."""
+    from llm_embedder.models.embedder import SETTINGS_FILE
+
+    settings = read_json(model / SETTINGS_FILE, "model settings file")
+    settings["selection"] = selected
+    write_json(model / SETTINGS_FILE, settings)
 
 
 def report_markdown(report: dict[str, Any], work: Path) -> str:

@@ -329,16 +329,6 @@ def _check_batch_size(batch_size: Any) -> int:
     return batch_size
 
 
-def record_selection(directory: str | os.PathLike, selection: dict[str, Any]) -> None:
-    """Add to a saved model's ``llm_embedder.json`` how it was selected (variant, instructions on or off,
-    the rule and the dev / out-of-domain scores it was chosen on) so a user can see, and switch with
-    ``instructions=``, what the evidence supported.  Loading ignores the record."""
-    file = Path(directory) / SETTINGS_FILE
-    settings = read_json(file, "model settings file")
-    settings["selection"] = selection
-    write_json(file, settings)
-
-
 def _read_saved_settings(path: str) -> dict[str, Any]:
     file = Path(path) / SETTINGS_FILE
     if not file.is_file():
