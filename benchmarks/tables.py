@@ -181,7 +181,29 @@ def adapt_writers(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def adapt_runs(figures: dict[str, Any]) -> str:
+    """``benchmarks/adapt_eval/evaluate.py``: what each ``adapt`` run generated, chose and took."""
+    lines = [
+        "| run | what differs | qa questions kept of written | tool requests kept of written | train / dev (qa, tool) "
+        "| chosen | minutes |",
+        "|---|---|---:|---:|---|---|---:|",
+    ]
+    for name, run in figures["runs"].items():
+        qa, tool = run["generated"].get("qa") or {}, run["generated"].get("tool") or {}
+        lines.append(
+            f"| {name} | {run.get('differs', '')} | {qa.get('kept', 0)} of {qa.get('written', 0)} "
+            f"| {tool.get('kept', 0)} of {tool.get('written', 0)} "
+            f"| {qa.get('train', 0)} / {qa.get('dev', 0)}, {tool.get('train', 0)} / {tool.get('dev', 0)} "
+            f"| {run['chosen'] or 'base (kept)'} | {sum(run['seconds'].values()) / 60:.0f} |"
+        )
+    written = figures["test queries the LLM also wrote"]
+    found = "; ".join(f"{task}: " + ", ".join(f'"{q}"' for q in qs) for task, qs in written.items() if qs)
+    lines += ["", f"Test queries that an LLM also wrote, word for word: {found or 'none'}."]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "adapt runs": adapt_runs,
     "adapt writers": adapt_writers,
     "serve": serve,
     "popqa_prefill": popqa_prefill,
@@ -203,7 +225,10 @@ def render(path: Path) -> str | None:
     return None if renderer is None else renderer(figures) + "\n"
 
 
-README_BLOCKS = {"test-table": Path("demo") / "test" / "leaderboard.md"}
+README_BLOCKS = {
+    "test-table": Path("demo") / "test" / "leaderboard.md",
+    "adapt-table": Path("adapt-eval") / "leaderboard.md",
+}
 """README blocks (between ``<!-- --8<-- [start:NAME] -->`` and its end marker) that hold a rendered table:
 the README is read where snippets are not expanded, so the table is written into it."""
 

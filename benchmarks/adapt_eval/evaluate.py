@@ -83,10 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="minilm")
     parser.add_argument("--out", type=Path, default=Path("runs/adapt-abl/eval-real"))
     parser.add_argument("--results", type=Path, default=Path("results/adapt-eval"))
+    parser.add_argument(
+        "--differs", action="append", default=[], metavar="NAME=TEXT", help="what run NAME changes (for the table)"
+    )
     parser.add_argument("--keep-written", action="store_true", help="do not also score without written test queries")
     args = parser.parse_args(argv)
 
     runs = [tuple(item.split("=", 1)) for item in (args.run or ["full=runs/adapt-abl/full"])]
+    differs = dict(item.split("=", 1) for item in args.differs)
     adapted = Path(runs[0][1])
     specs = ["bm25", f"base=dense:{args.base}", f"adapted=dense:{adapted}"]
     for name, folder in runs:
@@ -116,10 +120,11 @@ def main(argv: list[str] | None = None) -> None:
         for name in ("leaderboard.md", "leaderboard.json"):
             shutil.copyfile(clean / "eval" / name, args.results / "unwritten" / name)
 
-    summary: dict = {"test queries the LLM also wrote": written, "runs": {}}
+    summary: dict = {"benchmark": "adapt runs", "test queries the LLM also wrote": written, "runs": {}}
     for name, folder in runs:
         report = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))
         summary["runs"][name] = {
+            "differs": differs.get(name, ""),
             "chosen": report["chosen"],
             "rule": report["selection"]["rule"],
             "candidates": report["selection"]["candidates"],
