@@ -185,20 +185,27 @@ def adapt_runs(figures: dict[str, Any]) -> str:
     """``benchmarks/adapt_eval/evaluate.py``: what each ``adapt`` run generated, chose and took."""
     lines = [
         "| run | what differs | qa questions kept of written | tool requests kept of written | train / dev (qa, tool) "
-        "| chosen | minutes |",
-        "|---|---|---:|---:|---|---|---:|",
+        "| chosen | its check | minutes |",
+        "|---|---|---:|---:|---|---|---:|---:|",
     ]
     for name, run in figures["runs"].items():
         qa, tool = run["generated"].get("qa") or {}, run["generated"].get("tool") or {}
+        check = run["candidates"].get(run["chosen"], {}).get("ood") if run["chosen"] else None
         lines.append(
             f"| {name} | {run.get('differs', '')} | {qa.get('kept', 0)} of {qa.get('written', 0)} "
             f"| {tool.get('kept', 0)} of {tool.get('written', 0)} "
             f"| {qa.get('train', 0)} / {qa.get('dev', 0)}, {tool.get('train', 0)} / {tool.get('dev', 0)} "
-            f"| {run['chosen'] or 'base (kept)'} | {sum(run['seconds'].values()) / 60:.0f} |"
+            f"| {run['chosen'] or 'base (kept)'} | {'—' if check is None else f'{check:.3f}'} "
+            f"| {sum(run['seconds'].values()) / 60:.0f} |"
         )
     written = figures["test queries the LLM also wrote"]
     found = "; ".join(f"{task}: " + ", ".join(f'"{q}"' for q in qs) for task, qs in written.items() if qs)
-    lines += ["", f"Test queries that an LLM also wrote, word for word: {found or 'none'}."]
+    lines += [
+        "",
+        "Its check: the chosen model's mean score relative to the base on the generality check (the demo data's "
+        "dev split; >= 1.0 is required).",
+        f"Test queries that an LLM also wrote, word for word: {found or 'none'}.",
+    ]
     return "\n".join(lines)
 
 
@@ -227,7 +234,7 @@ def render(path: Path) -> str | None:
 
 README_BLOCKS = {
     "test-table": Path("demo") / "test" / "leaderboard.md",
-    "adapt-table": Path("adapt-eval") / "leaderboard.md",
+    "adapt-table": Path("adapt-eval") / "unwritten" / "leaderboard.md",
 }
 """README blocks (between ``<!-- --8<-- [start:NAME] -->`` and its end marker) that hold a rendered table:
 the README is read where snippets are not expanded, so the table is written into it."""

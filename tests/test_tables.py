@@ -71,3 +71,19 @@ def test_a_benchmark_out_replaces_only_its_own_figures(tmp_path):
     assert (tmp_path / "mine.json").read_text() == "a user's file\n"
     with pytest.raises(SystemExit, match="folder"):
         check_out(tmp_path, "b")
+
+
+def test_adapt_runs_table_counts_what_each_run_generated_and_chose():
+    tables = _tables()
+    run = {
+        "differs": "no filter", "chosen": "plain", "seconds": {"data": 60, "train": 120},
+        "candidates": {"plain": {"dev": 1.1, "ood": 1.0046}},
+        "generated": {"qa": {"written": 10, "kept": 4, "train": 3, "dev": 1}},
+    }  # fmt: skip
+    kept_base = {**run, "chosen": None}
+    text = tables.adapt_runs(
+        {"runs": {"a": run, "b": kept_base}, "test queries the LLM also wrote": {"qa": ["Why?"], "tool": []}}
+    )
+    assert "| a | no filter | 4 of 10 | 0 of 0 | 3 / 1, 0 / 0 | plain | 1.005 | 3 |" in text
+    assert "| b | no filter | 4 of 10 | 0 of 0 | 3 / 1, 0 / 0 | base (kept) | — | 3 |" in text
+    assert 'qa: "Why?".' in text
