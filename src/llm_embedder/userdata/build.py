@@ -13,7 +13,10 @@ Per need (each optional):
   nearest (itself excluded) the candidates.
 
 The dev split holds out whole sources (documents, tools, conversations), never single queries, and
-the training corpora hold no dev key: dev keys are neither mined as negatives nor scored.  Layout
+the training corpora hold no dev key: dev keys are neither mined as negatives nor scored.  A user's
+labelled ``--queries`` of ``qa`` or ``tool`` give that task's dev set instead (a seeded ``dev_share`` of
+them, in place of the LLM-written dev queries, which flatter a model trained on their like); their
+positives are then removed from every training record and corpus.  Layout
 (:mod:`llm_embedder.data.layout`): ``train/<task>.json``, ``corpus-train/<task>.jsonl`` (training keys
 only), ``dev/`` (``qa/retrieval``, ``tool/toolbench``, ``chat/msc``), ``generation.json``, ``GENERATED.md``.
 """
@@ -31,7 +34,7 @@ import numpy as np
 from llm_embedder.data.layout import train_corpus_path
 from llm_embedder.data.tool_text import render_function
 from llm_embedder.errors import InputError
-from llm_embedder.fileio import atomic_path, write_json, write_jsonl
+from llm_embedder.fileio import atomic_path, read_jsonl, write_json, write_jsonl
 from llm_embedder.userdata.generate import GenerationSettings, split_by_source, write_answers, write_queries
 from llm_embedder.userdata.readers import (
     chunk_passages,
@@ -58,7 +61,8 @@ class UserInputs:
     documents: str | None = None
     examples: str | None = None
     queries: str | None = None
-    """Labelled queries in the released format (``query``, ``pos``, ``task``, ...), used as they are."""
+    """Labelled queries in the released format (``query``, ``pos``, ``task``, ...): training records, and
+    for ``qa`` and ``tool`` the dev set (see the module docstring)."""
 
     def given(self) -> dict[str, str]:
         return {k: v for k in INPUT_KINDS if (v := getattr(self, k))}
@@ -247,6 +251,60 @@ def _queries(path, report: dict[str, Any]) -> dict[str, list[dict]]:
     return by_task
 
 
+LABELLED_DEV = {"qa": "qa/retrieval", "tool": "tool/toolbench"}
+"""Tasks whose dev set a user's labelled queries replace, and its folder under ``dev/``."""
+
+
+def _key_text(task: str, row: dict[str, Any]) -> str:
+    return f"{row['title']} {row['text']}".strip() if task == "qa" else row["text"]
+
+
+def _labelled_dev(task: str, records: list[dict], settings: UserDataSettings, out: Path) -> tuple[list[dict], set[str]]:
+    """Hold out a seeded ``dev_share`` of ``task``'s labelled queries that have a positive as its dev set
+    (replacing written dev queries; the corpus keeps the written dev corpus and gains their positives and
+    negatives).  Return the other records and the held-out positives."""
+    ids = [str(i) for i, r in enumerate(records) if r.get("pos")]
+    held = split_by_source(ids, settings.dev_share, settings.seed)
+    if not held:
+        return records, set()
+    corpus_file = out / "dev" / LABELLED_DEV[task] / "corpus.json"
+    rows = read_jsonl(corpus_file) if corpus_file.is_file() else []
+    index = {_key_text(task, r): i for i, r in enumerate(rows)}
+
+    def position(text: str) -> int:
+        if text not in index:
+            index[text] = len(rows)
+            rows.append({"title": "", "text": text} if task == "qa" else {"text": text})
+        return index[text]
+
+    tests = []
+    for i in sorted(held, key=int):
+        record = records[int(i)]
+        pos = [position(t) for t in record["pos"]]
+        for text in record.get("neg", []):
+            position(text)
+        tests.append({"query": record["query"], "pos_index": pos})
+    _write_eval(out / "dev", LABELLED_DEV[task], tests, rows)
+    rest = [r for i, r in enumerate(records) if str(i) not in held]
+    return rest, {t for i in held for t in records[int(i)]["pos"]}
+
+
+def _without_keys(task: str, records: list[dict], gone: set[str], out: Path) -> list[dict]:
+    """Training without the keys ``gone``: a record whose positive is one is dropped, negatives lose them,
+    and so does the training corpus."""
+    if not gone:
+        return records
+    kept = []
+    for r in records:
+        if any(t in gone for t in r.get("pos", [])):
+            continue
+        kept.append(r | ({"neg": [t for t in r["neg"] if t not in gone]} if "neg" in r else {}))
+    corpus = out / train_corpus_path(task)
+    if corpus.is_file():
+        write_jsonl(corpus, [row for row in read_jsonl(corpus) if _key_text(task, row) not in gone])
+    return kept
+
+
 def build_user_data(
     inputs: UserInputs,
     out: str | Path,
@@ -276,7 +334,14 @@ def build_user_data(
             train["icl"] = _icl(inputs.examples, settings, report)
         if inputs.queries:
             for task, records in _queries(inputs.queries, report).items():
-                train.setdefault(task, []).extend(records)
+                gone: set[str] = set()
+                if task in LABELLED_DEV:
+                    dev_size = len(records)
+                    records, gone = _labelled_dev(task, records, settings, tmp)
+                    if gone:
+                        held = dev_size - len(records)
+                        report["queries"]["counts"][f"{task} held out as dev (in place of written ones)"] = held
+                train[task] = _without_keys(task, train.get(task, []) + records, gone, tmp)
         for task, records in train.items():
             if records:
                 write_jsonl(tmp / "train" / f"{task}.json", records)
