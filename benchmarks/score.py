@@ -138,6 +138,11 @@ def demo_records(demo: Path, per_task: int, cap: int, work: Path) -> dict[str, t
     return out
 
 
+def demo_label(args: argparse.Namespace) -> str:
+    """Which demo data the candidates came from: a folder given with ``--demo``, or the size built."""
+    return f"{args.demo} (given)" if args.demo else f"{args.demo_size} size, built"
+
+
 def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
     """float32 against bfloat16 rewards on the demo's candidates: order, top-1, teacher KL, speed."""
     import tempfile
@@ -167,8 +172,9 @@ def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
         for name in list(runs)[:: 1 if repeat % 2 == 0 else -1]:
             best[name] = min(best[name], timed(runs[name]), key=lambda result: result[0])
     print(
-        f"\nrewards float32 vs bfloat16 on demo candidates ({args.demo_size} size, {args.queries} queries per task, "
-        f"at most {args.cap} candidates each; {len(spans)} spans): float32 {len(spans) / best['float32'][0]:.2f}/s, "
+        f"\nrewards float32 vs bfloat16 on demo candidates ({demo_label(args)}, {args.queries} queries per task, "
+        f"every positive and at most {args.cap} others each; {len(spans)} spans): "
+        f"float32 {len(spans) / best['float32'][0]:.2f}/s, "
         f"bfloat16 {len(spans) / best['bfloat16'][0]:.2f}/s, "
         f"speed ratio {best['float32'][0] / best['bfloat16'][0]:.2f}x"
     )
@@ -217,7 +223,7 @@ def ranking_report(args: argparse.Namespace, settings: ScoreSettings) -> None:
     if args.out:
         figures = {
             "benchmark": "score --ranking",
-            "demo_size": args.demo_size,
+            "demo_size": demo_label(args),
             "queries_per_task": args.queries,
             "cap": args.cap,
             "spans": len(spans),

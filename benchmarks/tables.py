@@ -57,8 +57,9 @@ def score_ranking(figures: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"{figures['spans']} spans of the demo's training queries ({figures['demo_size']} size, "
-        f"{figures['queries_per_task']} per task, at most {figures['cap']} candidates each): float32 "
+        f"{figures['spans']} spans of the demo's training queries ({figures['demo_size']}, "
+        f"{figures['queries_per_task']} per task, every positive and at most {figures['cap']} other candidates "
+        "each): float32 "
         f"{figures['float32_per_s']:.2f}/s, bfloat16 {figures['bfloat16_per_s']:.2f}/s "
         f"(**{figures['speed_ratio']:.2f}x**); {_machine(figures)}. Rule (top-1 >= 0.95 and mean tau >= 0.9 "
         f"on every task): **{'holds' if figures['rule_holds'] else 'fails'}**.",
