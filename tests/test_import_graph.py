@@ -12,11 +12,12 @@ ROOT = Path(__file__).parents[1] / "src" / "llm_embedder"
 
 # Ground floor first.  ``llm_embedder`` is the package's own ``__init__`` (the public API): the top.
 FLOORS = [
-    {"errors", "fileio", "fingerprint", "versioned", "version", "distributed", "tasks", "outputs", "selection"},
+    {"errors", "fileio", "fingerprint", "versioned", "version", "distributed", "tasks", "outputs", "selection"}
+    | {"freshness", "progress"},
     {"models"},
     {"data", "retrieval"},
     {"training", "rewards", "evaluation", "userdata", "demo", "serving", "adapters"},
-    {"pipeline", "stages"},
+    {"pipeline"},
     {"adapt"},
     {"commands", "cli", "llm_embedder"},
 ]

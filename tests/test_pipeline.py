@@ -12,9 +12,9 @@ import pytest
 from llm_embedder.cli import main
 from llm_embedder.data.records import load_train_file, make_group
 from llm_embedder.fingerprint import file_digest
+from llm_embedder.freshness import STAGE_FILE
 from llm_embedder.outputs import FOLDER_MANIFEST
 from llm_embedder.pipeline import ABLATIONS, Pipeline, PipelineConfig
-from llm_embedder.stages import STAGE_FILE
 from llm_embedder.tasks import DEFAULT_TASKS
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo.yaml"

@@ -31,8 +31,9 @@ from typing import Any
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, read_json, write_json
 from llm_embedder.fingerprint import code_digest, file_digest
+from llm_embedder.freshness import Stage
 from llm_embedder.pipeline import DATA_STAMP, SELECT_STAGES, Pipeline, PipelineConfig
-from llm_embedder.stages import Progress, Stage
+from llm_embedder.progress import Progress
 from llm_embedder.userdata.build import UserDataSettings, UserInputs, build_user_data
 from llm_embedder.userdata.generate import GenerationSettings
 

@@ -17,8 +17,9 @@ is an error (``fileio.WRITE_GUARD``).  The rules, whatever ``--overwrite`` or ``
 - a restart (``--restart``, a changed pipeline stage) removes only what the folder's manifest lists
   as made by llm-embedder (:func:`remove_made`), and the temporary files of dead runs only when
   their name carries a token the library made (``fileio.temporary_name``);
-- a resumable output (:func:`resume_partial`) continues only when its manifest matches in full;
-  otherwise the error says what changed and ``restart`` starts over.
+- a resumable output continues only when its manifest matches in full
+  (:func:`llm_embedder.freshness.resume_partial`); otherwise the error says what changed and
+  ``restart`` starts over.
 
 Every output gets a small manifest: the command that made it, a digest of each input file and the
 settings.  A file's manifest is a hidden neighbour (``.NAME.manifest.json``); a folder's lies inside
@@ -402,11 +403,6 @@ class Output:
     is_dir: bool = False
     made: set[str] = field(default_factory=set)
 
-    def matches(self, path: str | Path | None = None) -> bool:
-        """Whether ``path`` (default: the output) carries this very manifest."""
-        old = read_manifest(self.path if path is None else path, self.is_dir and path is None)
-        return old is not None and old["command"] == self.manifest["command"] and not changes(old, self.manifest)
-
     def seal(self, path: str | Path | None = None) -> None:
         manifest = dict(self.manifest)
         if self.is_dir and path is None:
@@ -537,41 +533,3 @@ def remove_made(folder: str | Path) -> list[Path]:
                 removed.append(path)
         file.unlink()
     return removed
-
-
-# ---------------------------------------------------------------------------- resumable outputs
-def resume_partial(output: Output, partial: Path, restart: bool) -> str:
-    """How to go on with ``partial`` (a hidden work file of ``output``): ``"resume"`` it, start
-    ``"fresh"``, or ``"done"`` (the output is complete and current).
-
-    A partial or finished output made from other inputs or settings stops the command with what
-    changed, unless ``restart``.
-    """
-    for candidate in (partial, output.path):
-        old = read_manifest(candidate)
-        if not candidate.exists() or old is None or output.matches(candidate):
-            continue
-        if not restart:
-            what = "; ".join(changes(old, output.manifest)) or "made by another command"
-            raise InputError(
-                output.path,
-                None,
-                None,
-                f"an earlier run wrote {candidate.name} from other inputs or settings ({what}); "
-                "pass --restart to start over",
-            )
-    if partial.exists() and output.matches(partial):
-        return "resume"
-    if output.path.exists() and output.matches():
-        return "done"
-    partial.unlink(missing_ok=True)
-    output.seal(partial)
-    return "fresh"
-
-
-def finish_partial(output: Output, partial: Path) -> None:
-    """Move a complete ``partial`` into place: the manifest first, so a kill in between resumes from
-    the (complete) partial, whose manifest is still there."""
-    output.seal()
-    os.replace(partial, output.path)
-    manifest_path(partial).unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 ``llm-embedder run recipes/demo.yaml`` runs five stages into ``work_dir``; each stage's output is
 kept, so a re-run skips what is done and a killed run resumes (scoring and training resume inside
 the stage too).  Every output folder records the settings it was made from, upstream stages
-included (``stage.json``: :class:`llm_embedder.stages.Stage`); a folder whose settings changed is
+included (``stage.json``: :class:`llm_embedder.freshness.Stage`); a folder whose settings changed is
 emptied of what the pipeline made and made again, so a changed recipe never mixes with older
 outputs.  ``--ablate reward,stable_distill,instructions,homogeneous`` also trains the variants that
 drop one technique each and puts them on the leaderboard.
@@ -20,9 +20,11 @@ from typing import Any
 
 from llm_embedder.data.layout import key_template, train_corpus_path
 from llm_embedder.errors import InputError
+from llm_embedder.evaluation.grid import GRID_MEMBERS
 from llm_embedder.fileio import iter_jsonl, read_yaml, write_json
 from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest
-from llm_embedder.stages import STAGE_FILE, Progress, Stage
+from llm_embedder.freshness import STAGE_FILE, Stage
+from llm_embedder.progress import Progress
 from llm_embedder.tasks import DEFAULT_TASKS
 from llm_embedder.training.config import Techniques, TrainConfig, apply_override
 
@@ -75,9 +77,8 @@ class PipelineConfig:
         return cls(**data)
 
 
-# What a trainer and an evaluation grid write in their folders (removed when their stage starts again).
+# What a trainer writes in its folder (removed when its stage starts again).
 TRAINING_MEMBERS = ("checkpoints", "model", "train_log.jsonl", "diagnostics.json")
-EVAL_MEMBERS = ("cells", "details", "cache", "leaderboard.md", "leaderboard.json", "leaderboard.png", "versions.json")
 # The code a trained model comes from besides its settings and data: a fixed loss or sampler trains again.
 TRAINING_CODE = (
     "llm_embedder.training",
@@ -442,7 +443,7 @@ class Pipeline:
         cells_key = {k: v for k, v in settings.items() if k not in kept}
         data = file_digest(data_dir)  # a rebuilt test set is evaluated again
         key = {"data": data, "lm": self.config.lm, "lm_dtype": self.config.lm_dtype, "eval": cells_key}
-        Stage.folder(out, key, EVAL_MEMBERS).begin()
+        Stage.folder(out, key, GRID_MEMBERS).begin()
         return run_grid(
             evaluators,
             specs,

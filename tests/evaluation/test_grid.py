@@ -298,6 +298,23 @@ def test_changed_evaluation_code_runs_every_cell_again(full_run, grid, data_dir,
     assert sorted(calls) == sorted(("msc", spec) for spec in grid)
 
 
+def test_a_specs_version_runs_only_its_cells_again(full_run, grid, data_dir, eval_lm_dir, tmp_path):
+    """A model folder trained again under the same path: its version (part of its cells' keys) decides."""
+    out, _ = full_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    evaluators = build_evaluators(data_dir, ["chat"])
+    calls = count_runs(evaluators)
+    run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False, versions={"bm25": "v1"})
+    assert calls == [("msc", "bm25")]  # a version where there was none is another key
+    calls.clear()
+    run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False, versions={"bm25": "v1"})
+    assert calls == []
+    run_grid(evaluators, grid, copy, lm_name=str(eval_lm_dir), show_progress=False, versions={"bm25": "v2"})
+    assert calls == [("msc", "bm25")]
+    assert {p.name for p in copy.iterdir()} <= set(grid_module.GRID_MEMBERS)
+
+
 def test_killed_run_keeps_finished_cells_and_rerun_finishes(full_run, grid, data_dir, eval_lm_dir, tmp_path):
     out, board = full_run
     specs, tasks = ["none", "bm25"], ["chat", "lrlm", "tool"]

@@ -348,10 +348,8 @@ def test_every_command_is_covered():
 
 
 def test_members_match_what_the_commands_write():
-    from llm_embedder.commands import evaluate, index, train
-    from llm_embedder.evaluation import grid
+    from llm_embedder.commands import index, train
     from llm_embedder.training import trainer
 
     assert set(train.TRAIN_MEMBERS) == {trainer.CHECKPOINT_DIR, trainer.MODEL_DIR, trainer.LOG_FILE}
-    assert grid.VERSIONS_FILE in evaluate.EVAL_MEMBERS
     assert json.loads(json.dumps(index.INDEX_MEMBERS))

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from llm_embedder.commands.common import claim, json_object
 from llm_embedder.commands.options import COUNT, add_overwrite
+from llm_embedder.evaluation.grid import GRID_MEMBERS
 from llm_embedder.outputs import FOLDER, Port, Spec
-
-EVAL_MEMBERS = ("cells", "details", "cache", "leaderboard.md", "leaderboard.json", "leaderboard.png", "versions.json")
 
 
 def is_results(path: Path) -> bool:
@@ -23,7 +22,7 @@ EVAL = Spec(
         Port("--data", "eval-data"),
         Port("--retriever", "retriever"),
         Port("--lm", "lm"),
-        Port("--out", "results", FOLDER, EVAL_MEMBERS, is_results),
+        Port("--out", "results", FOLDER, GRID_MEMBERS, is_results),
     ),
     (("--data", "{eval-data}", "--tasks", "tool", "--retriever", "bm25"),),
 )

@@ -7,7 +7,6 @@ tests resample).  A row is a retriever spec, named on the leaderboard by its lab
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,6 @@ def cell_file(out: Path, evaluator_name: str, spec: str) -> Path:
 def details_file(cell: Path) -> Path:
     """The per-example results that go with the cell file ``cell``."""
     return cell.parent.parent / "details" / f"{cell.stem}.jsonl"
-
-
-def cell_key(file: Path) -> str | None:
-    """The key a cell file was made under; None when there is no readable one (the cell runs again)."""
-    try:
-        return json.loads(file.read_text(encoding="utf-8")).get("key")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def cell_sample(file: Path, cell: dict[str, Any]) -> stats.Sample | None:

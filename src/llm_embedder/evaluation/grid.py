@@ -1,9 +1,10 @@
 """The evaluation grid: every (evaluator, retriever) cell, cached so a killed run resumes, then the leaderboard.
 
-Outputs under ``out``: ``cells/`` and ``details/`` (see ``cells.py``; a cell is run again unless its
-key matches: data files' bytes, limit and evaluator options, the LM's weights, the retriever's model
-fingerprint, the evaluation code and library versions), ``cache/`` (corpus embeddings per model and
-task), ``versions.json`` (see :func:`run_grid`) and ``leaderboard.{md,json,png}``.
+Outputs under ``out`` (:data:`GRID_MEMBERS`): ``cells/`` and ``details/`` (see ``cells.py``; a cell is
+run again unless its key matches (:meth:`llm_embedder.freshness.Stage.record`): data files' bytes, limit
+and evaluator options, the LM's weights, the retriever's model fingerprint and version, the evaluation
+code and library versions), ``cache/`` (corpus embeddings per model and task) and
+``leaderboard.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from llm_embedder.evaluation.base import EvalResult, Evaluator, needs_lm
-from llm_embedder.evaluation.cells import cell_file, cell_key, details_file, reference_row
+from llm_embedder.evaluation.cells import cell_file, details_file, reference_row
 from llm_embedder.evaluation.leaderboard import write_leaderboard
 from llm_embedder.evaluation.retrievers import NotApplicable, Retriever, check_spec, make_retriever
-from llm_embedder.fileio import read_json, write_json, write_jsonl
+from llm_embedder.fileio import write_jsonl
 from llm_embedder.fingerprint import code_digest, file_digest, files_digest, settings_digest, weights_digest
+from llm_embedder.freshness import Stage
 
-VERSIONS_FILE = "versions.json"
+GRID_MEMBERS = ("cells", "details", "cache", "leaderboard.md", "leaderboard.json", "leaderboard.png")
+"""What :func:`run_grid` writes in its folder (a command or stage that evaluates declares these)."""
 # The code a cell's numbers come from: a fixed evaluator, LM wrapper or retriever runs its cells again.
 EVALUATION_CODE = ("llm_embedder.evaluation", "llm_embedder.models", "llm_embedder.retrieval", "llm_embedder.tasks")
 
@@ -47,19 +50,12 @@ def run_grid(
     one results folder should keep one dtype.
     ``reference`` names the row the others are tested against (default: ``base`` if present).
     ``versions`` maps a retriever spec to what its results depend on beyond the spec itself (the
-    settings a model folder was trained from): a spec's cells made under another version are run again.
+    settings a model folder was trained from): part of its cells' keys, so another version runs them again.
     """
     for spec in retriever_specs:  # a typo must fail now, not after hours of earlier cells
         check_spec(spec)
     reference_row(retriever_specs, reference)
     out = Path(out_dir)
-    if versions:
-        known = read_json(out / VERSIONS_FILE) if (out / VERSIONS_FILE).is_file() else {}
-        for spec, version in versions.items():
-            if known.get(spec) != version:
-                for evaluator in evaluators:
-                    cell_file(out, evaluator.name, spec).unlink(missing_ok=True)
-        write_json(out / VERSIONS_FILE, {**known, **versions})
     lm, lm_key = None, None
     if any(needs_lm(e) for e in evaluators):
         from llm_embedder.models.lm import CausalLM
@@ -74,16 +70,17 @@ def run_grid(
         retriever = make_retriever(spec, cache_dir=out / "cache", device=device, dtype=encoder_dtype)
         for evaluator in evaluators:
             bar.set_postfix_str(f"{evaluator.name} / {spec}")
-            key = settings_digest(
-                {
-                    "data": data_keys[id(evaluator)],
-                    "retriever": getattr(retriever, "fingerprint", spec),
-                    "lm": lm_key if needs_lm(evaluator) else None,
-                    "code": code,
-                }
-            )
-            if cell_key(cell_file(out, evaluator.name, spec)) != key:
-                _run_cell(evaluator, spec, retriever, lm if needs_lm(evaluator) else None, key, out)
+            made_from = {
+                "data": data_keys[id(evaluator)],
+                "retriever": getattr(retriever, "fingerprint", spec),
+                "lm": lm_key if needs_lm(evaluator) else None,
+                "code": code,
+            }
+            if (versions or {}).get(spec) is not None:  # absent, the key is what it was before versions joined it
+                made_from["version"] = versions[spec]
+            cell = Stage.record(cell_file(out, evaluator.name, spec), settings_digest(made_from))
+            if not cell.fresh():
+                _run_cell(evaluator, spec, retriever, lm if needs_lm(evaluator) else None, cell)
             bar.update(1)
     bar.close()
     return write_leaderboard(out, [e.name for e in evaluators], retriever_specs, lm_name, reference)
@@ -104,14 +101,14 @@ def _evaluator_key(evaluator: Evaluator) -> dict[str, Any]:
     return json.loads(json.dumps(key, default=str))
 
 
-def _run_cell(evaluator: Evaluator, spec: str, retriever: Retriever, lm: Any, key: str, out: Path) -> None:
+def _run_cell(evaluator: Evaluator, spec: str, retriever: Retriever, lm: Any, stage: Stage) -> None:
+    """Run one cell and write it (its details first: a cell file means a finished cell)."""
     started = time.perf_counter()
     try:
         result: EvalResult | None = evaluator.run(lm, retriever, show_progress=False)
     except NotApplicable as exc:
         result, note = None, str(exc)
-    file = cell_file(out, evaluator.name, spec)
-    cell: dict[str, Any] = {"evaluator": evaluator.name, "task": evaluator.task, "retriever": spec, "key": key}
+    cell: dict[str, Any] = {"evaluator": evaluator.name, "task": evaluator.task, "retriever": spec}
     if result is None:
         cell["not_applicable"] = note
     else:
@@ -121,5 +118,5 @@ def _run_cell(evaluator: Evaluator, spec: str, retriever: Retriever, lm: Any, ke
             lower_is_better=result.lower_is_better,
             seconds=round(time.perf_counter() - started, 1),
         )
-        write_jsonl(details_file(file), result.details)
-    write_json(file, cell)
+        write_jsonl(details_file(stage.stamp), result.details)
+    stage.seal(cell)

@@ -35,13 +35,13 @@ from __future__ import annotations
 from llm_embedder.evaluation.base import EvalResult, Evaluator
 from llm_embedder.evaluation.cells import cell_stem, find_row, reference_row
 from llm_embedder.evaluation.compare import compare_rows, format_comparison
-from llm_embedder.evaluation.grid import VERSIONS_FILE, run_grid
+from llm_embedder.evaluation.grid import GRID_MEMBERS, run_grid
 from llm_embedder.evaluation.leaderboard import write_leaderboard
 from llm_embedder.evaluation.registry import EVALUATORS, build_evaluators
 
 __all__ = [
     "EVALUATORS",
-    "VERSIONS_FILE",
+    "GRID_MEMBERS",
     "EvalResult",
     "Evaluator",
     "build_evaluators",

@@ -34,6 +34,7 @@ from llm_embedder import distributed as dist_utils
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, read_json, write_json
 from llm_embedder.fingerprint import embedder_fingerprint, file_digest, settings_digest, text_digest
+from llm_embedder.freshness import Stage
 from llm_embedder.models.embedder import Embedder
 from llm_embedder.retrieval.corpus import DEFAULT_KEY_TEMPLATE, iter_corpus
 from llm_embedder.retrieval.dense import DenseIndex, expand_factory
@@ -130,14 +131,15 @@ def _batched(rows: Iterator[tuple[int, str]], size: int) -> Iterator[list[tuple[
 
 def _prepare(work: Path, digest: str) -> None:
     """Keep the shards of an interrupted build with the same settings; start afresh otherwise."""
-    marker = work / WORK_SETTINGS
+    stage = Stage.record(work / WORK_SETTINGS, digest, field="digest")
     if work.exists():
-        if not marker.is_file():
+        if not stage.stamp.is_file():
             raise ValueError(f"{work} exists but is not an index build's work folder; move it away")
-        if read_json(marker, "build settings file").get("digest") != digest:
+        read_json(stage.stamp, "build settings file")  # a damaged one is named, not taken for ours and removed
+        if not stage.fresh():
             shutil.rmtree(work)  # shards of other weights or settings: ours, and of no use
     work.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"digest": digest})
+    stage.seal()
 
 
 def _shard_files(work: Path, number: int) -> tuple[Path, Path, Path]:
@@ -148,18 +150,10 @@ def _shard_files(work: Path, number: int) -> tuple[Path, Path, Path]:
 def _finished(work: Path, number: int, check: str) -> bool:
     """Whether shard ``number`` is done for these ids and texts, its files as they were written."""
     vectors, ids, meta = _shard_files(work, number)
-    if not (meta.is_file() and vectors.is_file() and ids.is_file()):
+    if not (vectors.is_file() and ids.is_file() and Stage.record(meta, check, field="digest").fresh()):
         return False
-    try:
-        recorded = json.loads(meta.read_text(encoding="utf-8"))
-    except ValueError:
-        return False
-    return (
-        isinstance(recorded, dict)
-        and recorded.get("digest") == check
-        and recorded.get("vectors") == file_digest(vectors)
-        and recorded.get("ids") == file_digest(ids)
-    )
+    recorded = json.loads(meta.read_text(encoding="utf-8"))
+    return recorded.get("vectors") == file_digest(vectors) and recorded.get("ids") == file_digest(ids)
 
 
 def _write_shard(work: Path, number: int, ids: np.ndarray, vectors: np.ndarray, check: str) -> None:
@@ -168,7 +162,7 @@ def _write_shard(work: Path, number: int, ids: np.ndarray, vectors: np.ndarray, 
         with atomic_path(target) as tmp, tmp.open("wb") as handle:
             np.save(handle, array)
     files = {"vectors": file_digest(vectors_file), "ids": file_digest(ids_file)}
-    write_json(meta_file, {"digest": check, "count": len(ids), **files})  # last: marks the shard finished
+    Stage.record(meta_file, check, field="digest").seal({"count": len(ids), **files})  # last: the shard is done
 
 
 def _load_shard(work: Path, number: int) -> tuple[np.ndarray, np.ndarray]:

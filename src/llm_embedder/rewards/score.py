@@ -33,8 +33,9 @@ from llm_embedder.data.records import record_candidates
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, iter_jsonl
 from llm_embedder.fingerprint import settings_digest, weights_digest
+from llm_embedder.freshness import finish_partial, resume_partial
 from llm_embedder.models.lm import CausalLM, Span
-from llm_embedder.outputs import Output, claim, finish_partial, manifest_path, resume_partial
+from llm_embedder.outputs import Output, claim, manifest_path
 from llm_embedder.tasks import DEFAULT_TASKS, Task, TaskTable
 
 AGGREGATIONS = ("mean", "max")

@@ -35,9 +35,9 @@ from llm_embedder.distributed import gather_no_grad, gather_with_grad, loss_scal
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import atomic_path, read_json, write_json
 from llm_embedder.fingerprint import file_digest
+from llm_embedder.freshness import Stage
 from llm_embedder.models.embedder import Embedder
 from llm_embedder.models.zoo import model_digest
-from llm_embedder.outputs import changes
 from llm_embedder.tasks import TaskTable
 from llm_embedder.training.config import TrainConfig, effective_settings
 from llm_embedder.training.losses import compute_task_loss
@@ -306,13 +306,7 @@ class Trainer:
 
     def _other_recipe(self, checkpoint: Path) -> list[str]:
         """How the recipe of ``checkpoint`` differs from this one (empty when it is the same)."""
-        try:
-            saved = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8")).get("recipe")
-        except (OSError, ValueError):
-            saved = None
-        if not isinstance(saved, dict):
-            return ["the checkpoint records no recipe"]
-        return changes(saved, self.recipe)
+        return Stage.record(checkpoint / "trainer_state.json", self.recipe, field="recipe").changes()
 
     def _resume(self) -> None:
         checkpoints = self._checkpoints()
@@ -478,10 +472,8 @@ def finished_model(config: TrainConfig) -> Path | None:
     info = Path(config.output_dir) / MODEL_DIR / "training.json"
     if not (config.resume and info.is_file()):
         return None
-    saved = read_json(info, "training record")
-    same = saved.get("config") == json.loads(json.dumps(config.to_dict())) and saved.get("recipe") == recipe_identity(
-        config
-    )
+    same_config = read_json(info, "training record").get("config") == json.loads(json.dumps(config.to_dict()))
+    same = same_config and Stage.record(info, recipe_identity(config), field="recipe").fresh()
     return info.parent if same else None
 
 

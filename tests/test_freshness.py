@@ -1,13 +1,17 @@
-"""Stage stamps and progress lines (:mod:`llm_embedder.stages`): an output is reused only while fresh,
-and a stale one loses only what llm-embedder made."""
+"""Freshness (:mod:`llm_embedder.freshness`) and progress lines (:mod:`llm_embedder.progress`): an output
+is reused only while fresh, and a stale one loses only what llm-embedder made."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
+from llm_embedder.errors import InputError
 from llm_embedder.fingerprint import files_digest
-from llm_embedder.outputs import read_manifest, record_made
-from llm_embedder.stages import STAGE_FILE, Progress, Stage
+from llm_embedder.freshness import STAGE_FILE, Stage, finish_partial, resume_partial
+from llm_embedder.outputs import claim, manifest_path, read_manifest, record_made
+from llm_embedder.progress import Progress
 
 
 def test_a_stage_folder_is_kept_only_for_the_same_settings(tmp_path):
@@ -103,3 +107,54 @@ def test_progress_numbers_come_from_the_stage_list(capsys):
     assert lines[:3] == ["[1/3] data: in place", "", "[3/3] select: two models"]
     assert lines[3] == "      dev" and lines[4].startswith("      done in ") and lines[4].endswith(" s; more")
     assert lines[5] == "train: on its own"
+
+
+def test_a_record_carries_its_own_key(tmp_path):
+    """An evaluation cell, a checkpoint's state: the key is a field of the output itself."""
+    cell = tmp_path / "cells" / "qa__bm25.json"
+    stage = Stage.record(cell, "k1")
+    assert not stage.fresh() and stage.changes() == ["it records nothing of what it was made from"]
+    stage.seal({"evaluator": "qa", "metrics": {"ndcg": 0.5}})
+    assert json.loads(cell.read_text()) == {"evaluator": "qa", "metrics": {"ndcg": 0.5}, "key": "k1"}
+    assert Stage.record(cell, "k1").fresh() and Stage.record(cell, "k1").changes() == []
+    assert not Stage.record(cell, "k2").fresh()
+    assert Stage.record(cell, "k2").changes() == ["made from other inputs"]
+    cell.write_text("[1, 2]")  # not an object: no key, stale
+    assert Stage.record(cell, "k1").recorded() is None and not Stage.record(cell, "k1").fresh()
+
+
+def test_changes_name_each_input_and_setting_that_differs(tmp_path):
+    state = tmp_path / "trainer_state.json"
+    old = {"inputs": {"data": "aa", "model": "mm"}, "settings": {"lr": 1e-5, "steps": 10}}
+    state.write_text(json.dumps({"step": 3, "recipe": old}))
+    new = {"inputs": {"data": "bb", "model": "mm"}, "settings": {"lr": 1e-5, "steps": 20}, "extra": 1}
+    assert Stage.record(state, new, field="recipe").changes() == [
+        "input data changed",
+        "steps: 10 -> 20",
+        "extra: null -> 1",
+    ]
+    assert Stage.record(state, old, field="recipe").fresh()
+
+
+def test_a_partial_resumes_only_under_its_own_manifest(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("{}\n")
+    target, partial = tmp_path / "out.jsonl", tmp_path / ".out.jsonl.partial"
+
+    def output(lr):
+        return claim(target, "score", inputs={"input": source}, settings={"lr": lr})
+
+    assert resume_partial(output(1), partial, restart=False) == "fresh"
+    assert read_manifest(partial)["settings"] == {"lr": 1}
+    partial.write_text("half\n")
+    assert resume_partial(output(1), partial, restart=False) == "resume"
+    with pytest.raises(InputError, match=r"lr: 1 -> 2.*--restart"):
+        resume_partial(output(2), partial, restart=False)
+    source.write_text("{}\n{}\n")
+    with pytest.raises(InputError, match="input input changed"):
+        resume_partial(output(1), partial, restart=False)
+    assert resume_partial(output(1), partial, restart=True) == "fresh" and not partial.exists()
+    partial.write_text("whole\n")
+    finish_partial(output(1), partial)
+    assert target.read_text() == "whole\n" and not partial.exists() and not manifest_path(partial).exists()
+    assert resume_partial(output(1), partial, restart=False) == "done"
