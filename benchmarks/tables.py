@@ -210,7 +210,29 @@ def adapt_runs(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def selection(figures: dict[str, Any]) -> str:
+    """``llm-embedder run --select``'s ``selection.json``: each model's mean score relative to the base per
+    split, the worst out-of-domain check (what the rule's floor reads) and the pick."""
+    splits = [s for s in next(iter(figures["scores"].values())) if s != "dev"]
+    head = " | ".join(f"{s} ({'/'.join(Path(figures['checks'][s]).parts[-2:])})" for s in splits)
+    lines = [f"| model | dev | {head} | worst check | |", "|---|---:|" + "---:|" * len(splits) + "---:|---|"]
+
+    def cell(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    for name, scores in figures["scores"].items():
+        checks = [scores[s] for s in splits]
+        worst = min((v for v in checks if v is not None), default=None)
+        mark = "**chosen**" if name == figures["chosen"] else "reference" if name == "base" else ""
+        row = [name, cell(scores["dev"]), *map(cell, checks), cell(worst), mark]
+        lines.append("| " + " | ".join(row) + " |")
+    checks = "; ".join(f"{s}: `{folder}`" for s, folder in figures["checks"].items())
+    lines += ["", f"Rule: {figures['rule']}. Checks: {checks}."]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "llm-embedder selection": selection,
     "adapt runs": adapt_runs,
     "adapt writers": adapt_writers,
     "serve": serve,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from llm_embedder.fingerprint import file_digest
 from llm_embedder.freshness import STAGE_FILE
 from llm_embedder.outputs import FOLDER_MANIFEST
 from llm_embedder.pipeline import ABLATIONS, Pipeline, PipelineConfig
+from llm_embedder.selection import worst_check
 from llm_embedder.tasks import DEFAULT_TASKS
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "demo.yaml"
@@ -141,12 +143,15 @@ def test_unknown_ablation_and_setting_are_clear_errors(tmp_path, capsys):
 
 @pytest.mark.slow  # shares the end-to-end run (about 2 minutes idle)
 def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, capsys):
-    """Selection reads dev and ood-dev; the report's out-of-domain check (``run``) reads ood-test."""
+    """Selection reads dev, ood-dev and the recipe's extra checks; the report's out-of-domain check (``run``)
+    reads ood-test."""
     work, args = finished_run
+    natural = work.parent / "natural-check"  # an extra check folder (eval layout): here a copy of dev's tools
+    shutil.copytree(work / "data" / "dev" / "tool", natural / "tool", dirs_exist_ok=True)
     select = [
         "--set",
         'select={"variants": [{"name": "slow", "learning_rate": 1e-6}], "merge_weights": [0.5],'
-        ' "dev_evaluators": ["tool", "msc"], "ood_evaluators": ["tool"]}',
+        f' "dev_evaluators": ["tool", "msc"], "ood_evaluators": ["tool"], "check": ["{natural}"]}}',
     ]
     assert main([*args, *select, "--select"]) == 0
     out = capsys.readouterr().out
@@ -157,6 +162,13 @@ def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, cap
     assert {c["evaluator"] for c in dev["columns"]} == {"tool", "msc"}
     ood = json.loads((work / "select" / "eval-ood" / "leaderboard.json").read_text())
     assert {c["evaluator"] for c in ood["columns"]} == {"tool"}
+    check = json.loads((work / "select" / "eval-check-1" / "leaderboard.json").read_text())
+    assert {c["evaluator"] for c in check["columns"]} == {"tool"}  # every evaluator the folder has data for
+    assert result["checks"] == {"ood": str(work / "data" / "ood-dev"), "check-1": str(natural)}
+    for name, candidate in result["candidates"].items():  # the rule's floor reads the worse of the two checks
+        scores = result["scores"][name]
+        assert set(scores) == {"dev", "ood", "check-1"}
+        assert candidate == {"dev": scores["dev"], "ood": worst_check(scores)}  # worst_check: tests/test_selection.py
     # each grid's stage records the digest of the folder it evaluated
     read_by = {
         grid: json.loads((work / grid / STAGE_FILE).read_text())["data"] for grid in ("select/eval-ood", "eval-ood")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_embedder.selection import choose, mean_score, relative_scores
+from llm_embedder.selection import choose, mean_score, relative_scores, worst_check
 
 BOARD = {
     "columns": [
@@ -59,3 +59,16 @@ def test_a_tie_on_dev_goes_to_the_safer_model_out_of_domain():
     assert choose({"z": {"dev": 1.2, "ood": None}, "w": {"dev": 1.19, "ood": 1.0}})["chosen"] == "w"
     with pytest.raises(ValueError, match="dev_tie must be >= 0"):
         choose(candidates, dev_tie=-0.1)
+
+
+def test_the_out_of_domain_score_is_the_worst_checks():
+    assert worst_check({"dev": 0.5, "ood": 1.02, "check-1": 0.97}) == 0.97  # dev is never a check
+    assert worst_check({"dev": 1.2, "ood": None, "check-1": 1.01}) == 1.01  # a check without a score is skipped
+    assert worst_check({"dev": 1.2}) is None
+    # level on the same-source check but below the base on natural questions: not eligible
+    scores = {
+        "instr": {"dev": 1.12, "ood": 1.08, "check-1": 0.93},
+        "plain": {"dev": 1.10, "ood": 1.02, "check-1": 1.01},
+    }
+    picked = choose({n: {"dev": s["dev"], "ood": worst_check(s)} for n, s in scores.items()})
+    assert picked["chosen"] == "plain"

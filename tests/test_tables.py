@@ -87,3 +87,23 @@ def test_adapt_runs_table_counts_what_each_run_generated_and_chose():
     assert "| a | no filter | 4 of 10 | 0 of 0 | 3 / 1, 0 / 0 | plain | 1.005 | 3 |" in text
     assert "| b | no filter | 4 of 10 | 0 of 0 | 3 / 1, 0 / 0 | base (kept) | — | 3 |" in text
     assert 'qa: "Why?".' in text
+
+
+def test_selection_table_shows_each_check_and_the_worst():
+    figures = {
+        "kind": "llm-embedder selection",
+        "chosen": "plain",
+        "rule": "best in-domain dev score among models with out-of-domain score >= 1.0",
+        "checks": {"ood": "runs/demo/data/ood-dev", "check-1": "runs/natural/ood-dev"},
+        "scores": {
+            "base": {"dev": 1.0, "ood": 1.0, "check-1": 1.0},
+            "instr": {"dev": 1.12, "ood": 1.05, "check-1": 0.9},
+            "plain": {"dev": 1.1, "ood": 1.02, "check-1": None},
+        },
+    }
+    lines = _tables().selection(figures).splitlines()
+    assert lines[0] == "| model | dev | ood (data/ood-dev) | check-1 (natural/ood-dev) | worst check | |"
+    assert lines[2] == "| base | 1.000 | 1.000 | 1.000 | 1.000 | reference |"
+    assert lines[3] == "| instr | 1.120 | 1.050 | 0.900 | 0.900 |  |"
+    assert lines[4] == "| plain | 1.100 | 1.020 | — | 1.020 | **chosen** |"
+    assert lines[-1].startswith("Rule: best in-domain") and "check-1: `runs/natural/ood-dev`" in lines[-1]

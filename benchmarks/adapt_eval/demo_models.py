@@ -23,6 +23,7 @@ from pathlib import Path
 from llm_embedder.evaluation.grid import run_grid
 from llm_embedder.evaluation.registry import build_evaluators
 from llm_embedder.fileio import atomic_path
+from llm_embedder.freshness import Stage
 from llm_embedder.models.embedder import Embedder
 from llm_embedder.models.zoo import model_digest
 
@@ -30,12 +31,12 @@ from llm_embedder.models.zoo import model_digest
 def with_instructions(source: str | Path, instructions: str, folder: Path) -> Path:
     """``source`` saved under ``folder`` with the instruction set ``instructions``; reused while the
     source's digest and the set are those it was made from."""
-    model, stamp = folder / "model", folder / "made-from.txt"
-    made_from = f"{model_digest(str(source))} {instructions}"
-    if not (model.is_dir() and stamp.is_file() and stamp.read_text(encoding="utf-8") == made_from):
+    model = folder / "model"
+    stage = Stage(folder / "made-from.txt", f"{model_digest(str(source))} {instructions}", product=model)
+    if not stage.fresh():
         with atomic_path(model, is_dir=True) as tmp:
             Embedder.from_pretrained(str(source), instructions=instructions).save_pretrained(tmp)
-        stamp.write_text(made_from, encoding="utf-8")
+        stage.seal()
     return model
 
 

@@ -55,8 +55,9 @@ class PipelineConfig:
     """``weight``: the fine-tuned model's share in the ``merged`` row (with the base encoder); none: no row."""
     select: dict[str, Any] = field(default_factory=dict)
     """Model selection on dev (``llm-embedder run --select``): ``variants`` (each a ``name`` and train
-    settings), ``dev_evaluators`` and ``ood_evaluators`` (evaluator names), ``ood_floor``, ``dev_tie``
-    (see :func:`llm_embedder.selection.choose`)."""
+    settings), ``dev_evaluators`` and ``ood_evaluators`` (evaluator names), ``check`` (more evaluation
+    folders a model must stay level on, each scored with every evaluator it has data for: natural
+    questions from another source, say), ``ood_floor``, ``dev_tie`` (see :mod:`llm_embedder.selection`)."""
     quick: dict[str, Any] = field(default_factory=dict)
     """Overrides (dotted keys) applied by ``--quick``."""
 
@@ -381,7 +382,7 @@ class Pipeline:
         Prints both grids and the pick (:mod:`llm_embedder.selection`) and writes ``select/selection.json``;
         the recipe's ``train`` settings are then set from it by hand.
         """
-        from llm_embedder.selection import mean_score, relative_scores
+        from llm_embedder.selection import mean_score, relative_scores, worst_check
 
         settings = self.config.select
         variants = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in settings.get("variants", [])}
@@ -395,25 +396,36 @@ class Pipeline:
                 models[merged] = self._merge(models[name], self.model_versions[name], float(weight), folder)
         specs = [f"base=dense:{self.config.encoder}", *(f"{n}=dense:{p}" for n, p in models.items())]
         versions = {f"{n}=dense:{p}": self.model_versions[n] for n, p in models.items()}
-        self.progress.start("select", f"{len(specs)} models on the dev split and the out-of-domain check")
+        folders = {"dev": data / "dev", "ood": self.check_folder(data)}
+        for number, folder in enumerate(settings.get("check") or [], 1):
+            if not Path(folder).is_dir():
+                raise InputError(folder, None, None, "select.check: an evaluation folder (eval layout) is expected")
+            folders[f"check-{number}"] = Path(folder)
+        checks = f"{len(folders) - 1} out-of-domain check" + ("s" if len(folders) > 2 else "")
+        self.progress.start("select", f"{len(specs)} models on the dev split and {checks}")
         boards = {}
-        for split, folder in (("dev", data / "dev"), ("ood", self.check_folder(data))):
+        for split, folder in folders.items():
             out = self.work / "select" / f"eval-{split}"
-            boards[split] = self._grid(folder, out, specs, settings.get(f"{split}_evaluators"), versions)
+            names = settings.get(f"{split}_evaluators") if split in ("dev", "ood") else None
+            boards[split] = self._grid(folder, out, specs, names, versions)
         self.progress.done()
         relative = {split: relative_scores(board, "base") for split, board in boards.items()}
         scores = {
             n: {split: mean_score(relative[split][spec]) for split in boards}
             for n, spec in zip(["base", *models], specs, strict=True)
         }
-        result = self.choose({n: s for n, s in scores.items() if n != "base"})
+        # The rule's out-of-domain score is the worst check's: a model must stay level on each of them.
+        result = self.choose({n: {"dev": s["dev"], "ood": worst_check(s)} for n, s in scores.items() if n != "base"})
+        result["kind"] = "llm-embedder selection"
+        result["scores"] = scores  # each model's mean relative score per split, the base's 1.0 included
         result["relative"] = relative
+        result["checks"] = {split: str(folder) for split, folder in folders.items() if split != "dev"}
         result["models"] = {name: str(path) for name, path in models.items()}
         write_json(self.work / "select" / "selection.json", result)
         for split in boards:
             print(f"\n{split} split:")
             print((self.work / "select" / f"eval-{split}" / "leaderboard.md").read_text(encoding="utf-8"), end="")
-        print("\nmean score relative to base (dev, ood-dev):")
+        print(f"\nmean score relative to base ({', '.join(boards)}):")
         for name, s in scores.items():
             print(f"  {name}: " + ", ".join("-" if v is None else f"{v:.3f}" for v in s.values()))
         print(f"chosen: {result['chosen']} ({result['rule']})")

@@ -3,7 +3,9 @@
 Columns have different scales (nDCG, perplexity), so each is divided by the reference row's value
 (the base encoder): 1.0 is "as good as base", above is better, whatever the column's direction
 (lower-is-better columns use ``reference / value``).  A model's in-domain score is the mean of its
-relative dev columns; its out-of-domain score the mean over the out-of-domain columns.
+relative dev columns; its out-of-domain score the mean over the out-of-domain columns, and with
+several out-of-domain checks (say, a held-out topic of the training sources and natural questions from
+another source) the lowest of their means (:func:`worst_check`): a model must stay level on each.
 
 The pick: the highest in-domain score among the models whose out-of-domain score is at least
 ``ood_floor`` (default 1.0: level with the base encoder out of domain, the issue's requirement); if
@@ -61,6 +63,13 @@ def _find_row(rows: Mapping[str, Any], name: str) -> str:
 
 def mean_score(scores: Mapping[str, float]) -> float | None:
     return sum(scores.values()) / len(scores) if scores else None
+
+
+def worst_check(scores: Mapping[str, float | None]) -> float | None:
+    """The lowest mean relative score over the out-of-domain checks (every split of ``scores`` but
+    ``dev``) that have one; None when none has."""
+    checks = [v for split, v in scores.items() if split != "dev" and v is not None]
+    return min(checks) if checks else None
 
 
 DEV_TIE = 0.03

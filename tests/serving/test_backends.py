@@ -98,9 +98,7 @@ def open_sqlite(path):
     return SqliteFaissStore(path)
 
 
-@pytest.mark.parametrize(
-    "model", ["tiny", pytest.param("minilm", marks=[pytest.mark.slow, pytest.mark.integration])]
-)
+@pytest.mark.parametrize("model", ["tiny", pytest.param("minilm", marks=[pytest.mark.slow, pytest.mark.integration])])
 def test_readme_in_process_example_then_readme_serve_command(model, model_copy, tmp_path):
     model = str(model_copy) if model == "tiny" else model
     data_dir = tmp_path / "py-data"

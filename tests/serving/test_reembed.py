@@ -207,4 +207,3 @@ def test_cli_reembed_of_a_folder_without_a_store_is_one_line(tmp_path, new_model
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "no collections.sqlite3 here" in proc.stderr
     assert list(empty.iterdir()) == []  # nothing created
-

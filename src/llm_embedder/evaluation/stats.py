@@ -293,9 +293,7 @@ def _swap_sums(spread: np.ndarray, swaps: int | None, rng: np.random.Generator) 
     return out
 
 
-def paired_test(
-    a: Sample, b: Sample, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED
-) -> Comparison:
+def paired_test(a: Sample, b: Sample, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED) -> Comparison:
     """Difference of two rows' numbers on the same examples, its paired bootstrap interval and a
     permutation p-value (see the module docstring)."""
     check_paired(a, b)

@@ -14,6 +14,7 @@ from llm_embedder.models.cpu import BF16_CPU_FLAGS, cpu_bf16_flags
 
 __all__ = ["BF16_CPU_FLAGS", "cpu_bf16_flags", "resolve_mixed_precision"]
 
+
 def resolve_mixed_precision(bf16: bool | str, mixed_precision: str, on_cpu: bool) -> str:
     """The ``mixed_precision`` handed to accelerate: ``bf16`` when ``bf16`` is true, or ``auto`` and the
     device has bf16 units; otherwise ``mixed_precision`` as given."""
