@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_embedder.fileio import atomic_path
+from llm_embedder.selection import worst_check
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -222,7 +223,7 @@ def selection(figures: dict[str, Any]) -> str:
 
     for name, scores in figures["scores"].items():
         checks = [scores[s] for s in splits]
-        worst = min((v for v in checks if v is not None), default=None)
+        worst = worst_check(scores)
         mark = "**chosen**" if name == figures["chosen"] else "reference" if name == "base" else ""
         row = [name, cell(scores["dev"]), *map(cell, checks), cell(worst), mark]
         lines.append("| " + " | ".join(row) + " |")

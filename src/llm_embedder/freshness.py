@@ -168,9 +168,11 @@ def resume_partial(output: Output, partial: Path, restart: bool) -> str:
     The key of each is its manifest (:mod:`llm_embedder.outputs`).  A partial or finished output made
     from other inputs or settings stops the command with what changed, unless ``restart``.
     """
+    current = {}  # each candidate that exists: whether its manifest is this output's
     for candidate in (partial, output.path):
         stage = Stage(manifest_path(candidate), output.manifest)
-        if not candidate.exists() or read_manifest(candidate) is None or stage.fresh():
+        current[candidate] = candidate.exists() and stage.fresh()
+        if not candidate.exists() or read_manifest(candidate) is None or current[candidate]:
             continue
         if not restart:
             raise InputError(
@@ -180,9 +182,9 @@ def resume_partial(output: Output, partial: Path, restart: bool) -> str:
                 f"an earlier run wrote {candidate.name} from other inputs or settings "
                 f"({'; '.join(stage.changes())}); pass --restart to start over",
             )
-    if partial.exists() and Stage(manifest_path(partial), output.manifest).fresh():
+    if current[partial]:
         return "resume"
-    if output.path.exists() and Stage(manifest_path(output.path), output.manifest).fresh():
+    if current[output.path]:
         return "done"
     partial.unlink(missing_ok=True)
     output.seal(partial)
