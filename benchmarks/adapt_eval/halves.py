@@ -21,7 +21,7 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from llm_embedder.fileio import read_jsonl, write_json
+from llm_embedder.fileio import atomic_path, read_jsonl, write_json
 
 HALVES = ("ood-dev", "ood-test")
 
@@ -51,20 +51,21 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; give a new folder")
-    record: dict[str, dict] = {}
-    for test in sorted(args.data.glob("*/*/test.json")):
-        rel = test.parent.relative_to(args.data)
-        rows = list(read_jsonl(test))
-        halves = split_clusters(rows, args.seed)
-        record[rel.as_posix()] = {}
-        for name, clusters in zip(HALVES, halves, strict=True):
-            folder = args.out / name / rel
-            shutil.copytree(test.parent, folder)
-            keep = [r for r in rows if str(r["cluster"]) in set(clusters)]
-            (folder / "test.json").write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-            record[rel.as_posix()][name] = {"clusters": sorted(clusters), "queries": len(keep)}
-            print(f"{name}/{rel}: {len(keep)} queries from {len(clusters)} clusters")
-    write_json(args.out / "halves.json", {"source": str(args.data), "seed": args.seed, "halves": record})
+    with atomic_path(args.out, is_dir=True) as tmp:  # a killed run leaves no half-written folder
+        record: dict[str, dict] = {}
+        for test in sorted(args.data.glob("*/*/test.json")):
+            rel = test.parent.relative_to(args.data)
+            rows = list(read_jsonl(test))
+            halves = split_clusters(rows, args.seed)
+            record[rel.as_posix()] = {}
+            for name, clusters in zip(HALVES, halves, strict=True):
+                folder = tmp / name / rel
+                shutil.copytree(test.parent, folder)
+                keep = [r for r in rows if str(r["cluster"]) in set(clusters)]
+                (folder / "test.json").write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+                record[rel.as_posix()][name] = {"clusters": sorted(clusters), "queries": len(keep)}
+                print(f"{name}/{rel}: {len(keep)} queries from {len(clusters)} clusters")
+        write_json(tmp / "halves.json", {"source": str(args.data), "seed": args.seed, "halves": record})
 
 
 if __name__ == "__main__":
