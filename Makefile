@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-quick adapt-demo test test-slow lint docs tables bench clean
+.PHONY: setup demo demo-quick demo-full adapt-demo test test-slow lint docs tables bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: setup
 
 demo-quick: setup
 	$(BIN)/llm-embedder run recipes/demo.yaml --quick
+
+# the demo with test sets large enough for the LLM columns (about 2 hours on 2 CPU cores)
+demo-full: setup
+	$(BIN)/llm-embedder run recipes/demo-full.yaml
 
 # `adapt` on the small shipped example (data/adapt-example): minutes on 2 cores, then its report.
 ADAPT_EXAMPLE := data/adapt-example

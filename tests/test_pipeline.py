@@ -12,6 +12,7 @@ import pytest
 
 from llm_embedder.cli import main
 from llm_embedder.data.records import load_train_file, make_group
+from llm_embedder.errors import InputError
 from llm_embedder.fingerprint import file_digest
 from llm_embedder.freshness import STAGE_FILE
 from llm_embedder.outputs import FOLDER_MANIFEST
@@ -186,6 +187,47 @@ def test_select_scores_variants_and_merges_on_dev_and_ood_only(finished_run, cap
     if value[1]:
         relative = next(v for k, v in result["relative"]["dev"].items() if k.startswith("slow="))
         assert relative["tool"] == pytest.approx(value[0] / value[1])
+
+
+def test_demo_full_is_the_demo_recipe_with_larger_tests():
+    """``extends`` + ``set``: demo-full.yaml holds only what differs from demo.yaml."""
+    demo = dataclasses.asdict(PipelineConfig.from_yaml(RECIPE))
+    full = dataclasses.asdict(PipelineConfig.from_yaml(RECIPE.with_name("demo-full.yaml")))
+    assert {k for k in demo if demo[k] != full[k]} == {"work_dir", "data", "merge", "eval", "quick"}
+    assert full["data"] == {**demo["data"], "size": "full"} and full["merge"] == {}
+    assert full["eval"]["options"]["popqa"] == {"limit": None}
+    lrlm = demo["eval"]["options"]["lrlm"]
+    assert full["eval"]["options"]["lrlm"] == {**lrlm, "limit": None}
+    assert {k: v for k, v in full["eval"].items() if k != "options"} == {
+        k: v for k, v in demo["eval"].items() if k != "options"
+    }
+    assert full["quick"] == {**demo["quick"], "work_dir": "runs/demo-full-quick"}
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        ("extends: missing.yaml\n", "extends", "is not a file"),
+        ("extends: recipe.yaml\n", "extends", "a cycle"),
+        ("set: {data.size: full}\n", "set", "extends none"),
+        ("extends: base.yaml\nset: [data.size]\n", "set", "a mapping"),
+    ],
+)
+def test_a_bad_extends_names_the_file_and_field(tmp_path, text, field, message):
+    (tmp_path / "base.yaml").write_text("work_dir: w\nlm: smollm2-135m\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    with pytest.raises(InputError, match=message) as caught:
+        PipelineConfig.from_yaml(recipe)
+    assert (caught.value.path, caught.value.field) == (str(recipe), field)
+
+
+def test_extends_replaces_top_level_settings_and_sets_dotted_ones(tmp_path):
+    (tmp_path / "base.yaml").write_text("work_dir: w\ndata: {size: small, seed: 3}\nmerge: {weight: 0.5}\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\nmerge: {}\nset: {data.size: full}\n")
+    (tmp_path / "top.yaml").write_text("extends: mid.yaml\nset: {data.seed: 4}\n")
+    config = PipelineConfig.from_yaml(tmp_path / "top.yaml", overrides=["work_dir=v"])
+    assert (config.work_dir, config.data, config.merge) == ("v", {"size": "full", "seed": 4}, {})
 
 
 def test_choose_applies_the_recipes_dev_tie():

@@ -64,9 +64,7 @@ class PipelineConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, quick: bool = False, overrides: list[str] = ()) -> PipelineConfig:
         path = Path(path)
-        data = read_yaml(path, "pipeline file") or {}
-        if not isinstance(data, dict):
-            raise InputError(path, None, None, "a pipeline file is a mapping of settings")
+        data = read_recipe(path)
         for key, value in (data.get("quick") or {}).items() if quick else ():
             apply_override(data, f"{key}={json.dumps(value)}")
         for override in overrides:
@@ -76,6 +74,31 @@ class PipelineConfig:
         if unknown:
             raise InputError(path, None, unknown[0], f"unknown setting; known: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+def read_recipe(path: Path, extended_by: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A pipeline file's settings.  ``extends: OTHER.yaml`` (a path from this file's folder) starts
+    from the other recipe's settings; this file's other top-level settings then replace the other's
+    whole, and ``set`` (a mapping of dotted keys, like ``quick``) changes single values in them."""
+    data = read_yaml(path, "pipeline file") or {}
+    if not isinstance(data, dict):
+        raise InputError(path, None, None, "a pipeline file is a mapping of settings")
+    parent, changes = data.pop("extends", None), data.pop("set", None) or {}
+    if not isinstance(changes, dict):
+        raise InputError(path, None, "set", "a mapping of dotted keys to values, e.g. {data.size: full}")
+    if parent is None:
+        if changes:
+            raise InputError(path, None, "set", "changes the recipe that `extends` names; this file extends none")
+        return data
+    parent_path = path.parent / str(parent)
+    if parent_path.resolve() in {p.resolve() for p in (path, *extended_by)}:
+        raise InputError(path, None, "extends", f"{parent} extends this file in turn (a cycle)")
+    if not parent_path.is_file():
+        raise InputError(path, None, "extends", f"{parent_path} is not a file")
+    merged = {**read_recipe(parent_path, (*extended_by, path)), **data}
+    for key, value in changes.items():
+        apply_override(merged, f"{key}={json.dumps(value)}")
+    return merged
 
 
 # What a trainer writes in its folder (removed when its stage starts again).

@@ -693,7 +693,7 @@ def test_quick_sizes(quick):
     manifest = json.loads((quick / "manifest.json").read_text(encoding="utf-8"))["tasks"]
     for task in TASKS:
         assert len(read(quick / "train" / f"{task}.json")) == size.train == manifest[task]["train"]
-        expected = {"lrlm": size.lrlm_test_docs, "icl": size.llm_test, "chat": size.llm_test}.get(task, size.test)
+        expected = size.lrlm_test_docs if task == "lrlm" else size.test_of(task)
         for split, folder in (("test", "eval"), ("dev", "dev")):
             assert len(read(quick / folder / TEST_FILES[task])) == expected == manifest[task][split], (task, split)
         # ood (held-out sources allowing) is halved; lrlm: each half takes up to the test split's number of articles
@@ -719,6 +719,36 @@ def test_quick_sizes(quick):
     # the default size: enough test queries for a real difference to show
     small = SIZES["small"]
     assert small.test >= 200 and small.llm_test >= 100 and small.lrlm_test_docs * 8 >= 100
+
+
+def test_test_of_reads_fewer_before_the_size_of_its_kind():
+    full = SIZES["full"]
+    assert [full.test_of(t) for t in ("qa", "chat", "icl", "tool")] == [500, 500, 280, 200]
+    small = SIZES["small"]
+    assert [small.test_of(t) for t in ("qa", "chat", "icl", "tool")] == [200, 100, 100, 200]
+
+
+def test_the_cli_offers_every_size():
+    import argparse
+
+    from llm_embedder.commands import data
+
+    parser = argparse.ArgumentParser()
+    data.register(parser.add_subparsers())
+    build = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["data"]
+    build = next(a for a in build._actions if isinstance(a, argparse._SubParsersAction)).choices["build-demo"]
+    assert set(next(a for a in build._actions if a.dest == "size").choices) == set(SIZES)
+
+
+@pytest.mark.slow  # a full build takes about 20 s
+@needs_sources
+def test_full_size_builds_its_counts(tmp_path):
+    """recipes/demo-full.yaml's data: each task's test and dev splits have the promised size."""
+    full = SIZES["full"]
+    tasks = build_demo(tmp_path / "full", size="full", progress=False)["tasks"]
+    for task in TASKS:
+        expected = full.lrlm_test_docs if task == "lrlm" else full.test_of(task)
+        assert (tasks[task]["train"], tasks[task]["test"], tasks[task]["dev"]) == (full.train, expected, expected)
 
 
 @needs_sources

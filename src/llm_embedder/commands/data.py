@@ -29,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (replaced atomically if it holds an earlier build)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
-        "--size", choices=("small", "quick"), default="small", help="small: ~150 train / ~48 test per task; quick: ~1/3"
+        "--size",
+        choices=("small", "full", "quick"),
+        default="small",
+        help="small: 150 train, 200 test queries per retrieval task, 100 per LLM-only task (make demo); "
+        "full: the same training, 500 test queries per task and 30 lrlm articles (recipes/demo-full.yaml); "
+        "quick: tiny, for tests",
     )
     p.set_defaults(func=run_build_demo, io=DATA_BUILD_DEMO)
 

@@ -120,7 +120,8 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
         else:
             by_gold.setdefault(gold, []).append((query, gold, others))
     splits: dict[str, list[tuple[str, str, list[str]]]] = {"test": [], "dev": [], "train": []}
-    need = {"test": size.test, "dev": size.test, "train": size.train}
+    n_test = size.test_of("tool")
+    need = {"test": n_test, "dev": n_test, "train": size.train}
     groups = iter(by_gold.values())  # insertion order: the first request of each tool, shuffled
     for split in splits:
         while len(splits[split]) < need[split]:
@@ -128,7 +129,7 @@ def build_tool(bfcl_dir: Path, size: DemoSize, rng: np.random.Generator) -> Task
             if group is None:
                 raise RuntimeError(f"tool: only {len(splits[split])} {split} requests")
             splits[split] += group[: need[split] - len(splits[split])]
-    splits["ood"] = ood[: size.test]
+    splits["ood"] = ood[:n_test]
     in_picked = splits["test"] + splits["dev"] + splits["train"]
     corpus, row_of = _tool_corpus(in_picked, every["in"], size.tool_corpus, rng)
     ood_corpus, ood_row_of = _tool_corpus(splits["ood"], every["ood"], size.tool_corpus, rng)

@@ -78,7 +78,8 @@ def build_chat(conversations: list[Conversation], size: DemoSize, rng: np.random
     prompts = sorted({c.prompt for c in conversations if c.prompt})
     held = {prompts[i] for i in rng.permutation(len(prompts))[: round(OOD_PROMPT_SHARE * len(prompts))].tolist()}
     pools: dict[str, list[dict[str, Any]]] = {"in": [], "ood": []}
-    need = {"in": size.train + 2 * size.llm_test, "ood": size.llm_test}
+    n_test = size.test_of("chat")
+    need = {"in": size.train + 2 * n_test, "ood": n_test}
     seen: set[str] = set()
     prompts_of: dict[str, str] = {}
     for conv in shuffled(conversations, rng):
@@ -100,7 +101,7 @@ def build_chat(conversations: list[Conversation], size: DemoSize, rng: np.random
         prompts_of[conv.key] = conv.prompt
     if len(pools["in"]) < need["in"]:
         raise RuntimeError(f"chat: only {len(pools['in'])} conversations usable")
-    n = size.llm_test
+    n = n_test
     split_records = {"test": pools["in"][:n], "dev": pools["in"][n : 2 * n], "ood": pools["ood"]}
     side = seeded_halves([prompts_of[r["conversation"]] for r in pools["ood"]], rng)
     split_records = halve_ood(split_records, lambda r: side[prompts_of[r["conversation"]]])

@@ -61,6 +61,13 @@ class DemoSize:
     """Demonstrations per ICL task name in the ICL corpus."""
     candidates: int = 8
     """Candidates of the chat (history entries, at most) and lrlm (earlier chunks) records."""
+    fewer: dict[str, int] = field(default_factory=dict)
+    """Test (and dev and ood) queries of a task whose sources hold too few for ``test`` or
+    ``llm_test`` alongside its training queries."""
+
+    def test_of(self, task: str) -> int:
+        """The test queries of ``task``: ``fewer`` where it names the task."""
+        return self.fewer.get(task, self.llm_test if task in ("icl", "chat") else self.test)
 
 
 SIZES: dict[str, DemoSize] = {
@@ -69,6 +76,15 @@ SIZES: dict[str, DemoSize] = {
     "small": DemoSize(
         train=150, test=200, llm_test=100, lrlm_test_docs=13, qa_corpus=2000, tool_corpus=1500,
         convsearch_corpus=2000, icl_pool_per_task=150,
+    ),
+    # `recipes/demo-full.yaml`: test sets large enough that the LLM columns' intervals are about
+    # +-0.03: 500 questions and chat samples, 16 lrlm articles (as many long ones as the dev split
+    # holds).  Fewer where the sources end: ICL 280 (its topic task has 188 examples), tool 200 (about
+    # 550 single-call BFCL requests), convsearch 200 (its dev split ends at 210 turns).
+    "full": DemoSize(
+        train=150, test=500, llm_test=500, lrlm_test_docs=16, qa_corpus=3000, tool_corpus=1500,
+        convsearch_corpus=2500, icl_pool_per_task=150,
+        fewer={"icl": 280, "tool": 200, "convsearch": 200},
     ),
     # CI-sized: a build takes seconds
     "quick": DemoSize(

@@ -180,7 +180,8 @@ def build_convsearch(parts: dict[str, list[Article]], size: DemoSize, rng: np.ra
     training records): every passage of the train articles that no question was cut from, so no
     dev, test or ood passage.
     """
-    splits = (("test", size.test), ("dev", size.test), ("train", size.train), ("ood", size.test))
+    n_test = size.test_of("convsearch")
+    splits = (("test", n_test), ("dev", n_test), ("train", size.train), ("ood", n_test))
     sessions = {split: [(a, sessions_of(a, rng)) for a in shuffled(parts[split], rng)] for split, _ in splits}
     # no passage a later question was cut from is in a corpus: the question must not find its own sentence
     cut_from = {(a.title, t.passage) for found in sessions.values() for a, ss in found for s in ss for t in s[1:]}

@@ -207,7 +207,7 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
     """
     tasks = icl_tasks(gensim_dir, chatterbot_dir, rng)
     names = list(tasks)
-    test_n = split_counts(size.llm_test, len(names))
+    test_n = split_counts(size.test_of("icl"), len(names))
     train_n = split_counts(size.train, len(names))
     corpus: list[dict[str, Any]] = []
     train, test, dev = [], [], []
@@ -238,7 +238,7 @@ def build_icl(gensim_dir: Path, chatterbot_dir: Path, size: DemoSize, rng: np.ra
                 }
             )
     ood_tasks = ood_icl_tasks(gensim_dir, chatterbot_dir, rng)
-    ood_n = split_counts(size.llm_test, len(ood_tasks))
+    ood_n = split_counts(size.test_of("icl"), len(ood_tasks))
     ood: list[tuple[dict[str, Any], str]] = []  # (record, its half)
     ood_corpus = []
     for n, (name, (demos, options)) in zip(ood_n, ood_tasks.items(), strict=True):
