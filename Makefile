@@ -27,7 +27,7 @@ demo: setup
 demo-quick: setup
 	$(BIN)/llm-embedder run recipes/demo.yaml --quick
 
-# the demo with test sets large enough for the LLM columns (about 2 hours on 2 CPU cores)
+# the demo with test sets large enough for the LLM columns (about 100 minutes on 2 CPU cores)
 demo-full: setup
 	$(BIN)/llm-embedder run recipes/demo-full.yaml
 

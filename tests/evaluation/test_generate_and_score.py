@@ -159,14 +159,17 @@ def test_open_qa_metrics_unchanged(eval_lm, tmp_path):
 
 def _check_bfloat16(name) -> None:
     """In bf16 the cached and uncached passes round differently (so do differently padded batches of the
-    two-pass path itself): the generations are the same, the scores agree to bf16 rounding (a mean per
-    token within 0.1), and the cached path is no farther from float32 than the two-pass path is."""
+    two-pass path itself): the generations are the same, the scores agree to bf16 rounding, and the
+    cached path is no farther from float32 than the two-pass path is.  bf16 keeps 8 significant bits: a
+    logit near 20 moves in steps of 0.125, so one token's log-probability can land about 0.125 from
+    float32 in each pass (SmolLM2 showed 0.15) and 0.25 apart between two passes; a mean over more
+    tokens lies closer."""
     exact = _both_paths(CausalLM.from_pretrained(name, device="cpu", dtype="float32"), batch_size=2)[4]
     lm = CausalLM.from_pretrained(name, device="cpu", dtype="bfloat16")
     spans, texts, scores, ref_texts, ref_scores = _both_paths(lm, batch_size=2)
     assert texts == ref_texts
     for (total, count), (ref, ref_count) in zip(scores, ref_scores, strict=True):
-        assert count == ref_count and abs(total - ref) / count < 0.1
+        assert count == ref_count and abs(total - ref) / count < 0.25
     cached_error = max(abs(a - b) / c for (a, c), (b, _) in zip(scores, exact, strict=True))
     two_pass_error = max(abs(a - b) / c for (a, c), (b, _) in zip(ref_scores, exact, strict=True))
     assert cached_error <= 2 * two_pass_error + 1e-3
