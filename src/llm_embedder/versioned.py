@@ -36,18 +36,25 @@ def current(directory: str | Path) -> Path | None:
     return directory / name
 
 
-def clean_leftovers(directory: str | Path) -> None:
-    """Remove temporary folders of dead runs and versions no pointer names (made by dead runs)."""
+def leftovers(directory: str | Path) -> list[Path]:
+    """Temporary folders of dead runs and versions no pointer names (made by dead runs)."""
     directory = Path(directory)
     try:
         live = current(directory)
     except FileNotFoundError:
         live = None  # a broken pointer protects nothing; the next publish replaces it
+    found = []
     for path in directory.iterdir():
         match = _TEMP.match(path.name) or _VERSION.match(path.name)
         pid = None if match is None else token_pid(_KIND, match.group(1))
-        if pid is None or path == live or pid_alive(pid):
-            continue
+        if pid is not None and path != live and not pid_alive(pid):
+            found.append(path)
+    return found
+
+
+def clean_leftovers(directory: str | Path) -> None:
+    """Remove :func:`leftovers`."""
+    for path in leftovers(directory):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 

@@ -79,6 +79,26 @@ def test_rebuild_replaces_its_own_index_and_leaves_no_leftovers(tmp_path, corpus
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
 
 
+@pytest.mark.parametrize("left", ["version", "temporary"])
+def test_a_first_build_killed_before_its_pointer_is_built_again(tmp_path, corpus_file, run_cli, left):
+    """Killed after the version folder was made but before CURRENT and the manifest were written, a
+    first build left only its own leftovers: the same command builds again (a kill trial found it)."""
+    out = tmp_path / "index"
+    out.mkdir()
+    token = make_token("version", _dead_pid())
+    (out / (f"v-{token}" if left == "version" else f".v-{token}.tmp")).mkdir()
+    assert run_cli("index", "build", "--method", "bm25", "--corpus", corpus_file, "--out", out)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["CURRENT", "llm-embedder-output.json", versioned.current(out).name]
+    # a folder with anything else in it is still refused
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"v-{token}").mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, err = run_cli("index", "build", "--method", "bm25", "--corpus", corpus_file, "--out", other)
+    assert_one_line(code, err, "an existing folder that `llm-embedder index build` did not write")
+    assert (other / "notes.txt").read_text() == "mine"
+
+
 def test_a_kill_between_version_and_pointer_keeps_the_old_index(tmp_path, corpus_file):
     out = tmp_path / "index"
     from llm_embedder.retrieval.corpus import Corpus
