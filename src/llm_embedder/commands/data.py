@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--size",
         choices=("small", "full", "quick"),
         default="small",
-        help="small: 150 train, 200 test queries per retrieval task, 100 per LLM-only task (make demo); "
-        "full: the same training, 500 test queries per task and 30 lrlm articles (recipes/demo-full.yaml); "
-        "quick: tiny, for tests",
+        help="small: 150 train, 200 test queries per retrieval task, 100 per LLM-only task, 13 lrlm articles "
+        "(make demo); full: 150 train, 500 test queries (fewer where a source ends) and 16 lrlm articles "
+        "(recipes/demo-full.yaml); quick: tiny, for tests",
     )
     p.set_defaults(func=run_build_demo, io=DATA_BUILD_DEMO)
 
