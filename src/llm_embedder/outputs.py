@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_embedder import fileio
+from llm_embedder import fileio, versioned
 from llm_embedder.errors import InputError
 from llm_embedder.fileio import clean_dead_temporaries, temporary_pid, write_json
 from llm_embedder.fingerprint import file_digest
@@ -360,7 +360,9 @@ def _check_folder(
             f"`llm-embedder {old['command']}`); choose another output path",
         )
     ours = old is not None or (recognise is not None and recognise(path))
-    if not ours and any(path.iterdir()):
+    # a folder that holds only what a killed versioned write left (a first version without its pointer,
+    # whose manifest comes at the end) is as good as empty: the next write removes those leftovers
+    if not ours and set(path.iterdir()) - set(versioned.leftovers(path)):
         if kind == WHOLE:
             raise InputError(
                 path,

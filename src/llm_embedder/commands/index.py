@@ -23,18 +23,13 @@ INDEX_MEMBERS = ("CURRENT", "searcher.json", "corpus.jsonl", "faiss.index", "bm2
 
 
 def is_index(path: Path) -> bool:
-    """An index from before manifests: a searcher of a known method (either layout); or a folder that
-    holds only what a build killed before its first version was published left (its manifest is
-    written when it completes)."""
+    """An index from before manifests: a searcher of a known method (either layout)."""
     from llm_embedder import versioned
 
     try:
         live = versioned.current(path)
-        entries = list(path.iterdir())
     except (OSError, ValueError):
         return False
-    if live is None and entries and set(entries) <= set(versioned.leftovers(path)):
-        return True
     return json_object((live or path) / "searcher.json").get("method") in ("dense", "bm25")
 
 
