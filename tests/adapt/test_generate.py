@@ -11,7 +11,9 @@ import pytest
 from processes import subprocess_env, torchrun
 
 from llm_embedder.userdata.generate import (
+    MAX_PER_KEY,
     QUESTION_SHOTS,
+    REQUEST_SHOTS,
     GenerationSettings,
     clean_query,
     consistent,
@@ -49,6 +51,27 @@ def test_prompts_end_with_the_key_and_vary_their_demonstrations():
     assert first.endswith(f"Passage: {KEYS[0]}\nQuestion:") and first != second
     assert first.count("Question:") == 3  # two demonstrations, then the open slot
     assert request_prompt("get_time, Current time", 2).endswith("Tool: get_time, Current time\nUser request:")
+
+
+def test_every_variant_has_its_own_ordered_pair_of_demonstrations():
+    # 4 shots give 12 ordered pairs; the first 4 are the neighbours (0, 1), (1, 2), (2, 3), (3, 0)
+    assert len(QUESTION_SHOTS) == len(REQUEST_SHOTS) == 4 and MAX_PER_KEY == 12
+    by_hand = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3), (2, 0), (3, 1), (0, 3), (1, 0), (2, 1), (3, 2)]
+    prompts = [request_prompt("get_time, Current time", v) for v in range(MAX_PER_KEY)]
+    for prompt, (a, b) in zip(prompts, by_hand, strict=True):
+        assert prompt.startswith(f"Tool: {REQUEST_SHOTS[a][0]}") and f"User request: {REQUEST_SHOTS[b][1]}" in prompt
+    assert len(set(prompts)) == MAX_PER_KEY
+    with pytest.raises(ValueError, match="per_tool must be 1-12"):
+        GenerationSettings(per_tool=MAX_PER_KEY + 1)
+
+
+def test_per_tool_sets_the_requests_per_tool_and_leaves_questions_alone():
+    settings = GenerationSettings(per_key=1, per_tool=5, filter_top_k=0)
+    tools = ["get_time, Current time"]
+    requests = write_queries(ScriptedLM(lambda p: f" Request number {p.count('a')} please"), tools, settings, "request")
+    assert requests.counts["written"] == 5
+    questions = write_queries(ScriptedLM(lambda p: " What is it here?"), KEYS, settings, "question")
+    assert questions.counts["written"] == len(KEYS)
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,10 @@ KEY_CHARS = 900
 @dataclass(frozen=True)
 class GenerationSettings:
     per_key: int = 2
-    """Queries written per passage or tool (each from another set of demonstrations)."""
+    """Queries written per passage or tool (each from another pair of demonstrations)."""
+    per_tool: int | None = None
+    """Requests written per tool, when it should differ from ``per_key`` (a user has few tools and
+    many passages, so more requests per tool cost little); none: ``per_key``."""
     filter_top_k: int = 3
     """Consistency filter: keep a query whose key BM25 ranks within this many (0: no filter)."""
     max_new_tokens: int = 40
@@ -88,8 +91,10 @@ class GenerationSettings:
     count in the consistency filter and, for passages, as negatives."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.per_key <= 16:
-            raise ValueError(f"per_key must be 1-16, got {self.per_key}")
+        for name in ("per_key", "per_tool"):
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= MAX_PER_KEY:
+                raise ValueError(f"{name} must be 1-{MAX_PER_KEY} (the pairs of demonstrations), got {value}")
         if self.filter_top_k < 0:
             raise ValueError(f"filter_top_k must be 0 (off) or more, got {self.filter_top_k}")
         if self.max_keys is not None and self.max_keys < 1:
@@ -106,9 +111,17 @@ class Generated:
     dropped_samples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
-def _shots(shots: Sequence[tuple[str, ...]], variant: int, k: int = 2) -> list[tuple[str, ...]]:
-    """The ``variant``-th set of ``k`` demonstrations: rotations of the list, so each set differs."""
-    return [shots[(variant + i) % len(shots)] for i in range(k)]
+def _shots(shots: Sequence[tuple[str, ...]], variant: int) -> list[tuple[str, ...]]:
+    """The ``variant``-th ordered pair of demonstrations, each pair different: first the neighbours
+    (0, 1), (1, 2), ..., then shots two apart, and so on (``n * (n - 1)`` pairs for ``n`` shots)."""
+    n = len(shots)
+    gap, start = divmod(variant % (n * (n - 1)), n)
+    return [shots[start], shots[(start + gap + 1) % n]]
+
+
+_FEWEST_SHOTS = min(len(QUESTION_SHOTS), len(REQUEST_SHOTS))
+MAX_PER_KEY = _FEWEST_SHOTS * (_FEWEST_SHOTS - 1)
+"""Prompts per key that differ (greedy decoding repeats itself on the same prompt)."""
 
 
 def _cut(text: str, chars: int = KEY_CHARS) -> str:
@@ -177,15 +190,16 @@ def write_queries(
     show_progress: bool = False,
     seed: int = 0,
 ) -> Generated:
-    """``settings.per_key`` queries for each key (``kind``: ``question`` for passages, ``request`` for
-    tools; at most ``settings.max_keys`` keys, a sample seeded by ``seed``), cleaned, deduplicated and
-    filtered for consistency against all keys."""
+    """``settings.per_key`` queries for each key (``per_tool`` for tools, when set; ``kind``: ``question``
+    for passages, ``request`` for tools; at most ``settings.max_keys`` keys, a sample seeded by
+    ``seed``), cleaned, deduplicated and filtered for consistency against all keys."""
     question = kind == "question"
     make = question_prompt if question else request_prompt
     chosen = range(len(keys))
     if settings.max_keys is not None and settings.max_keys < len(keys):
         chosen = sorted(np.random.default_rng(seed).permutation(len(keys))[: settings.max_keys].tolist())
-    jobs = [(i, v) for i in chosen for v in range(settings.per_key)]
+    per_key = settings.per_key if question or settings.per_tool is None else settings.per_tool
+    jobs = [(i, v) for i in chosen for v in range(per_key)]
     prompts = [make(keys[i], v) for i, v in jobs]
     texts = _generate(lm, prompts, settings, show_progress, f"writing {kind}s")
     out = Generated()
