@@ -211,6 +211,25 @@ def adapt_runs(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def adapt_looks(figures: dict[str, Any]) -> str:
+    """``benchmarks/adapt_eval/looks.py``: each run's chosen model against the base, Holm over every look."""
+    marks = {"better": "▲", "worse": "▼", "same": "="}
+    lines = ["| run | chosen | column | difference [95% CI] | raw p | Holm p | |", "|---|---|---|---|---:|---:|---|"]
+    for c in figures["comparisons"]:
+        low, high = c["interval"]
+        lines.append(
+            f"| {c['run']} | {c['model']} | {c['column']} | {c['difference']:+.3f} [{low:+.3f}, {high:+.3f}] "
+            f"| {c['p_value']:.4f} | {c['p_holm']:.3f} | {marks[c['verdict']]} |"
+        )
+    tables = sorted({c["table"] for c in figures["comparisons"]})
+    lines += [
+        "",
+        f"Holm's correction over all {len(figures['comparisons'])} comparisons (alpha {figures['alpha']}); "
+        f"from {', '.join(f'`{t}`' for t in tables)}.",
+    ]
+    return "\n".join(lines)
+
+
 def selection(figures: dict[str, Any]) -> str:
     """``llm-embedder run --select``'s ``selection.json``: each model's mean score relative to the base per
     split, the worst out-of-domain check (what the rule's floor reads) and the pick."""
@@ -235,6 +254,7 @@ def selection(figures: dict[str, Any]) -> str:
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "llm-embedder selection": selection,
     "adapt runs": adapt_runs,
+    "adapt looks": adapt_looks,
     "adapt writers": adapt_writers,
     "serve": serve,
     "popqa_prefill": popqa_prefill,

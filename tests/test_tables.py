@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -56,7 +58,6 @@ def test_a_readme_block_is_replaced_by_its_rendered_table_and_nothing_else(tmp_p
 def test_a_benchmark_out_replaces_only_its_own_figures(tmp_path):
     import sys
 
-    import pytest
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from figures import check_out, write_figures
@@ -107,3 +108,37 @@ def test_selection_table_shows_each_check_and_the_worst():
     assert lines[3] == "| instr | 1.120 | 1.050 | 0.900 | 0.900 |  |"
     assert lines[4] == "| plain | 1.100 | 1.020 | — | 1.020 | **chosen** |"
     assert lines[-1].startswith("Rule: best in-domain") and "check-1: `runs/natural/ood-dev`" in lines[-1]
+
+
+def _evaluation(folder: Path, runs: dict[str, str | None], p_values: dict[str, tuple[float, float]]) -> None:
+    """A folder as ``evaluate.py`` writes it: each run's chosen model with a raw p-value per column."""
+    columns = [("qa-retrieval", "ndcg@10"), ("tool", "ndcg@5")]
+    confidence = {"base=dense:minilm": {}}
+    for run, chosen in runs.items():
+        if chosen:
+            confidence[f"{run}.{chosen}=dense:x"] = {
+                name: {"vs_reference": {"difference": 0.01, "interval": [0.0, 0.02], "p_value": p}}
+                for (name, _), p in zip(columns, p_values[run], strict=True)
+            }
+    folder.mkdir()
+    board = {"columns": [{"evaluator": e, "metric": m, "lower_is_better": False} for e, m in columns]}
+    (folder / "leaderboard.json").write_text(json.dumps({**board, "confidence": confidence}))
+    summary = {"runs": {run: {"chosen": chosen} for run, chosen in runs.items()}}
+    (folder / "adapt-summary.json").write_text(json.dumps(summary))
+
+
+def test_looks_corrects_every_chosen_model_of_every_table_together(tmp_path):
+    spec = importlib.util.spec_from_file_location("looks", ROOT / "benchmarks" / "adapt_eval" / "looks.py")
+    looks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(looks)
+    _evaluation(tmp_path / "one", {"a": "plain", "kept": None}, {"a": (0.01, 0.5)})
+    _evaluation(tmp_path / "two", {"b": "plain+base@0.5"}, {"b": (0.002, 0.04)})
+    out = tmp_path / "looks.json"
+    looks.main(["--results", str(tmp_path / "one"), "--results", str(tmp_path / "two"), "--out", str(out)])
+    found = json.loads(out.read_text())["comparisons"]
+    # by hand, 4 looks sorted 0.002, 0.01, 0.04, 0.5: Holm 4 x 0.002, 3 x 0.01, 2 x 0.04, 1 x 0.5
+    assert [(c["run"], c["model"]) for c in found] == [("a", "plain")] * 2 + [("b", "plain+base@0.5")] * 2
+    assert [c["p_holm"] for c in found] == pytest.approx([0.03, 0.5, 0.008, 0.08])
+    assert [c["verdict"] for c in found] == ["better", "same", "better", "same"]
+    table = _tables().adapt_looks(json.loads(out.read_text()))
+    assert "| b | plain+base@0.5 | qa-retrieval ndcg@10 | +0.010 [+0.000, +0.020] | 0.0020 | 0.008 | ▲ |" in table
