@@ -58,7 +58,6 @@ def test_a_readme_block_is_replaced_by_its_rendered_table_and_nothing_else(tmp_p
 def test_a_benchmark_out_replaces_only_its_own_figures(tmp_path):
     import sys
 
-
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from figures import check_out, write_figures
 
