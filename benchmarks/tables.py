@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llm_embedder.evaluation.stats import MARKS
 from llm_embedder.fileio import atomic_path
 from llm_embedder.selection import worst_check
 
@@ -213,13 +214,12 @@ def adapt_runs(figures: dict[str, Any]) -> str:
 
 def adapt_looks(figures: dict[str, Any]) -> str:
     """``benchmarks/adapt_eval/looks.py``: each run's chosen model against the base, Holm over every look."""
-    marks = {"better": "▲", "worse": "▼", "same": "="}
     lines = ["| run | chosen | column | difference [95% CI] | raw p | Holm p | |", "|---|---|---|---|---:|---:|---|"]
     for c in figures["comparisons"]:
         low, high = c["interval"]
         lines.append(
             f"| {c['run']} | {c['model']} | {c['column']} | {c['difference']:+.3f} [{low:+.3f}, {high:+.3f}] "
-            f"| {c['p_value']:.4f} | {c['p_holm']:.3f} | {marks[c['verdict']]} |"
+            f"| {c['p_value']:.4f} | {c['p_holm']:.3f} | {MARKS[c['verdict']]} |"
         )
     tables = sorted({c["table"] for c in figures["comparisons"]})
     lines += [
