@@ -183,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--save-verdicts", action="store_true", help="--fidelity: save this machine's verdicts (auto follows them)"
     )
-    parser.add_argument("--compile", action="store_true", help="--fidelity: add torch bfloat16 under torch.compile")
+    parser.add_argument(
+        "--compile", action="store_true", help="--fidelity: add each torch encoding judged under torch.compile"
+    )
     parser.add_argument(
         "--splits", default=",".join(SPLITS), help=f"--fidelity: demo splits judged (default {','.join(SPLITS)})"
     )
@@ -341,9 +343,10 @@ def make_variants(args) -> dict[str, Any]:
             MODEL, device="cpu", backend=backend, dtype=dtype, batch_size=args.batch_size
         )
     if args.compile:
-        compiled = Embedder.from_pretrained(MODEL, device="cpu", dtype="bfloat16", batch_size=args.batch_size)
-        compiled.model = torch.compile(compiled.model, dynamic=True)
-        out["torch bfloat16 compiled"] = compiled
+        for name in [n for n in out if n.startswith("torch ")]:
+            compiled = Embedder.from_pretrained(MODEL, device="cpu", dtype=name.split()[1], batch_size=args.batch_size)
+            compiled.model = torch.compile(compiled.model, dynamic=True)
+            out[f"{name} compiled"] = compiled
     return out
 
 
@@ -422,6 +425,7 @@ def _cell(column: dict) -> str:
 def fidelity_main(args, argv: Sequence[str] | None) -> None:
     from llm_embedder.evaluation.fidelity import RULE
     from llm_embedder.models import verdicts, zoo
+    from llm_embedder.models.cpu import bf16_speedup
     from llm_embedder.models.loading import cpu_has_bf16, default_encoding
 
     if args.out is not None:
@@ -545,6 +549,7 @@ def fidelity_main(args, argv: Sequence[str] | None) -> None:
                 "command": ["benchmarks/encode.py", *(sys.argv[1:] if argv is None else argv)],
                 "machine": verdicts.machine(),
                 "threads": torch.get_num_threads(),
+                "bf16_probe": bf16_speedup(),
                 "batch_size": args.batch_size,
                 "load_average": {"before": list(load_before), "after": list(load_after)},
                 "splits": splits,

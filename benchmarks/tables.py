@@ -107,7 +107,9 @@ def encode_fidelity(figures: dict[str, Any]) -> str:
     lines += [
         "",
         f"{figures['queries']} queries and {figures['keys']} keys ({', '.join(figures['splits'])}), batch "
-        f"{figures['batch_size']}, against {figures['reference']}; {figures['threads']} torch threads, load average "
+        f"{figures['batch_size']}, against {figures['reference']}; {figures['machine']['cpu']}, "
+        + (f"bf16 probe {figures['bf16_probe']:.2f}x float32, " if "bf16_probe" in figures else "")
+        + f"{figures['threads']} torch threads, load average "
         f"(1, 5, 15 min) before {_load(load['before'])}, after {_load(load['after'])}. `auto` here: "
         f"{figures['auto']['backend']} {figures['auto']['dtype']}.",
     ]

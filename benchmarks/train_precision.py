@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from llm_embedder.models.cpu import bf16_speedup, cpu_bf16_flags
 from llm_embedder.training.config import DatasetSpec, TrainConfig
-from llm_embedder.training.precision import cpu_bf16_flags
 from llm_embedder.training.trainer import LOG_FILE, Trainer
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "flagembedding-toy"
@@ -74,7 +74,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=0.05, help="largest per-step relative loss deviation")
     args = parser.parse_args()
-    print(f"CPU bf16 flags: {', '.join(cpu_bf16_flags()) or 'none (bf16 is emulated: expect it slower)'}")
+    print(
+        f"CPU bf16 flags: {', '.join(cpu_bf16_flags()) or 'none (bf16 is emulated: expect it slower)'}; "
+        f"bf16 probe: {bf16_speedup():.2f}x float32"
+    )
     times: dict[bool, list[float]] = {False: [], True: []}
     losses: dict[bool, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""bf16 autocast for training: CPU detection, the setting's rules, and a first-step loss that matches float32."""
+"""bf16 autocast for training: the setting's rules, and a first-step loss that matches float32."""
 
 from __future__ import annotations
 
@@ -7,17 +7,8 @@ import torch
 import yaml
 
 from llm_embedder.training.config import TrainConfig
-from llm_embedder.training.precision import cpu_bf16_flags, resolve_mixed_precision
+from llm_embedder.training.precision import resolve_mixed_precision
 from llm_embedder.training.trainer import Trainer
-
-
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\nflags\t: fpu\n")
-    assert cpu_bf16_flags(str(info)) == ("amx_bf16",)
-    info.write_text("flags\t: fpu avx512f avx512_bf16\n")  # bf16 dot products only: slower than float32
-    assert cpu_bf16_flags.__wrapped__(str(info)) == ()
-    assert cpu_bf16_flags(str(tmp_path / "missing")) == ()
 
 
 def test_resolve_rules(monkeypatch):
@@ -28,9 +19,9 @@ def test_resolve_rules(monkeypatch):
     assert resolve_mixed_precision(True, "no", True) == "bf16"
     with pytest.raises(ValueError, match="contradict"):
         resolve_mixed_precision("auto", "fp16", True)
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    monkeypatch.setattr(precision, "cpu_bf16_pays", lambda: True)
     assert resolve_mixed_precision("auto", "no", True) == "bf16"
-    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
+    monkeypatch.setattr(precision, "cpu_bf16_pays", lambda: False)
     assert resolve_mixed_precision("auto", "no", True) == "no"
 
 

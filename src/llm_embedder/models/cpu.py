@@ -6,9 +6,12 @@ import functools
 import platform
 from pathlib import Path
 
-# Only AMX tiles make torch's bf16 faster than float32 on a CPU: with avx512_bf16 alone (dot-product
-# instructions) bf16 encoding, scoring and generation ran 0.8x float32 (docs: experiments/speed).
-BF16_CPU_FLAGS = ("amx_bf16",)
+# The flags that give torch native bf16 arithmetic on a CPU; without them bf16 is emulated (slow).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# A flag alone does not say bf16 pays: with avx512_bf16 and no AMX, MiniLM encoding ran 0.79x float32 on
+# one Intel host and 2.83x on an AMD Zen 5 host (docs: experiments/speed). So it is measured: bf16 is
+# chosen where a BERT-sized feed-forward block runs at least this much faster in bf16 than in float32.
+BF16_MIN_SPEEDUP = 1.2
 
 
 @functools.cache
@@ -34,3 +37,37 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def bf16_speedup(tokens: int = 1024, hidden: int = 384, repeats: int = 3) -> float:
+    """float32 time over bfloat16 time of a feed-forward block (linear, GELU, linear; MiniLM's shape by
+    default) on ``tokens`` rows, best of ``repeats`` after one warm-up call each, on torch's threads."""
+    import time
+
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    block = torch.nn.Sequential(
+        torch.nn.Linear(hidden, 4 * hidden), torch.nn.GELU(), torch.nn.Linear(4 * hidden, hidden)
+    ).eval()
+    x = torch.randn(tokens, hidden, generator=generator)
+    best = {}
+    with torch.inference_mode():
+        for dtype in (torch.float32, torch.bfloat16):
+            model, inputs = block.to(dtype), x.to(dtype)
+            model(inputs)
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                model(inputs)
+                times.append(time.perf_counter() - started)
+            best[dtype] = min(times)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+@functools.cache
+def cpu_bf16_pays() -> bool:
+    """Whether bf16 is worth computing in on this CPU: it has bf16 instructions and, measured once per
+    process (a fraction of a second), runs the probe of :func:`bf16_speedup` at least
+    ``BF16_MIN_SPEEDUP`` times faster than float32."""
+    return bool(cpu_bf16_flags()) and bf16_speedup() >= BF16_MIN_SPEEDUP

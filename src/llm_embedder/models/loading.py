@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from llm_embedder.models.cpu import cpu_bf16_flags
+from llm_embedder.models.cpu import cpu_bf16_flags, cpu_bf16_pays
 
 _DTYPES = {
     "float32": torch.float32,
@@ -20,11 +20,12 @@ _DTYPES = {
 }
 
 
-def has_bf16_units(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively (elsewhere it is emulated and slower than float32)."""
+def bf16_pays(device: torch.device) -> bool:
+    """Whether ``device`` computes faster in bfloat16 than in float32: a GPU that supports it, or a CPU
+    where the measured probe says so (``models.cpu.cpu_bf16_pays``)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(cpu_bf16_flags())
+    return device.type == "cpu" and cpu_bf16_pays()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -45,11 +46,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``None`` / ``"auto"``: float32 on CPU (exact), bfloat16 on a GPU that supports it.
-    ``"fast"``: bfloat16 wherever the device has bf16 units (CPUs with AMX / AVX512-BF16 too), else float32."""
+    ``"fast"``: bfloat16 wherever it is faster than float32 (:func:`bf16_pays`), else float32."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "fast":
-        return torch.bfloat16 if has_bf16_units(device) else torch.float32
+        return torch.bfloat16 if bf16_pays(device) else torch.float32
     if dtype in (None, "auto"):
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -66,7 +67,8 @@ TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def cpu_has_bf16() -> bool:
-    """Whether the CPU computes in bfloat16 natively (AVX512-BF16 or AMX); without them bf16 is emulated and slow."""
+    """Whether the CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them bf16 is emulated and slow.
+    Having them does not make bf16 faster: :func:`bf16_pays` measures that."""
     return bool(cpu_bf16_flags())
 
 

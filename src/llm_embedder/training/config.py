@@ -81,7 +81,7 @@ class TrainConfig:
     """``no``, ``bf16`` or ``fp16`` (weights stay float32; autocast computes in low precision)."""
     bf16: Any = False
     """bf16 autocast: ``true``, ``false`` (``mixed_precision`` decides), or ``auto``: on where the device has
-    bf16 units (CPU flag amx_bf16, or a bf16 GPU); see ``training.precision``."""
+    bf16 that pays (a bf16 GPU, or a CPU where bf16 is measured faster); see ``training.precision``."""
     pooling: str | None = None
     """Override the encoder's pooling (``cls``, ``mean``, ``last``)."""
     device: str = "auto"
