@@ -143,7 +143,8 @@ def load(url: str, texts: Sequence[str], clients: int, mode: str, **options: flo
 
 
 def check_vectors(url: str, embedder, texts: Sequence[str]) -> None:
-    """The server answers the in-process vectors (a benchmark of wrong answers would mean nothing)."""
+    """The server answers the in-process vectors (a benchmark of wrong answers would mean nothing): to
+    float32 rounding, or in bf16 to its rounding, which changes with the other texts of a batch."""
     got = []
     for text in texts:
         response = httpx.post(f"{url}/v1/embeddings", content=body(text), headers=JSON, timeout=60)
@@ -152,7 +153,8 @@ def check_vectors(url: str, embedder, texts: Sequence[str]) -> None:
     want = embedder.encode_queries(list(texts), TASK)
     got = np.asarray(got, dtype=np.float64)
     cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
-    if cosine.min() < 1 - 1e-5:
+    tolerance = 1e-5 if str(embedder.encoding_dtype).endswith("float32") else 1e-3
+    if cosine.min() < 1 - tolerance:
         raise AssertionError(f"{url} answered vectors unlike in-process encode (min cosine {cosine.min():.6f})")
 
 
