@@ -366,6 +366,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from llm_embedder import Embedder
+    from llm_embedder.models.cpu import cpu_model
     from llm_embedder.serving.engine import Engine
     from llm_embedder.serving.server import set_threads
 
@@ -404,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
         },

@@ -136,8 +136,9 @@ def serve(figures: dict[str, Any]) -> str:
     lines += [
         "",
         f"{config['clients']} clients, {config['model']}, {config['model_threads']} model thread(s), "
-        f"{figures['machine']['cores']} cores; load average (1, 5, 15 min) at start {_load(figures['load_at_start'])}, "
-        f"at end {_load(figures['load_at_end'])}.",
+        + (f"{figures['machine']['cpu']}, " if "cpu" in figures["machine"] else "")
+        + f"{figures['machine']['cores']} cores; load average (1, 5, 15 min) at start "
+        f"{_load(figures['load_at_start'])}, at end {_load(figures['load_at_end'])}.",
     ]
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Which precision training computes in: bf16 autocast only where the hardware has bf16 units.
+"""Which precision training computes in: bf16 autocast only where bf16 is faster than float32.
 
 ``bf16: auto`` turns autocast on for a CUDA device that supports bfloat16 and for CPUs where bf16 is
 measured faster than float32 (``models.cpu.cpu_bf16_pays``: bf16 instructions, and a probe at least
@@ -17,7 +17,7 @@ __all__ = ["resolve_mixed_precision"]
 
 def resolve_mixed_precision(bf16: bool | str, mixed_precision: str, on_cpu: bool) -> str:
     """The ``mixed_precision`` handed to accelerate: ``bf16`` when ``bf16`` is true, or ``auto`` and the
-    device has bf16 units; otherwise ``mixed_precision`` as given."""
+    device computes faster in bf16; otherwise ``mixed_precision`` as given."""
     if bf16 is False:
         return mixed_precision
     if mixed_precision == "fp16":
