@@ -54,6 +54,7 @@ from pydantic import BaseModel  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from encode import DATA_DIR, load_texts  # noqa: E402
+from figures import check_out, write_figures  # noqa: E402
 
 TASK = "qa"
 LOADGEN = HERE / "loadgen.py"
@@ -364,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DATA_DIR, help=f"toy files (default {DATA_DIR})")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    check_out(args.out, "serve")
 
     from llm_embedder import Embedder
     from llm_embedder.models.cpu import cpu_model
@@ -430,10 +432,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results["load_at_end"] = loadavg()
     print(summary(results))
     if args.out:
-        from llm_embedder.fileio import atomic_path
-
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_figures(args.out, results)
         print(f"wrote {args.out}")
 
 
