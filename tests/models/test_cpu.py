@@ -36,7 +36,7 @@ def test_bf16_pays_only_with_instructions_and_a_measured_gain(monkeypatch, fresh
     monkeypatch.setattr(cpu, "bf16_speedup", no_probe)
     assert cpu.cpu_bf16_pays() is False
 
-    # Both avx512_bf16 hosts of docs/experiments/speed: 2.83x (AMD Zen 5) and 0.79x (Intel).
+    # About the two avx512_bf16 hosts of docs/experiments/speed (AMD Zen 5 faster in bf16, Intel slower).
     monkeypatch.setattr(cpu, "cpu_bf16_flags", lambda: ("avx512_bf16",))
     for speedup, pays in [(2.83, True), (0.79, False), (cpu.BF16_MIN_SPEEDUP, True), (1.19, False)]:
         cpu.cpu_bf16_pays.cache_clear()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 # The flags that give torch native bf16 arithmetic on a CPU; without them bf16 is emulated (slow).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-# A flag alone does not say bf16 pays: with avx512_bf16 and no AMX, MiniLM encoding ran 0.79x float32 on
-# one Intel host and 2.83x on an AMD Zen 5 host (docs: experiments/speed). So it is measured: bf16 is
+# A flag alone does not say bf16 pays: with avx512_bf16 and no AMX, MiniLM encoding ran slower in bf16
+# than in float32 on one host and faster on another (docs: experiments/speed). So it is measured: bf16 is
 # chosen where a BERT-sized feed-forward block runs at least this much faster in bf16 than in float32.
 BF16_MIN_SPEEDUP = 1.2
 
