@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from llm_embedder.commands.common import claim, json_object
@@ -77,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
     from llm_embedder.training.trainer import train
 
     config = recipe_config(args)
-    output = claim(args, config.output_dir, "train", {}, settings={}, is_dir=True, recognise=is_training_output)
-    output.seal()
+    # Under torchrun every rank runs this command. Only the first claims the folder: two claims race, and
+    # one rank could find the other's half-made folder and refuse it. The other ranks wait for the first
+    # in train(), where the process group forms, before they write anything there.
+    if int(os.environ.get("RANK", "0")) == 0:
+        output = claim(args, config.output_dir, "train", {}, settings={}, is_dir=True, recognise=is_training_output)
+        output.seal()
     train(config, show_progress=not args.quiet, restart=args.restart)
     return 0
